@@ -1,0 +1,187 @@
+"""ApplicationOverQuic: any protocol over one QUIC connection.
+
+The IoWorker calls an application's six hooks around every driver step; see
+:class:`ApplicationOverQuic`. The raw-stream API
+(:class:`~trioquic.QuicConnection`) and HTTP/3's ``H3Driver`` are both
+implementations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._engine import ConnectionStatistics, HandshakeInfo
+from ._errors import CloseReason, ConnectionClosed
+from ._events import QuicEvent
+
+if TYPE_CHECKING:
+    from ._worker import IoWorker
+
+
+class ConnectionIO:
+    """What an application may do with its connection, from inside its hooks
+    or from its own tasks.
+
+    Every method here is synchronous: it changes the QUIC state machine and,
+    where there is something to send, asks the IoWorker for a driver step
+    (:meth:`wake`). The worker sends the resulting datagrams in one batch.
+    """
+
+    __slots__ = ("_worker",)
+
+    def __init__(self, worker: IoWorker) -> None:
+        self._worker = worker
+
+    # -- scheduling -------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask the IoWorker to run a driver step soon (after writes)."""
+        self._worker.wake()
+
+    def start_soon(
+        self, fn: Callable[..., Awaitable[Any]], *args: Any, name: object = None
+    ) -> None:
+        """Run ``fn(*args)`` in this connection's nursery: it is cancelled when
+        the connection ends, and never outlives it."""
+        nursery = self._worker.nursery
+        if nursery is None:
+            raise RuntimeError("the connection's nursery is not running")
+        nursery.start_soon(fn, *args, name=name)
+
+    # -- facts ------------------------------------------------------------
+
+    @property
+    def is_client(self) -> bool:
+        return self._worker.engine.is_client
+
+    @property
+    def handshake(self) -> HandshakeInfo | None:
+        return self._worker.engine.handshake
+
+    @property
+    def local_address(self) -> Any:
+        return self._worker.socket.local_address
+
+    @property
+    def peer_address(self) -> Any:
+        return self._worker.engine.peer_address()
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        return self._worker.engine.close_reason
+
+    @property
+    def error(self) -> ConnectionClosed | None:
+        """The exception users of a closed connection get, once it closed."""
+        return self._worker.error
+
+    def statistics(self) -> ConnectionStatistics:
+        return self._worker.engine.statistics()
+
+    # -- streams and datagrams -------------------------------------------
+
+    def open_stream(self, *, unidirectional: bool = False) -> int | None:
+        """A new local stream's ID, or None while the peer's limit is reached."""
+        return self._worker.engine.open_stream(unidirectional)
+
+    def send_stream_data(
+        self, stream_id: int, data: bytes, end_stream: bool = False
+    ) -> None:
+        self._worker.engine.send_stream_data(stream_id, data, end_stream)
+        self._worker.wake()
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        self._worker.engine.reset_stream(stream_id, error_code)
+        self._worker.wake()
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        self._worker.engine.stop_stream(stream_id, error_code)
+        self._worker.wake()
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Unacknowledged plus unsent bytes the stream holds."""
+        return self._worker.engine.send_buffered(stream_id)
+
+    def consume(self, stream_id: int, count: int) -> None:
+        """Grant the peer credit for ``count`` bytes of ``stream_id`` the
+        application has read (only for applications with
+        ``manual_flow_control``)."""
+        if self._worker.engine.consume(stream_id, count):
+            self._worker.wake()
+
+    def credit_unread(self, stream_id: int, final_size: int) -> None:
+        """Grant credit for every byte up to ``final_size`` not yet consumed
+        (the stream was reset or abandoned: they will never be read)."""
+        if self._worker.engine.credit_unread(stream_id, final_size):
+            self._worker.wake()
+
+    def forget_stream(self, stream_id: int) -> None:
+        self._worker.engine.forget_stream(stream_id)
+
+    def received_final_size(self, stream_id: int) -> int | None:
+        return self._worker.engine.received_final_size(stream_id)
+
+    def max_datagram_size(self) -> int:
+        return self._worker.engine.max_datagram_size()
+
+    def send_datagram(self, data: bytes) -> None:
+        self._worker.engine.send_datagram(data)
+        self._worker.wake()
+
+    def close(self, error_code: int = 0, reason: str = "") -> None:
+        """Close the connection with an application error code."""
+        self._worker.close(error_code, reason)
+
+
+class ApplicationOverQuic:
+    """A protocol that runs over one QUIC connection.
+
+    The IoWorker owns the connection and calls these hooks, in this order,
+    after every input (datagrams, a timer, or a :meth:`ConnectionIO.wake`):
+
+    1. :meth:`on_connection_established` once, when the handshake completes;
+    2. :meth:`process_reads` with the transport events of the step, when
+       :meth:`should_act` is true (events wait while it is false);
+    3. :meth:`process_writes`, when :meth:`should_act` is true;
+
+    then it flushes datagrams. :meth:`wait_for_data` runs in a task of the
+    connection's nursery and triggers a step each time it returns, for
+    applications with inputs of their own. :meth:`on_connection_close` is
+    called once, however the connection ends. Hooks must not block: they are
+    plain functions, except :meth:`wait_for_data`.
+
+    Set ``manual_flow_control = True`` to grant receive credit yourself with
+    :meth:`ConnectionIO.consume` as your application reads; otherwise credit
+    is granted as data is handed to :meth:`process_reads`.
+    """
+
+    manual_flow_control: bool = False
+
+    def on_connection_established(
+        self, io: ConnectionIO, handshake: HandshakeInfo
+    ) -> None:
+        """The handshake completed; the connection can carry application data."""
+
+    def should_act(self) -> bool:
+        """Whether the worker should call the read and write hooks now."""
+        return True
+
+    async def wait_for_data(self, io: ConnectionIO) -> None:
+        """Wait for the application's own input; returning requests a step.
+
+        The default never returns: most applications write from their own
+        tasks and call :meth:`ConnectionIO.wake` instead.
+        """
+        await trio.sleep_forever()
+
+    def process_reads(self, io: ConnectionIO, events: Sequence[QuicEvent]) -> None:
+        """Handle the transport events of one driver step."""
+
+    def process_writes(self, io: ConnectionIO) -> None:
+        """Write what is ready to be sent, just before the worker flushes."""
+
+    def on_connection_close(self, io: ConnectionIO, reason: CloseReason) -> None:
+        """The connection ended (``io.error`` is what waiters should raise)."""

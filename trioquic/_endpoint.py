@@ -1,0 +1,457 @@
+"""Endpoints: ``serve_quic`` / ``serve_application`` and
+``open_quic_connection`` / ``open_application``.
+
+Task tree (DESIGN.md section 2)::
+
+    endpoint nursery (owned by serve_* / open_*)
+    ├── InboundPacketRouter task, one per UDP socket
+    └── per-connection child nursery, one per QUIC connection
+        ├── IoWorker task
+        └── application task(s): your handler, wait_for_data, ...
+
+Cancelling the endpoint (or leaving ``open_*``) closes every connection
+gracefully: CONNECTION_CLOSE is flushed under a shielded scope bounded by
+``QuicSettings.close_grace_period``; then the nursery exits, and the sockets
+are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket as _stdlib_socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import TypeVar
+
+import trio
+
+from ._application import ApplicationOverQuic
+from ._connection import QuicConnection, StreamApplication
+from ._engine import EndpointConfiguration, Engine
+from ._errors import ConnectionClosed, StreamReset, StreamStopped
+from ._router import InboundPacketRouter, RouterCounters, RouterStatistics
+from ._routing import Accept, RoutingTable
+from ._settings import QuicSettings
+from ._udp import Address, DatagramSocket, UdpSocket
+from ._worker import IoWorker
+
+logger = logging.getLogger("trioquic")
+
+App = TypeVar("App", bound=ApplicationOverQuic)
+
+#: What a serve_* factory returns for each new connection.
+ApplicationFactory = Callable[[], ApplicationOverQuic]
+
+
+def _check_settings(settings: QuicSettings | None) -> QuicSettings:
+    if settings is None:
+        return QuicSettings()
+    if not isinstance(settings, QuicSettings):
+        raise TypeError(
+            f"settings must be a trioquic.QuicSettings, got {type(settings).__name__}"
+        )
+    return settings
+
+
+def _check_port(port: int) -> int:
+    if isinstance(port, bool) or not isinstance(port, int):
+        raise TypeError(f"port must be an int, got {type(port).__name__}")
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port must be 0..65535, got {port}")
+    return port
+
+
+class QuicServer:
+    """A running QUIC server, as ``await nursery.start(serve_quic, ...)`` reports."""
+
+    def __init__(
+        self, sockets: Sequence[DatagramSocket], counters: RouterCounters
+    ) -> None:
+        self._sockets = list(sockets)
+        self._counters = counters
+        self.connections: set[IoWorker] = set()
+
+    @property
+    def addresses(self) -> list[Address]:
+        """The bound local addresses, one per socket."""
+        return [s.local_address for s in self._sockets]
+
+    @property
+    def port(self) -> int:
+        """The port of the first socket (the one to use when binding port 0)."""
+        return int(self._sockets[0].local_address[1])
+
+    @property
+    def connection_count(self) -> int:
+        return len(self.connections)
+
+    def statistics(self) -> RouterStatistics:
+        """Datagrams received, delivered, dropped (by reason), accepted."""
+        return self._counters.snapshot()
+
+
+async def _run_connection(worker: IoWorker) -> None:
+    """One connection's child nursery: the IoWorker and the application's tasks."""
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(worker.run, nursery)
+
+
+class _Endpoint:
+    """What the routers of one endpoint share."""
+
+    def __init__(
+        self,
+        settings: QuicSettings,
+        *,
+        is_client: bool,
+        nursery: trio.Nursery,
+        factory: Callable[[], tuple[ApplicationOverQuic, Callable[[IoWorker], None]]]
+        | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config = EndpointConfiguration(settings, is_client=is_client)
+        self.table: RoutingTable[IoWorker] = RoutingTable(
+            cid_length=settings.connection_id_length, accept_new=not is_client
+        )
+        self.counters = RouterCounters()
+        self.nursery = nursery
+        self.factory = factory
+        self.workers: set[IoWorker] = set()
+
+    def accept(
+        self, decision: Accept, data: bytes, addr: Address, socket: DatagramSocket
+    ) -> IoWorker | None:
+        assert self.factory is not None
+        engine = Engine(
+            self.config.for_connection(),
+            self.settings,
+            original_destination_cid=decision.destination_cid,
+        )
+        application, bind = self.factory()
+        worker = IoWorker(
+            engine=engine, application=application, socket=socket, table=self.table
+        )
+        bind(worker)
+        worker.register_cid(decision.destination_cid)
+        self.start(worker)
+        return worker
+
+    def start(self, worker: IoWorker) -> None:
+        self.workers.add(worker)
+
+        async def run() -> None:
+            try:
+                await _run_connection(worker)
+            finally:
+                self.workers.discard(worker)
+
+        self.nursery.start_soon(run)
+
+
+async def serve_application(
+    application_factory: Callable[[], ApplicationOverQuic],
+    port: int,
+    *,
+    host: str | None = None,
+    settings: QuicSettings | None = None,
+    sockets: Sequence[DatagramSocket] | None = None,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve QUIC with one :class:`ApplicationOverQuic` per connection.
+
+    ``application_factory()`` is called for each accepted connection. Runs
+    until cancelled; reports the :class:`QuicServer` via ``task_status``.
+    """
+    if not callable(application_factory):
+        raise TypeError(
+            "application_factory must be a callable returning an ApplicationOverQuic"
+        )
+
+    def factory() -> tuple[ApplicationOverQuic, Callable[[IoWorker], None]]:
+        app = application_factory()
+        if not isinstance(app, ApplicationOverQuic):
+            raise TypeError(
+                "application_factory must return an ApplicationOverQuic, "
+                f"got {type(app).__name__}"
+            )
+        return app, lambda worker: None
+
+    await _serve(
+        factory,
+        port,
+        host=host,
+        settings=settings,
+        sockets=sockets,
+        task_status=task_status,
+    )
+
+
+async def serve_quic(
+    handler: Callable[[QuicConnection], Awaitable[object]],
+    port: int,
+    *,
+    host: str | None = None,
+    settings: QuicSettings | None = None,
+    sockets: Sequence[DatagramSocket] | None = None,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve QUIC on ``port``; run ``await handler(connection)`` for each
+    connection, in that connection's own nursery, once its handshake is done.
+
+    Like :func:`trio.serve_tcp`: use ``await nursery.start(serve_quic, ...)``
+    to get the :class:`QuicServer` (bound addresses, statistics) once it is
+    listening; cancel the scope around it to stop. ``host=None`` listens on
+    every interface (one socket per address family).
+
+    When the handler returns, the connection is closed (NO_ERROR). A handler
+    that raises because the connection or a stream broke
+    (:exc:`ConnectionClosed`, :exc:`StreamReset`, ...) ends only that
+    connection; any other exception is logged and the connection is closed
+    with INTERNAL_ERROR: one connection's failure never stops the server.
+
+    ``sockets`` serves on datagram sockets you own instead of binding
+    ``host``/``port`` (for example ``trioquic.testing``'s in-memory network);
+    they are not closed on exit.
+    """
+    if not callable(handler):
+        raise TypeError("handler must be an async function taking a QuicConnection")
+    resolved = _check_settings(settings)
+
+    def factory() -> tuple[ApplicationOverQuic, Callable[[IoWorker], None]]:
+        app = StreamApplication(resolved)
+        connection = QuicConnection(app)
+
+        def bind(worker: IoWorker) -> None:
+            app.bind(worker.io)
+
+        app.on_established = lambda: worker_start(app, connection)
+        return app, bind
+
+    def worker_start(app: StreamApplication, connection: QuicConnection) -> None:
+        app.io.start_soon(_run_handler, handler, connection, name=handler)
+
+    await _serve(
+        factory,
+        port,
+        host=host,
+        settings=resolved,
+        sockets=sockets,
+        task_status=task_status,
+    )
+
+
+async def _run_handler(
+    handler: Callable[[QuicConnection], Awaitable[object]], connection: QuicConnection
+) -> None:
+    try:
+        await handler(connection)
+    except (
+        ConnectionClosed,
+        StreamReset,
+        StreamStopped,
+        trio.BrokenResourceError,
+    ) as exc:
+        logger.debug("trioquic: handler ended by the peer: %s", exc)
+        connection.close()
+    except Exception:
+        logger.exception("trioquic: connection handler raised; closing its connection")
+        connection._io._worker.close(0x1, "internal error", transport=True)
+    else:
+        connection.close()
+
+
+async def _serve(
+    factory: Callable[[], tuple[ApplicationOverQuic, Callable[[IoWorker], None]]],
+    port: int,
+    *,
+    host: str | None,
+    settings: QuicSettings | None,
+    sockets: Sequence[DatagramSocket] | None,
+    task_status: trio.TaskStatus[QuicServer],
+) -> None:
+    resolved = _check_settings(settings)
+    _check_port(port)
+    if host is not None and not isinstance(host, str):
+        raise TypeError(f"host must be a str or None, got {type(host).__name__}")
+    own_sockets = sockets is None
+    if sockets is None:
+        sockets = list(await UdpSocket.bind(host, port))
+    elif not sockets:
+        raise ValueError("sockets must hold at least one datagram socket")
+    endpoint: _Endpoint | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            endpoint = _Endpoint(
+                resolved, is_client=False, nursery=nursery, factory=factory
+            )
+            server = QuicServer(sockets, endpoint.counters)
+            server.connections = endpoint.workers
+            for sock in sockets:
+                router = InboundPacketRouter(
+                    sock,
+                    endpoint.table,
+                    endpoint.counters,
+                    accept=endpoint.accept,
+                    accept_backlog=resolved.accept_backlog,
+                )
+                nursery.start_soon(router.run)
+            task_status.started(server)
+    finally:
+        if endpoint is not None:
+            endpoint.config.close()
+        if own_sockets:
+            for sock in sockets:
+                sock.close()
+
+
+async def _resolve(host: str, port: int) -> tuple[int, Address]:
+    if not isinstance(host, str):
+        raise TypeError(f"host must be a str, got {type(host).__name__}")
+    _check_port(port)
+    infos = await trio.socket.getaddrinfo(host, port, type=_stdlib_socket.SOCK_DGRAM)
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    family, _, _, _, sockaddr = infos[0]
+    return family, sockaddr
+
+
+@asynccontextmanager
+async def _open_client(
+    application: ApplicationOverQuic,
+    bind: Callable[[IoWorker], None],
+    host: str,
+    port: int,
+    settings: QuicSettings | None,
+    socket: DatagramSocket | None = None,
+) -> AsyncIterator[IoWorker]:
+    resolved = _check_settings(settings)
+    own_socket = socket is None
+    if socket is None:
+        family, remote_address = await _resolve(host, port)
+        socket = UdpSocket.for_peer(family)
+    else:
+        if not isinstance(host, str):
+            raise TypeError(f"host must be a str, got {type(host).__name__}")
+        _check_port(port)
+        remote_address = (host, port)
+    user_exc: BaseException | None = None
+    endpoint: _Endpoint | None = None
+    try:
+        async with trio.open_nursery() as nursery:
+            endpoint = _Endpoint(resolved, is_client=True, nursery=nursery)
+            server_name = resolved.server_name or host
+            engine = Engine(endpoint.config.for_connection(server_name), resolved)
+            worker = IoWorker(
+                engine=engine,
+                application=application,
+                socket=socket,
+                table=endpoint.table,
+            )
+            bind(worker)
+            router = InboundPacketRouter(socket, endpoint.table, endpoint.counters)
+            engine.connect(remote_address, trio.current_time())
+            endpoint.start(worker)
+            nursery.start_soon(router.run)
+            worker.wake()
+            try:
+                await _wait_established(worker)
+                yield worker
+            except BaseException as exc:
+                user_exc = exc
+            finally:
+                await _close_gracefully(worker)
+                nursery.cancel_scope.cancel()
+    finally:
+        if endpoint is not None:
+            endpoint.config.close()
+        if own_socket:
+            socket.close()
+    if user_exc is not None:
+        try:
+            raise user_exc
+        finally:
+            user_exc = None
+
+
+async def _wait_established(worker: IoWorker) -> None:
+    async with trio.open_nursery() as nursery:
+
+        async def watch_end() -> None:
+            await worker.finished.wait()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(watch_end)
+        await worker.established.wait()
+        nursery.cancel_scope.cancel()
+    if worker.error is not None and not worker.established.is_set():
+        raise worker.error
+
+
+async def _close_gracefully(worker: IoWorker) -> None:
+    with trio.CancelScope(shield=True):
+        with trio.move_on_after(worker.engine.settings.close_grace_period):
+            if worker.error is None:
+                worker.close(0, "")
+            await worker.finished.wait()
+
+
+@asynccontextmanager
+async def open_quic_connection(
+    host: str,
+    port: int,
+    *,
+    settings: QuicSettings | None = None,
+    socket: DatagramSocket | None = None,
+) -> AsyncIterator[QuicConnection]:
+    """Connect to a QUIC server; the connection lives for the ``async with``.
+
+    ::
+
+        async with trioquic.open_quic_connection("localhost", 4433, settings=s) as conn:
+            stream = await conn.open_stream()
+            await stream.send_all(b"hello")
+
+    Returns once the handshake is complete; raises
+    :exc:`~trioquic.HandshakeTimeout` or :exc:`~trioquic.ConnectionClosed` if
+    it fails. Leaving the block closes the connection gracefully
+    (CONNECTION_CLOSE, NO_ERROR) within ``close_grace_period``. An exception
+    raised in the block comes out as itself, not in an ExceptionGroup.
+
+    ``socket`` connects over a datagram socket you own (for example one of
+    ``trioquic.testing``'s in-memory network, where ``(host, port)`` is the
+    server's address as is); it is not closed on exit.
+    """
+    resolved = _check_settings(settings)
+    app = StreamApplication(resolved)
+    connection = QuicConnection(app)
+
+    def bind(worker: IoWorker) -> None:
+        app.bind(worker.io)
+
+    async with _open_client(app, bind, host, port, resolved, socket):
+        yield connection
+
+
+@asynccontextmanager
+async def open_application(
+    application: App,
+    host: str,
+    port: int,
+    *,
+    settings: QuicSettings | None = None,
+    socket: DatagramSocket | None = None,
+) -> AsyncIterator[App]:
+    """Connect to a QUIC server and run ``application`` over the connection.
+
+    Yields the application once the handshake is complete; leaving the block
+    closes the connection gracefully.
+    """
+    if not isinstance(application, ApplicationOverQuic):
+        raise TypeError(
+            "application must be an ApplicationOverQuic, "
+            f"got {type(application).__name__}"
+        )
+    async with _open_client(
+        application, lambda worker: None, host, port, settings, socket
+    ):
+        yield application

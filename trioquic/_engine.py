@@ -1,0 +1,551 @@
+"""The seam between trioquic and aioquic's sans-io QUIC state machine.
+
+Only this module (and the HTTP/3 driver's seam) imports ``aioquic.quic``. It
+builds aioquic configurations from :class:`~trioquic.QuicSettings`, wraps one
+aioquic connection per QUIC connection in an :class:`Engine`, translates
+aioquic's events and errors into trioquic's, and adds what aioquic lacks:
+
+* receive credit granted as the application *consumes* data, instead of
+  aioquic's "double the window whenever half of it has arrived", so a slow
+  reader holds a bounded amount of memory (``_FlowControlledConnection``);
+* a bounded outgoing datagram queue.
+
+These rely on aioquic internals (``_streams``, ``_local_max_data``,
+``_write_stream_limits``, ``_write_connection_limits``, ``_close_event``,
+``_state``). They are pinned by the version range in ``pyproject.toml`` and
+``tests/test_engine.py::test_aioquic_internals_we_rely_on`` fails loudly if
+they change.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import pathlib
+import ssl
+from collections.abc import Callable
+from typing import IO, Any
+
+import attrs
+from aioquic.buffer import size_uint_var
+from aioquic.quic import events as aq_events
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import (
+    CONNECTION_LIMIT_FRAME_CAPACITY,
+    MAX_STREAM_DATA_FRAME_CAPACITY,
+    QuicConnectionState,
+)
+from aioquic.quic.connection import (
+    QuicConnection as _AioquicConnection,
+)
+from aioquic.quic.logger import QuicFileLogger
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet_builder import QuicPacketBuilder
+from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.stream import QuicStream as _AioquicStream
+
+from ._errors import CloseReason
+from ._events import (
+    DatagramReceived,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamResetReceived,
+)
+from ._settings import QuicSettings
+
+Address = Any
+
+# Largest packet overhead around a DATAGRAM frame in a 1-RTT packet: first byte,
+# a 20-byte destination CID, a 4-byte packet number, the 16-byte AEAD tag, the
+# frame type and a 4-byte length.
+_DATAGRAM_OVERHEAD = 1 + 20 + 4 + 16 + 1 + 4
+
+
+@attrs.frozen
+class HandshakeInfo:
+    """What the handshake settled."""
+
+    alpn_protocol: str | None
+    session_resumed: bool
+    early_data_accepted: bool
+
+
+@attrs.frozen
+class ConnectionStatistics:
+    """A snapshot of one connection's transport state (see ``statistics()``)."""
+
+    #: Smoothed round-trip time in seconds (0 before the first sample).
+    smoothed_rtt: float
+    #: Smallest round-trip time seen, in seconds (0 before the first sample).
+    min_rtt: float
+    #: Congestion window in bytes.
+    congestion_window: int
+    #: Bytes sent and not yet acknowledged or declared lost.
+    bytes_in_flight: int
+    datagrams_sent: int
+    datagrams_received: int
+    bytes_sent: int
+    bytes_received: int
+    #: Datagrams the router dropped because this connection's queue was full.
+    datagrams_dropped: int
+    #: QUIC datagrams (RFC 9221) dropped from a full outgoing queue.
+    quic_datagrams_dropped: int
+
+
+class EndpointConfiguration:
+    """aioquic configurations for one endpoint, built once from its settings.
+
+    Owns the endpoint-wide resources they reference (the key-log file, the
+    qlog writer); :meth:`close` releases them.
+    """
+
+    def __init__(self, settings: QuicSettings, *, is_client: bool) -> None:
+        self.settings = settings
+        self.is_client = is_client
+        self._keylog: IO[str] | None = None
+        base = settings.quic_configuration
+        if base is not None:
+            config = _copy_configuration(base)
+            config.is_client = is_client
+        else:
+            config = QuicConfiguration(is_client=is_client)
+            if settings.alpn_protocols:
+                config.alpn_protocols = list(settings.alpn_protocols)
+            config.congestion_control_algorithm = settings.congestion_control
+            config.max_datagram_size = settings.max_udp_payload_size
+            config.max_datagram_frame_size = settings.max_datagram_frame_size
+            if is_client:
+                if settings.ca_certs is not None:
+                    config.load_verify_locations(os.fspath(settings.ca_certs))
+                if not settings.verify_peer:
+                    config.verify_mode = ssl.CERT_NONE
+            elif settings.certificate is not None:
+                _load_certificate(config, settings)
+            if settings.qlog_dir is not None:
+                pathlib.Path(settings.qlog_dir).mkdir(parents=True, exist_ok=True)
+                config.quic_logger = QuicFileLogger(os.fspath(settings.qlog_dir))
+            keylog = settings.effective_keylog_file()
+            if keylog is not None:
+                self._keylog = open(keylog, "a")  # noqa: SIM115 - closed in close()
+                config.secrets_log_file = self._keylog
+        # trioquic's own bounds always apply.
+        config.idle_timeout = settings.idle_timeout
+        config.connection_id_length = settings.connection_id_length
+        config.max_data = settings.connection_receive_window
+        config.max_stream_data = settings.stream_receive_window
+        if not is_client and config.certificate is None:
+            raise ValueError(
+                "a QUIC server needs a certificate: set QuicSettings.certificate and "
+                "private_key (trioquic.generate_self_signed_certificate() makes a "
+                "development one)"
+            )
+        self._base = config
+
+    def for_connection(self, server_name: str | None = None) -> QuicConfiguration:
+        config = _copy_configuration(self._base)
+        if server_name is not None and config.server_name is None:
+            config.server_name = server_name
+        return config
+
+    def close(self) -> None:
+        if self._keylog is not None:
+            self._keylog.close()
+            self._keylog = None
+
+
+def _copy_configuration(config: QuicConfiguration) -> QuicConfiguration:
+    """A shallow copy of an aioquic configuration (a dataclass)."""
+    return dataclasses.replace(config)
+
+
+def _load_certificate(config: QuicConfiguration, settings: QuicSettings) -> None:
+    certificate = settings.certificate
+    private_key = settings.private_key
+    if isinstance(certificate, str | os.PathLike):
+        key_path = (
+            os.fspath(private_key)
+            if isinstance(private_key, str | os.PathLike)
+            else None
+        )
+        try:
+            config.load_cert_chain(os.fspath(certificate), key_path)
+        except FileNotFoundError as exc:
+            raise ValueError(
+                f"cannot read the certificate or key file: {exc.filename}"
+            ) from None
+        except ValueError as exc:
+            raise ValueError(
+                f"cannot load the certificate {os.fspath(certificate)!r}: {exc}"
+            ) from None
+        if key_path is None and private_key is not None:
+            config.private_key = private_key
+        if config.private_key is None:
+            raise ValueError(
+                f"the certificate file {os.fspath(certificate)!r} holds no private "
+                "key: set QuicSettings.private_key"
+            )
+    else:
+        config.certificate = certificate
+        if isinstance(private_key, str | os.PathLike):
+            from cryptography.hazmat.primitives.serialization import (
+                load_pem_private_key,
+            )
+
+            with open(private_key, "rb") as fp:
+                config.private_key = load_pem_private_key(fp.read(), password=None)
+        else:
+            config.private_key = private_key
+
+
+class _FlowControlledConnection(_AioquicConnection):
+    """aioquic's connection, granting receive credit on consumption.
+
+    aioquic raises MAX_STREAM_DATA and MAX_DATA as data *arrives*, without
+    bound. Here the limits move only when :meth:`consume` says the
+    application has read the bytes: a stream's limit is its consumed offset
+    plus the stream window, the connection's is the total consumed plus the
+    connection window. Updates are sent once a quarter of a window has been
+    consumed, to keep MAX_* frames rare.
+    """
+
+    def __init__(
+        self, *, stream_window: int, connection_window: int, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tq_stream_window = stream_window
+        self.tq_connection_window = connection_window
+        self.tq_consumed_total = 0
+        self.tq_consumed: dict[int, int] = {}
+
+    def consume(self, stream_id: int, count: int) -> bool:
+        """Record ``count`` bytes of ``stream_id`` as read; True if a limit rose."""
+        raised = False
+        self.tq_consumed_total += count
+        max_data = self._local_max_data
+        target = self.tq_consumed_total + self.tq_connection_window
+        if target - max_data.value >= self.tq_connection_window // 4:
+            max_data.value = target
+            raised = True
+        consumed = self.tq_consumed.get(stream_id, 0) + count
+        self.tq_consumed[stream_id] = consumed
+        stream = self._streams.get(stream_id)
+        if stream is not None and stream.max_stream_data_local:
+            target = consumed + self.tq_stream_window
+            if (
+                target - stream.max_stream_data_local >= self.tq_stream_window // 4
+                and not stream.receiver.is_finished
+            ):
+                stream.max_stream_data_local = target
+                raised = True
+        return raised
+
+    def forget_stream(self, stream_id: int) -> None:
+        self.tq_consumed.pop(stream_id, None)
+
+    def _write_stream_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: _AioquicStream
+    ) -> None:
+        if (
+            stream.max_stream_data_local
+            and stream.max_stream_data_local_sent != stream.max_stream_data_local
+            and not stream.receiver.is_finished
+        ):
+            buf = builder.start_frame(
+                QuicFrameType.MAX_STREAM_DATA,
+                capacity=MAX_STREAM_DATA_FRAME_CAPACITY,
+                handler=self._on_max_stream_data_delivery,
+                handler_args=(stream,),
+            )
+            stream_id = stream.stream_id
+            assert stream_id is not None
+            buf.push_uint_var(stream_id)
+            buf.push_uint_var(stream.max_stream_data_local)
+            stream.max_stream_data_local_sent = stream.max_stream_data_local
+            frames = builder.quic_logger_frames
+            if self._quic_logger is not None and frames is not None:
+                frames.append(
+                    self._quic_logger.encode_max_stream_data_frame(
+                        maximum=stream.max_stream_data_local, stream_id=stream_id
+                    )
+                )
+
+    def _write_connection_limits(
+        self, builder: QuicPacketBuilder, space: QuicPacketSpace
+    ) -> None:
+        for limit in (
+            self._local_max_data,
+            self._local_max_streams_bidi,
+            self._local_max_streams_uni,
+        ):
+            if limit is not self._local_max_data and (
+                limit.sent - limit.used >= limit.value - limit.sent
+            ):
+                continue
+            if limit.value != limit.sent:
+                buf = builder.start_frame(
+                    limit.frame_type,
+                    capacity=CONNECTION_LIMIT_FRAME_CAPACITY,
+                    handler=self._on_connection_limit_delivery,
+                    handler_args=(limit,),
+                )
+                buf.push_uint_var(limit.value)
+                limit.sent = limit.value
+                frames = builder.quic_logger_frames
+                if self._quic_logger is not None and frames is not None:
+                    frames.append(
+                        self._quic_logger.encode_connection_limit_frame(
+                            frame_type=limit.frame_type, maximum=limit.value
+                        )
+                    )
+
+
+class Engine:
+    """One QUIC connection's state machine, in trioquic's terms.
+
+    Synchronous: callers (the IoWorker, the applications) mutate it and the
+    IoWorker flushes. Lifecycle facts found while polling events are left in
+    attributes for the worker: :attr:`issued_cids`, :attr:`retired_cids`,
+    :attr:`handshake`, :attr:`close_reason`.
+    """
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        settings: QuicSettings,
+        *,
+        original_destination_cid: bytes | None = None,
+        session_ticket_handler: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.quic = _FlowControlledConnection(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_cid,
+            stream_window=settings.stream_receive_window,
+            connection_window=settings.connection_receive_window,
+            session_ticket_handler=session_ticket_handler,
+        )
+        for limit in (
+            self.quic._local_max_streams_bidi,
+            self.quic._local_max_streams_uni,
+        ):
+            limit.value = limit.sent = settings.max_concurrent_streams
+        self.is_client = configuration.is_client
+        self.issued_cids: list[bytes] = []
+        self.retired_cids: list[bytes] = []
+        self.handshake: HandshakeInfo | None = None
+        self.close_reason: CloseReason | None = None
+        self.idle_timed_out = False
+        self._closed_locally = False
+        self._datagram_queue_size = settings.datagram_queue_size
+        self.quic_datagrams_dropped = 0
+        # counters kept by the worker
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+        self.datagrams_dropped = 0
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def host_cid(self) -> bytes:
+        return self.quic.host_cid
+
+    @property
+    def original_destination_cid(self) -> bytes:
+        return self.quic.original_destination_connection_id
+
+    def peer_address(self) -> Address | None:
+        return self.quic.get_peer_address()
+
+    # -- driving ------------------------------------------------------------
+
+    def connect(self, addr: Address, now: float) -> None:
+        self.quic.connect(addr, now=now)
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.datagrams_received += 1
+        self.bytes_received += len(data)
+        self.quic.receive_datagram(data, addr, now=now)
+
+    def get_timer(self) -> float | None:
+        return self.quic.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        self.quic.handle_timer(now=now)
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        datagrams = self.quic.datagrams_to_send(now=now)
+        self.datagrams_sent += len(datagrams)
+        for data, _ in datagrams:
+            self.bytes_sent += len(data)
+        return datagrams
+
+    def poll_events(self) -> list[QuicEvent]:
+        """Drain aioquic's events: lifecycle ones are recorded on self, the
+        rest returned as trioquic events for the application."""
+        out: list[QuicEvent] = []
+        quic = self.quic
+        while (event := quic.next_event()) is not None:
+            if isinstance(event, aq_events.StreamDataReceived):
+                out.append(
+                    StreamDataReceived(event.stream_id, event.data, event.end_stream)
+                )
+            elif isinstance(event, aq_events.StreamReset):
+                out.append(StreamResetReceived(event.stream_id, event.error_code))
+            elif isinstance(event, aq_events.StopSendingReceived):
+                out.append(StopSendingReceived(event.stream_id, event.error_code))
+            elif isinstance(event, aq_events.DatagramFrameReceived):
+                out.append(DatagramReceived(event.data))
+            elif isinstance(event, aq_events.ConnectionIdIssued):
+                self.issued_cids.append(event.connection_id)
+            elif isinstance(event, aq_events.ConnectionIdRetired):
+                self.retired_cids.append(event.connection_id)
+            elif isinstance(event, aq_events.HandshakeCompleted):
+                self.handshake = HandshakeInfo(
+                    alpn_protocol=event.alpn_protocol,
+                    session_resumed=event.session_resumed,
+                    early_data_accepted=event.early_data_accepted,
+                )
+            elif isinstance(event, aq_events.ConnectionTerminated):
+                self._note_close()
+        if self.close_reason is None and quic._close_event is not None:
+            self._note_close()
+        return out
+
+    def _note_close(self) -> None:
+        if self.close_reason is not None:
+            return
+        event = self.quic._close_event
+        if event is None:  # pragma: no cover - aioquic always sets it first
+            return
+        state = self.quic._state
+        by_peer = state is QuicConnectionState.DRAINING
+        idle = (
+            not self._closed_locally
+            and not by_peer
+            and state is QuicConnectionState.TERMINATED
+            and event.reason_phrase == "Idle timeout"
+        )
+        self.idle_timed_out = idle
+        self.close_reason = CloseReason(
+            error_code=event.error_code,
+            frame_type=event.frame_type,
+            reason="idle timeout" if idle else event.reason_phrase,
+            by_peer=by_peer,
+            is_transport=event.frame_type is not None,
+        )
+
+    @property
+    def is_terminated(self) -> bool:
+        return self.quic._state is QuicConnectionState.TERMINATED
+
+    def close(
+        self, error_code: int = 0, reason: str = "", *, transport: bool = False
+    ) -> None:
+        """Start closing; CONNECTION_CLOSE goes out with the next flush."""
+        self._closed_locally = True
+        self.quic.close(
+            error_code=error_code,
+            frame_type=QuicFrameType.PADDING if transport else None,
+            reason_phrase=reason,
+        )
+
+    # -- streams --------------------------------------------------------------
+
+    def open_stream(self, unidirectional: bool) -> int | None:
+        """Allocate a local stream, or None while the peer's limit forbids it."""
+        quic = self.quic
+        stream_id = quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        limit = (
+            quic._remote_max_streams_uni
+            if unidirectional
+            else quic._remote_max_streams_bidi
+        )
+        if stream_id // 4 >= limit:
+            return None
+        quic.send_stream_data(stream_id, b"")
+        return stream_id
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self.quic.send_stream_data(stream_id, data, end_stream=end_stream)
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        with contextlib.suppress(ValueError):  # finished: nothing left to reset
+            self.quic.reset_stream(stream_id, error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        with contextlib.suppress(ValueError):  # already finished or discarded
+            self.quic.stop_stream(stream_id, error_code)
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Unacknowledged plus unsent bytes held for ``stream_id``."""
+        stream = self.quic._streams.get(stream_id)
+        if stream is None:
+            return 0
+        sender = stream.sender
+        return sender._buffer_stop - sender._buffer_start
+
+    def send_finished(self, stream_id: int) -> bool:
+        """Whether all of the stream's data and FIN were acknowledged (or it was
+        reset and the reset acknowledged)."""
+        stream = self.quic._streams.get(stream_id)
+        return stream is None or stream.sender.is_finished
+
+    def consume(self, stream_id: int, count: int) -> bool:
+        return self.quic.consume(stream_id, count) if count else False
+
+    def credit_unread(self, stream_id: int, final_size: int) -> bool:
+        unread = final_size - self.quic.tq_consumed.get(stream_id, 0)
+        return self.consume(stream_id, unread) if unread > 0 else False
+
+    def forget_stream(self, stream_id: int) -> None:
+        self.quic.forget_stream(stream_id)
+
+    def received_final_size(self, stream_id: int) -> int | None:
+        stream = self.quic._streams.get(stream_id)
+        if stream is None:
+            return None
+        return stream.receiver.highest_offset
+
+    # -- datagrams ----------------------------------------------------------
+
+    def max_datagram_size(self) -> int:
+        """Largest QUIC datagram payload that can be sent now (0: disabled)."""
+        remote = self.quic._remote_max_datagram_frame_size
+        if remote is None:
+            return 0
+        local = self.quic._max_datagram_size - _DATAGRAM_OVERHEAD
+        frame_limit = remote - 1 - size_uint_var(remote)
+        return max(0, min(local, frame_limit))
+
+    def send_datagram(self, data: bytes) -> None:
+        pending = self.quic._datagrams_pending
+        if len(pending) >= self._datagram_queue_size:
+            pending.popleft()
+            self.quic_datagrams_dropped += 1
+        self.quic.send_datagram_frame(data)
+
+    # -- observation ----------------------------------------------------------
+
+    def statistics(self) -> ConnectionStatistics:
+        loss = self.quic._loss
+        min_rtt = loss._rtt_min
+        return ConnectionStatistics(
+            smoothed_rtt=loss._rtt_smoothed,
+            min_rtt=0.0 if min_rtt == float("inf") else min_rtt,
+            congestion_window=loss.congestion_window,
+            bytes_in_flight=loss.bytes_in_flight,
+            datagrams_sent=self.datagrams_sent,
+            datagrams_received=self.datagrams_received,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            datagrams_dropped=self.datagrams_dropped,
+            quic_datagrams_dropped=self.quic_datagrams_dropped,
+        )
+
+
+#: Transport error codes, re-exported for callers that must not import aioquic.
+PROTOCOL_VIOLATION = int(QuicErrorCode.PROTOCOL_VIOLATION)

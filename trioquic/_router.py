@@ -1,0 +1,157 @@
+"""InboundPacketRouter: owns a UDP socket's receive side.
+
+One task per socket. It drains every datagram that is ready, asks the pure
+:class:`~trioquic._routing.RoutingTable` where each goes, and acts: queue it
+on a connection's bounded channel (dropping when full: it never blocks and
+never awaits application code), start a new connection, answer with Version
+Negotiation, or drop and count. Nothing a peer sends can make it raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import TYPE_CHECKING
+
+import attrs
+
+from ._routing import (
+    Accept,
+    Deliver,
+    Drop,
+    DropReason,
+    RoutingTable,
+    SendVersionNegotiation,
+)
+from ._udp import Address, DatagramSocket
+
+if TYPE_CHECKING:
+    from ._worker import IoWorker
+
+logger = logging.getLogger("trioquic")
+
+AcceptHandler = Callable[[Accept, bytes, Address, DatagramSocket], "IoWorker | None"]
+
+
+@attrs.frozen
+class RouterStatistics:
+    """Counters of an endpoint's routers (all of its sockets together)."""
+
+    datagrams_received: int
+    datagrams_delivered: int
+    connections_accepted: int
+    version_negotiations_sent: int
+    #: Dropped datagrams by reason (``DropReason`` values).
+    dropped: Mapping[str, int]
+
+    @property
+    def datagrams_dropped(self) -> int:
+        return sum(self.dropped.values())
+
+
+class RouterCounters:
+    """Mutable counters shared by the routers of one endpoint."""
+
+    def __init__(self) -> None:
+        self.received = 0
+        self.delivered = 0
+        self.accepted = 0
+        self.version_negotiations = 0
+        self.dropped: Counter[str] = Counter()
+        self.pending_handshakes = 0
+
+    def snapshot(self) -> RouterStatistics:
+        return RouterStatistics(
+            datagrams_received=self.received,
+            datagrams_delivered=self.delivered,
+            connections_accepted=self.accepted,
+            version_negotiations_sent=self.version_negotiations,
+            dropped=MappingProxyType(dict(self.dropped)),
+        )
+
+
+class InboundPacketRouter:
+    """The receive loop of one socket (see the module docstring)."""
+
+    def __init__(
+        self,
+        socket: DatagramSocket,
+        table: RoutingTable[IoWorker],
+        counters: RouterCounters,
+        *,
+        accept: AcceptHandler | None = None,
+        accept_backlog: int = 0,
+    ) -> None:
+        self.socket = socket
+        self.table = table
+        self.counters = counters
+        self._accept = accept
+        self._backlog = accept_backlog
+        self._handshaking: set[IoWorker] = set()
+
+    def handshake_finished(self, worker: IoWorker) -> None:
+        if worker in self._handshaking:
+            self._handshaking.discard(worker)
+            self.counters.pending_handshakes -= 1
+
+    def connection_finished(self, worker: IoWorker) -> None:
+        self.handshake_finished(worker)
+
+    async def run(self) -> None:
+        socket = self.socket
+        while True:
+            batch = await socket.receive_batch()
+            replies = []
+            for data, addr in batch:
+                try:
+                    reply = self.route(data, addr)
+                except Exception:  # never let one datagram take the router down
+                    logger.exception("trioquic: router failed on a datagram")
+                    self.counters.dropped[DropReason.MALFORMED.value] += 1
+                    continue
+                if reply is not None:
+                    replies.append((reply, addr))
+            if replies:
+                await socket.send_batch(replies)
+
+    def route(self, data: bytes, addr: Address) -> bytes | None:
+        """Route one datagram; returns a reply to send, if any."""
+        counters = self.counters
+        counters.received += 1
+        decision = self.table.route(data, addr)
+        cls = type(decision)
+        if cls is Deliver:
+            assert isinstance(decision, Deliver)
+            if decision.target.deliver(data, addr):
+                counters.delivered += 1
+            else:
+                counters.dropped[DropReason.QUEUE_FULL.value] += 1
+            return None
+        if cls is Drop:
+            assert isinstance(decision, Drop)
+            counters.dropped[decision.reason.value] += 1
+            return None
+        if cls is SendVersionNegotiation:
+            assert isinstance(decision, SendVersionNegotiation)
+            counters.version_negotiations += 1
+            return decision.packet
+        assert isinstance(decision, Accept)
+        if self._accept is None:
+            counters.dropped[DropReason.NOT_ACCEPTING.value] += 1
+            return None
+        if counters.pending_handshakes >= self._backlog:
+            counters.dropped[DropReason.BACKLOG_FULL.value] += 1
+            return None
+        worker = self._accept(decision, data, addr, self.socket)
+        if worker is None:
+            counters.dropped[DropReason.NOT_ACCEPTING.value] += 1
+            return None
+        counters.accepted += 1
+        counters.pending_handshakes += 1
+        self._handshaking.add(worker)
+        worker.router = self
+        if worker.deliver(data, addr):
+            counters.delivered += 1
+        return None

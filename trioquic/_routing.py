@@ -1,0 +1,242 @@
+"""Where a datagram goes: the InboundPacketRouter's decisions, as pure code.
+
+:class:`RoutingTable` takes a datagram's bytes and source address and answers
+with a decision (deliver to a connection, accept a new one, answer with
+Version Negotiation, or drop and why). It does no I/O and keeps no clock, so
+it is tested on bytes alone; the router task in ``_router.py`` is a thin loop
+around it.
+
+Parsing is limited to what routing needs (RFC 9000 section 17 and RFC 8999):
+the first byte, the version and the connection IDs of long headers, and the
+destination connection ID of short headers, whose length is the one setting
+shared with the QUIC engine (``QuicSettings.connection_id_length``).
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from collections.abc import Iterable
+from typing import Generic, TypeVar
+
+import attrs
+
+T = TypeVar("T")
+
+QUIC_VERSION_1 = 0x00000001
+QUIC_VERSION_2 = 0x6B3343CF
+SUPPORTED_VERSIONS: tuple[int, ...] = (QUIC_VERSION_1, QUIC_VERSION_2)
+
+#: RFC 9000 section 14.1: a client's Initial datagram is at least this large.
+MIN_INITIAL_DATAGRAM_SIZE = 1200
+MAX_CID_LENGTH = 20
+
+
+class DropReason(enum.Enum):
+    """Why the router dropped a datagram (each one has its own counter)."""
+
+    MALFORMED = "malformed"
+    UNKNOWN_CONNECTION_ID = "unknown_connection_id"
+    INITIAL_TOO_SMALL = "initial_too_small"
+    NOT_INITIAL = "not_initial"
+    VERSION_NEGOTIATION = "version_negotiation"
+    UNSUPPORTED_VERSION = "unsupported_version"
+    NOT_ACCEPTING = "not_accepting"
+    BACKLOG_FULL = "backlog_full"
+    QUEUE_FULL = "queue_full"
+
+
+@attrs.frozen
+class Deliver(Generic[T]):
+    """Hand the datagram to this connection."""
+
+    target: T
+
+
+@attrs.frozen
+class Accept:
+    """A valid-looking Initial that opens a new connection."""
+
+    version: int
+    destination_cid: bytes
+    source_cid: bytes
+
+
+@attrs.frozen
+class SendVersionNegotiation:
+    """Answer with this Version Negotiation packet."""
+
+    packet: bytes
+
+
+@attrs.frozen
+class Drop:
+    reason: DropReason
+
+
+Decision = Deliver[T] | Accept | SendVersionNegotiation | Drop
+
+
+@attrs.frozen
+class LongHeader:
+    first_byte: int
+    version: int
+    destination_cid: bytes
+    source_cid: bytes
+
+
+def parse_long_header(data: bytes) -> LongHeader | None:
+    """The invariant fields of a long header (RFC 8999 section 5.1), or None."""
+    length = len(data)
+    if length < 7:
+        return None
+    version = int.from_bytes(data[1:5], "big")
+    dcid_length = data[5]
+    if dcid_length > MAX_CID_LENGTH and version in SUPPORTED_VERSIONS:
+        return None
+    scid_offset = 6 + dcid_length
+    if length < scid_offset + 1:
+        return None
+    scid_length = data[scid_offset]
+    if scid_length > MAX_CID_LENGTH and version in SUPPORTED_VERSIONS:
+        return None
+    end = scid_offset + 1 + scid_length
+    if length < end:
+        return None
+    return LongHeader(
+        first_byte=data[0],
+        version=version,
+        destination_cid=bytes(data[6:scid_offset]),
+        source_cid=bytes(data[scid_offset + 1 : end]),
+    )
+
+
+def is_initial(first_byte: int, version: int) -> bool:
+    """Whether a long header's packet type is Initial for this version."""
+    packet_type = (first_byte & 0x30) >> 4
+    if version == QUIC_VERSION_2:
+        return packet_type == 1
+    return packet_type == 0
+
+
+def encode_version_negotiation(
+    *, destination_cid: bytes, source_cid: bytes, versions: Iterable[int]
+) -> bytes:
+    """A Version Negotiation packet (RFC 9000 section 17.2.1).
+
+    ``destination_cid`` / ``source_cid`` are ours to send, so they are the
+    client's source and destination connection IDs, swapped by the caller.
+    """
+    first = 0x80 | 0x40 | (os.urandom(1)[0] & 0x3F)
+    parts = [
+        bytes([first]),
+        b"\x00\x00\x00\x00",
+        bytes([len(destination_cid)]),
+        destination_cid,
+        bytes([len(source_cid)]),
+        source_cid,
+    ]
+    parts.extend(v.to_bytes(4, "big") for v in versions)
+    return b"".join(parts)
+
+
+class RoutingTable(Generic[T]):
+    """Maps connection IDs to connections and decides each datagram's fate.
+
+    ``accept_new`` is true on servers. The table holds every live connection
+    ID of every connection: the ones its engine issued (kept in step with
+    ``ConnectionIdIssued`` / ``ConnectionIdRetired``) and, while the handshake
+    runs, the client's original destination connection ID.
+    """
+
+    __slots__ = ("_by_cid", "accept_new", "cid_length", "supported_versions")
+
+    def __init__(
+        self,
+        *,
+        cid_length: int,
+        accept_new: bool,
+        supported_versions: Iterable[int] = SUPPORTED_VERSIONS,
+    ) -> None:
+        if not 1 <= cid_length <= MAX_CID_LENGTH:
+            raise ValueError(f"cid_length must be 1..20, got {cid_length}")
+        self.cid_length = cid_length
+        self.accept_new = accept_new
+        self.supported_versions = tuple(supported_versions)
+        self._by_cid: dict[bytes, T] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_cid)
+
+    def add(self, cid: bytes, target: T) -> None:
+        self._by_cid[cid] = target
+
+    def remove(self, cid: bytes, target: T | None = None) -> None:
+        """Forget ``cid`` (only if it still points at ``target``, when given)."""
+        if target is None or self._by_cid.get(cid) is target:
+            self._by_cid.pop(cid, None)
+
+    def remove_target(self, target: T) -> None:
+        """Forget every connection ID that points at ``target``."""
+        for cid in [c for c, t in self._by_cid.items() if t is target]:
+            del self._by_cid[cid]
+
+    def lookup(self, cid: bytes) -> T | None:
+        return self._by_cid.get(cid)
+
+    def route(self, data: bytes, addr: object = None) -> Decision[T]:
+        """Decide where ``data`` (one UDP payload) from ``addr`` goes."""
+        if not data:
+            return Drop(DropReason.MALFORMED)
+        first = data[0]
+        if not first & 0x80:
+            # Short header: 1 byte, then our connection ID of fixed length.
+            end = 1 + self.cid_length
+            if len(data) < end + 1 or not first & 0x40:
+                return Drop(DropReason.MALFORMED)
+            target = self._by_cid.get(bytes(data[1:end]))
+            if target is None:
+                return Drop(DropReason.UNKNOWN_CONNECTION_ID)
+            return Deliver(target)
+
+        header = parse_long_header(data)
+        if header is None:
+            return Drop(DropReason.MALFORMED)
+        if header.version == 0:
+            # Never answer a Version Negotiation packet; clients handle it in
+            # their engine, servers never expect one.
+            target = self._by_cid.get(header.destination_cid)
+            if target is not None and not self.accept_new:
+                return Deliver(target)
+            return Drop(DropReason.VERSION_NEGOTIATION)
+        target = self._by_cid.get(header.destination_cid)
+        if target is not None:
+            return Deliver(target)
+        if header.version not in self.supported_versions:
+            if not self.accept_new:
+                return Drop(DropReason.UNSUPPORTED_VERSION)
+            if len(data) < MIN_INITIAL_DATAGRAM_SIZE:
+                return Drop(DropReason.INITIAL_TOO_SMALL)
+            return SendVersionNegotiation(
+                encode_version_negotiation(
+                    destination_cid=header.source_cid,
+                    source_cid=header.destination_cid,
+                    versions=self.supported_versions,
+                )
+            )
+        if not first & 0x40:
+            return Drop(DropReason.MALFORMED)
+        if not self.accept_new:
+            return Drop(DropReason.UNKNOWN_CONNECTION_ID)
+        if not is_initial(first, header.version):
+            return Drop(DropReason.NOT_INITIAL)
+        if len(data) < MIN_INITIAL_DATAGRAM_SIZE:
+            return Drop(DropReason.INITIAL_TOO_SMALL)
+        if len(header.destination_cid) < 8:
+            # RFC 9000 section 7.2: a client's first DCID is at least 8 bytes.
+            return Drop(DropReason.MALFORMED)
+        return Accept(
+            version=header.version,
+            destination_cid=header.destination_cid,
+            source_cid=header.source_cid,
+        )

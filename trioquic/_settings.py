@@ -1,0 +1,244 @@
+"""Settings of a QUIC endpoint, as one frozen, validated value."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import attrs
+
+CongestionControl = Literal["reno", "cubic"]
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+
+def _positive(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"QuicSettings.{attribute.name} must be a number, "
+            f"got {type(value).__name__}"
+        )
+    if value <= 0:
+        raise ValueError(
+            f"QuicSettings.{attribute.name} must be greater than 0, got {value!r}"
+        )
+
+
+def _int_at_least(minimum: int) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(
+                f"QuicSettings.{attribute.name} must be an int, "
+                f"got {type(value).__name__}"
+            )
+        if value < minimum:
+            raise ValueError(
+                f"QuicSettings.{attribute.name} must be at least {minimum}, got {value}"
+            )
+
+    return check
+
+
+def _optional_path(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None and not isinstance(value, str | os.PathLike):
+        raise TypeError(
+            f"QuicSettings.{attribute.name} must be a path (str or os.PathLike) or "
+            f"None, got {type(value).__name__}"
+        )
+
+
+def _alpn(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError(
+            "QuicSettings.alpn_protocols must be a sequence of strings, not one "
+            f"string: write alpn_protocols=[{value!r}]"
+        )
+    protocols = tuple(value)
+    for protocol in protocols:
+        if not isinstance(protocol, str):
+            raise TypeError(
+                "QuicSettings.alpn_protocols must hold strings, "
+                f"got {type(protocol).__name__}"
+            )
+        if not 0 < len(protocol.encode()) <= 255:
+            raise ValueError(
+                f"each ALPN protocol must be 1 to 255 bytes long, got {protocol!r}"
+            )
+    return protocols
+
+
+def _congestion(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in ("reno", "cubic"):
+        raise ValueError(
+            f"QuicSettings.congestion_control must be 'reno' or 'cubic', got {value!r}"
+        )
+
+
+def _cid_length(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _int_at_least(4)(instance, attribute, value)
+    if value > 20:
+        raise ValueError(
+            "QuicSettings.connection_id_length must be between 4 and 20 bytes "
+            f"(RFC 9000 allows at most 20), got {value}"
+        )
+
+
+def _udp_payload(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _int_at_least(1200)(instance, attribute, value)
+    if value > 65527:
+        raise ValueError(
+            f"QuicSettings.max_udp_payload_size must be at most 65527, got {value}"
+        )
+
+
+def _optional_datagram_frame_size(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None:
+        _int_at_least(1)(instance, attribute, value)
+
+
+def _escape_hatch(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    # Checked without importing aioquic here: only trioquic's engine module does.
+    cls = type(value)
+    if cls.__name__ != "QuicConfiguration" or not cls.__module__.startswith("aioquic"):
+        raise TypeError(
+            "QuicSettings.quic_configuration must be an "
+            "aioquic.quic.configuration.QuicConfiguration or None, "
+            f"got {cls.__name__}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class QuicSettings:
+    """Everything a QUIC endpoint (client or server) can be told.
+
+    Every field is validated when the object is built; a wrong value raises
+    :exc:`TypeError` or :exc:`ValueError` naming the field. Use
+    :func:`attrs.evolve` to derive a changed copy::
+
+        settings = QuicSettings(alpn_protocols=["echo"], idle_timeout=10)
+        quick = attrs.evolve(settings, handshake_timeout=2)
+
+    The bounds below are what make trioquic's memory use predictable: every
+    queue and buffer a peer can fill is limited by one of them.
+    """
+
+    #: ALPN protocols offered (client) or accepted (server), most preferred first.
+    alpn_protocols: tuple[str, ...] = attrs.field(default=(), converter=_alpn)
+    #: Server certificate chain: a PEM file path, or a
+    #: :class:`cryptography.x509.Certificate`.
+    certificate: Any = attrs.field(default=None)
+    #: Server private key: a PEM file path, or a key object from ``cryptography``.
+    #: May be ``None`` when ``certificate`` is a PEM file that holds the key too.
+    private_key: Any = attrs.field(default=None)
+    #: Client: PEM file of the certificate authorities to trust (the system's
+    #: default store when ``None``).
+    ca_certs: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_optional_path
+    )
+    #: Client: verify the server's certificate. Turn off only for development.
+    verify_peer: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
+    #: Client: the name the certificate must carry (and SNI); defaults to the
+    #: host connected to.
+    server_name: str | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(str)),
+    )
+    #: Seconds without any packet from the peer after which QUIC closes the
+    #: connection silently (the smaller of ours and the peer's applies).
+    idle_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Seconds a handshake may take before the connection is abandoned.
+    handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
+    #: Seconds allowed for sending CONNECTION_CLOSE when shutting down.
+    close_grace_period: float = attrs.field(default=1.0, validator=_positive)
+    #: Length of the connection IDs this endpoint issues; the router parses
+    #: short-header packets with it.
+    connection_id_length: int = attrs.field(default=8, validator=_cid_length)
+    #: Connection-level flow-control window (MAX_DATA): unread bytes the peer
+    #: may have in flight across all streams.
+    connection_receive_window: int = attrs.field(
+        default=4 * _MIB, validator=_int_at_least(1200)
+    )
+    #: Stream-level flow-control window (MAX_STREAM_DATA), which is also the
+    #: bound on unread bytes buffered for one stream.
+    stream_receive_window: int = attrs.field(
+        default=1 * _MIB, validator=_int_at_least(1200)
+    )
+    #: ``send_all`` waits while a stream holds more than this many unacknowledged
+    #: plus unsent bytes.
+    stream_send_buffer: int = attrs.field(
+        default=256 * _KIB, validator=_int_at_least(1)
+    )
+    #: Maximum number of streams of each kind (bidirectional, unidirectional) the
+    #: peer may have open at once.
+    max_concurrent_streams: int = attrs.field(default=128, validator=_int_at_least(1))
+    #: Datagrams queued for one connection before the router drops new ones.
+    inbound_queue_size: int = attrs.field(default=256, validator=_int_at_least(1))
+    #: Server: connections still handshaking (not yet handed to the handler);
+    #: new Initial packets beyond it are dropped and counted.
+    accept_backlog: int = attrs.field(default=128, validator=_int_at_least(1))
+    #: Streams the peer opened that wait for ``accept_stream``; the next ones are
+    #: refused with STOP_SENDING/RESET_STREAM.
+    stream_accept_backlog: int = attrs.field(default=64, validator=_int_at_least(1))
+    #: Largest DATAGRAM frame (RFC 9221) we accept; ``None`` disables datagrams.
+    max_datagram_frame_size: int | None = attrs.field(
+        default=None, validator=_optional_datagram_frame_size
+    )
+    #: Received QUIC datagrams queued for ``receive_datagram`` before the oldest
+    #: are dropped.
+    datagram_queue_size: int = attrs.field(default=128, validator=_int_at_least(1))
+    #: Largest UDP payload we send.
+    max_udp_payload_size: int = attrs.field(default=1350, validator=_udp_payload)
+    #: Congestion controller: ``"reno"`` or ``"cubic"``.
+    congestion_control: CongestionControl = attrs.field(
+        default="reno", validator=_congestion
+    )
+    #: Directory to write one qlog file per connection into.
+    qlog_dir: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_optional_path
+    )
+    #: File to append TLS secrets to (NSS key-log format, for Wireshark).
+    #: When ``None``, the ``SSLKEYLOGFILE`` environment variable is honoured.
+    keylog_file: str | os.PathLike[str] | None = attrs.field(
+        default=None, validator=_optional_path
+    )
+    #: Escape hatch: a ready ``aioquic`` ``QuicConfiguration`` used as the base
+    #: of every connection instead of the TLS/QUIC fields above (trioquic's
+    #: own bounds and timeouts still apply).
+    quic_configuration: Any = attrs.field(default=None, validator=_escape_hatch)
+
+    def __attrs_post_init__(self) -> None:
+        if self.stream_receive_window > self.connection_receive_window:
+            raise ValueError(
+                "QuicSettings.stream_receive_window "
+                f"({self.stream_receive_window}) must not exceed "
+                f"connection_receive_window ({self.connection_receive_window})"
+            )
+        if (self.certificate is None) != (self.private_key is None) and not (
+            isinstance(self.certificate, str | os.PathLike)
+        ):
+            raise ValueError(
+                "QuicSettings.certificate and private_key go together: give both, "
+                "or a PEM certificate file that also holds the key"
+            )
+        if self.private_key is not None and self.certificate is None:
+            raise ValueError(
+                "QuicSettings.private_key was given without a certificate: "
+                "set certificate too"
+            )
+
+    def effective_keylog_file(self) -> str | os.PathLike[str] | None:
+        """The key-log file in force: ``keylog_file``, else ``$SSLKEYLOGFILE``."""
+        if self.keylog_file is not None:
+            return self.keylog_file
+        return os.environ.get("SSLKEYLOGFILE") or None

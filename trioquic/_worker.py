@@ -1,0 +1,271 @@
+"""IoWorker: the task that drives one QUIC connection.
+
+Each step, in a fixed order (DESIGN.md section 2):
+
+1. feed the datagrams that arrived (``receive_datagram``);
+2. handle the timer if it is due;
+3. collect events: connection-ID changes go to the router's table, the
+   handshake and the close are noted, the rest go to the application's
+   ``process_reads``;
+4. let the application write (``process_writes``);
+5. flush every datagram the engine has, as one batch;
+6. re-arm the timer from ``get_timer()``.
+
+``now`` is always :func:`trio.current_time`, so ``trio.testing.MockClock``
+drives QUIC time in tests.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._application import ApplicationOverQuic, ConnectionIO
+from ._engine import Engine
+from ._errors import (
+    INTERNAL_ERROR,
+    CloseReason,
+    ConnectionClosed,
+    HandshakeTimeout,
+    IdleTimeout,
+)
+from ._events import QuicEvent, StreamDataReceived
+from ._routing import RoutingTable
+from ._udp import Address, DatagramSocket
+
+if TYPE_CHECKING:
+    from ._router import InboundPacketRouter
+
+logger = logging.getLogger("trioquic")
+
+_WAKE: Any = object()  # inbox item that only asks for a step
+
+
+class IoWorker:
+    """Drives one :class:`Engine` and its :class:`ApplicationOverQuic`.
+
+    Datagrams arrive on a bounded memory channel fed by the
+    InboundPacketRouter (:meth:`deliver` never blocks: a full queue drops);
+    the application asks for steps with :meth:`wake`, which puts a marker on
+    the same channel.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        application: ApplicationOverQuic,
+        socket: DatagramSocket,
+        table: RoutingTable[IoWorker],
+        router: InboundPacketRouter | None = None,
+    ) -> None:
+        settings = engine.settings
+        self.engine = engine
+        self.application = application
+        self.socket = socket
+        self.table = table
+        self.router = router
+        self.io = ConnectionIO(self)
+        self.nursery: trio.Nursery | None = None
+        self.error: ConnectionClosed | None = None
+        self.established = trio.Event()
+        self.finished = trio.Event()
+        self._send_channel, self._receive_channel = trio.open_memory_channel[Any](
+            settings.inbound_queue_size
+        )
+        self._wake_pending = False
+        self._pending_events: list[QuicEvent] = []
+        self._manual_credit = application.manual_flow_control
+        self._handshake_deadline = trio.current_time() + settings.handshake_timeout
+        self._grace = settings.close_grace_period
+        self._cids: set[bytes] = set()
+        self.register_cid(engine.host_cid)
+
+    # -- inputs ---------------------------------------------------------------
+
+    def deliver(self, data: bytes, addr: Address) -> bool:
+        """Queue a datagram for this connection; False (dropped) when full."""
+        try:
+            self._send_channel.send_nowait((data, addr))
+        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
+            self.engine.datagrams_dropped += 1
+            return False
+        return True
+
+    def wake(self) -> None:
+        """Request a driver step (idempotent until the step runs)."""
+        if self._wake_pending or self.error is not None:
+            return
+        self._wake_pending = True
+        # A full queue means a step is coming anyway.
+        with contextlib.suppress(
+            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
+        ):
+            self._send_channel.send_nowait(_WAKE)
+
+    def close(self, error_code: int, reason: str, *, transport: bool = False) -> None:
+        if self.error is None and self.engine.close_reason is None:
+            self.engine.close(error_code, reason, transport=transport)
+            self._wake_pending = False
+            self.wake()
+
+    def register_cid(self, cid: bytes) -> None:
+        self._cids.add(cid)
+        self.table.add(cid, self)
+
+    # -- the task -------------------------------------------------------------
+
+    async def run(self, nursery: trio.Nursery) -> None:
+        """The worker task; ``nursery`` is the connection's own nursery, which
+        it cancels when the connection ends."""
+        self.nursery = nursery
+        try:
+            await self._loop()
+        except trio.Cancelled:
+            await self._close_on_cancel()
+            raise
+        except Exception as exc:  # a bug, or an engine failure: contain it
+            logger.exception("trioquic: connection worker failed")
+            if self.error is None:
+                self._finish(
+                    CloseReason(INTERNAL_ERROR, None, f"internal error: {exc!r}", False)
+                )
+        finally:
+            self._unregister()
+            self._receive_channel.close()
+            self.finished.set()
+            nursery.cancel_scope.cancel()
+
+    async def _loop(self) -> None:
+        engine = self.engine
+        receive = self._receive_channel
+        while True:
+            deadline = engine.get_timer()
+            if deadline is None:
+                deadline = math.inf
+            if engine.handshake is None and self._handshake_deadline < deadline:
+                deadline = self._handshake_deadline
+            items: list[Any] = []
+            with trio.move_on_at(deadline):
+                items.append(await receive.receive())
+            while True:
+                try:
+                    items.append(receive.receive_nowait())
+                except trio.WouldBlock:
+                    break
+            await self._step(items)
+            if self.error is not None:
+                return
+
+    async def _step(self, items: list[Any]) -> None:
+        engine = self.engine
+        now = trio.current_time()
+        self._wake_pending = False
+        for item in items:
+            if item is not _WAKE:
+                engine.receive_datagram(item[0], item[1], now)
+        timer = engine.get_timer()
+        if timer is not None and timer <= now:
+            engine.handle_timer(now)
+        self._dispatch()
+        if (
+            engine.handshake is None
+            and engine.close_reason is None
+            and now >= self._handshake_deadline
+        ):
+            engine.close(INTERNAL_ERROR, "handshake timeout", transport=True)
+            await self._flush(now)
+            self._finish(CloseReason(INTERNAL_ERROR, None, "handshake timeout", False))
+            return
+        await self._flush(now)
+        if engine.close_reason is not None:
+            self._finish(engine.close_reason)
+
+    def _dispatch(self) -> None:
+        engine = self.engine
+        app = self.application
+        events = engine.poll_events()
+        if engine.issued_cids:
+            for cid in engine.issued_cids:
+                self.register_cid(cid)
+            engine.issued_cids.clear()
+        if engine.retired_cids:
+            for cid in engine.retired_cids:
+                self._cids.discard(cid)
+                self.table.remove(cid, self)
+            engine.retired_cids.clear()
+        if engine.handshake is not None and not self.established.is_set():
+            self.established.set()
+            if self.router is not None:
+                self.router.handshake_finished(self)
+            app.on_connection_established(self.io, engine.handshake)
+            self.nursery_start(self._wait_for_data_loop)
+        if engine.close_reason is not None:
+            return
+        if events:
+            if not self._manual_credit:
+                for event in events:
+                    if isinstance(event, StreamDataReceived) and event.data:
+                        engine.consume(event.stream_id, len(event.data))
+            self._pending_events.extend(events)
+        if app.should_act():
+            if self._pending_events:
+                pending, self._pending_events = self._pending_events, []
+                app.process_reads(self.io, pending)
+            app.process_writes(self.io)
+
+    def nursery_start(self, fn: Any) -> None:
+        if self.nursery is not None:
+            self.nursery.start_soon(fn)
+
+    async def _wait_for_data_loop(self) -> None:
+        while True:
+            await self.application.wait_for_data(self.io)
+            self.wake()
+
+    async def _flush(self, now: float) -> None:
+        datagrams = self.engine.datagrams_to_send(now)
+        if datagrams:
+            await self.socket.send_batch(datagrams)
+
+    def _finish(self, reason: CloseReason) -> None:
+        """The connection is over: record why and tell the application."""
+        if self.error is not None:
+            return
+        if reason.reason == "handshake timeout" and not reason.by_peer:
+            error: ConnectionClosed = HandshakeTimeout(reason)
+        elif self.engine.idle_timed_out:
+            error = IdleTimeout(reason)
+        else:
+            error = ConnectionClosed(reason)
+        self.error = error
+        self._unregister()
+        try:
+            self.application.on_connection_close(self.io, reason)
+        except Exception:
+            logger.exception("trioquic: on_connection_close raised")
+
+    async def _close_on_cancel(self) -> None:
+        """Shutdown: send CONNECTION_CLOSE within the grace period."""
+        with trio.CancelScope(shield=True) as scope:
+            scope.deadline = trio.current_time() + self._grace
+            if self.error is None:
+                if self.engine.close_reason is None:
+                    self.engine.close(0, "shutting down")
+                self.engine.poll_events()
+                await self._flush(trio.current_time())
+                self._finish(
+                    self.engine.close_reason
+                    or CloseReason(0, None, "shutting down", False, False)
+                )
+
+    def _unregister(self) -> None:
+        for cid in self._cids:
+            self.table.remove(cid, self)
+        self._cids.clear()
+        if self.router is not None:
+            self.router.connection_finished(self)
