@@ -28,7 +28,6 @@ import trio
 from ._application import ApplicationOverQuic
 from ._connection import QuicConnection, StreamApplication
 from ._engine import EndpointConfiguration, Engine
-from ._errors import ConnectionClosed, StreamReset, StreamStopped
 from ._router import InboundPacketRouter, RouterCounters, RouterStatistics
 from ._routing import Accept, RoutingTable
 from ._settings import QuicSettings
@@ -102,6 +101,7 @@ class _Endpoint:
     def __init__(
         self,
         settings: QuicSettings,
+        config: EndpointConfiguration,
         *,
         is_client: bool,
         nursery: trio.Nursery,
@@ -109,7 +109,7 @@ class _Endpoint:
         | None = None,
     ) -> None:
         self.settings = settings
-        self.config = EndpointConfiguration(settings, is_client=is_client)
+        self.config = config
         self.table: RoutingTable[IoWorker] = RoutingTable(
             cid_length=settings.connection_id_length, accept_new=not is_client
         )
@@ -240,24 +240,43 @@ async def serve_quic(
     )
 
 
+#: Exceptions that mean "the peer or the connection ended this", not a bug.
+_ENDED_BY_CONNECTION = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
 async def _run_handler(
     handler: Callable[[QuicConnection], Awaitable[object]], connection: QuicConnection
 ) -> None:
+    """Run a serve_quic handler so that its failure stays in its connection.
+
+    Errors that mean the connection or a stream broke (ConnectionClosed,
+    StreamReset, StreamStopped are all BrokenResourceError) end the connection
+    quietly; other exceptions are logged and close it with INTERNAL_ERROR.
+    Cancellation and KeyboardInterrupt propagate.
+    """
     try:
         await handler(connection)
-    except (
-        ConnectionClosed,
-        StreamReset,
-        StreamStopped,
-        trio.BrokenResourceError,
-    ) as exc:
-        logger.debug("trioquic: handler ended by the peer: %s", exc)
-        connection.close()
+    except _ENDED_BY_CONNECTION as exc:
+        logger.debug("trioquic: handler ended with its connection: %s", exc)
+    except BaseExceptionGroup as group:
+        _, rest = group.split(_ENDED_BY_CONNECTION)
+        if rest is None:
+            logger.debug("trioquic: handler ended with its connection: %s", group)
+        else:
+            bugs, fatal = rest.split(Exception)
+            if fatal is not None:
+                raise fatal from None
+            logger.error(
+                "trioquic: connection handler raised; closing its connection",
+                exc_info=bugs,
+            )
+            connection._io._worker.close(0x1, "internal error", transport=True)
+            return
     except Exception:
         logger.exception("trioquic: connection handler raised; closing its connection")
         connection._io._worker.close(0x1, "internal error", transport=True)
-    else:
-        connection.close()
+        return
+    connection.close()
 
 
 async def _serve(
@@ -273,16 +292,21 @@ async def _serve(
     _check_port(port)
     if host is not None and not isinstance(host, str):
         raise TypeError(f"host must be a str or None, got {type(host).__name__}")
-    own_sockets = sockets is None
-    if sockets is None:
-        sockets = list(await UdpSocket.bind(host, port))
-    elif not sockets:
+    if sockets is not None and not sockets:
         raise ValueError("sockets must hold at least one datagram socket")
-    endpoint: _Endpoint | None = None
+    # Settings errors surface here, unwrapped, before anything runs.
+    config = EndpointConfiguration(resolved, is_client=False)
+    own_sockets = sockets is None
+    try:
+        if sockets is None:
+            sockets = list(await UdpSocket.bind(host, port))
+    except BaseException:
+        config.close()
+        raise
     try:
         async with trio.open_nursery() as nursery:
             endpoint = _Endpoint(
-                resolved, is_client=False, nursery=nursery, factory=factory
+                resolved, config, is_client=False, nursery=nursery, factory=factory
             )
             server = QuicServer(sockets, endpoint.counters)
             server.connections = endpoint.workers
@@ -297,8 +321,7 @@ async def _serve(
                 nursery.start_soon(router.run)
             task_status.started(server)
     finally:
-        if endpoint is not None:
-            endpoint.config.close()
+        config.close()
         if own_sockets:
             for sock in sockets:
                 sock.close()
@@ -335,10 +358,15 @@ async def _open_client(
         _check_port(port)
         remote_address = (host, port)
     user_exc: BaseException | None = None
-    endpoint: _Endpoint | None = None
+    try:
+        config = EndpointConfiguration(resolved, is_client=True)
+    except BaseException:
+        if own_socket:
+            socket.close()
+        raise
     try:
         async with trio.open_nursery() as nursery:
-            endpoint = _Endpoint(resolved, is_client=True, nursery=nursery)
+            endpoint = _Endpoint(resolved, config, is_client=True, nursery=nursery)
             server_name = resolved.server_name or host
             engine = Engine(endpoint.config.for_connection(server_name), resolved)
             worker = IoWorker(
@@ -362,8 +390,7 @@ async def _open_client(
                 await _close_gracefully(worker)
                 nursery.cancel_scope.cancel()
     finally:
-        if endpoint is not None:
-            endpoint.config.close()
+        config.close()
         if own_socket:
             socket.close()
     if user_exc is not None:

@@ -1,0 +1,229 @@
+"""Bad input on real loopback sockets: garbage is dropped and counted, a
+protocol violation closes only the violator's connection, and wrong API use
+raises TypeError / ValueError saying what to do."""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+from functools import partial
+
+import pytest
+import trio
+
+import trioquic
+from trioquic import QuicSettings
+
+CERT = trioquic.generate_self_signed_certificate()
+SERVER = QuicSettings(
+    alpn_protocols=["echo"],
+    certificate=CERT.certificate_path,
+    private_key=CERT.private_key_path,
+    stream_receive_window=64 * 1024,
+    connection_receive_window=256 * 1024,
+)
+CLIENT = QuicSettings(alpn_protocols=["echo"], ca_certs=CERT.certificate_path)
+
+
+async def echo_handler(conn: trioquic.QuicConnection) -> None:
+    async with trio.open_nursery() as nursery:
+        while True:
+            stream = await conn.accept_stream()
+            assert isinstance(stream, trioquic.QuicStream)
+            nursery.start_soon(echo_stream, stream)
+
+
+async def echo_stream(stream: trioquic.QuicStream) -> None:
+    while data := await stream.receive_some():
+        if data.startswith(b"STALL"):
+            await trio.sleep_forever()  # stop reading: grant no more credit
+        await stream.send_all(data)
+    await stream.send_eof()
+
+
+async def round_trip(conn: trioquic.QuicConnection, payload: bytes) -> bytes:
+    stream = await conn.open_stream()
+    received = bytearray()
+
+    async def send() -> None:
+        await stream.send_all(payload)
+        await stream.send_eof()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(send)
+        while data := await stream.receive_some():
+            received += data
+    return bytes(received)
+
+
+def mutations(rng: random.Random, valid: list[bytes]) -> list[bytes]:
+    out = [os.urandom(rng.randrange(0, 1500)) for _ in range(200)]
+    for packet in valid:
+        for _ in range(20):
+            mutated = bytearray(packet)
+            for _ in range(rng.randrange(1, 6)):
+                index = rng.randrange(len(mutated))
+                mutated[index] ^= 1 << rng.randrange(8)
+            out.append(bytes(mutated[: rng.randrange(1, len(mutated) + 1)]))
+    # Long headers with unknown CIDs and wrong versions, short headers with
+    # unknown CIDs, tiny Initials.
+    out += [
+        b"\xc0\x1a\x2a\x3a\x4a\x08"
+        + os.urandom(8)
+        + b"\x08"
+        + os.urandom(8)
+        + bytes(1200),
+        b"\xc0\x00\x00\x00\x01\x08"
+        + os.urandom(8)
+        + b"\x08"
+        + os.urandom(8)
+        + bytes(40),
+        b"\x40" + os.urandom(40),
+        b"\xe0\x00\x00\x00\x01\x08" + os.urandom(8) + b"\x00" + bytes(50),
+    ]
+    return out
+
+
+async def test_garbage_is_dropped_and_counted_while_a_connection_carries_on() -> None:
+    rng = random.Random(1234)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server: trioquic.QuicServer = await nursery.start(
+                partial(
+                    trioquic.serve_quic,
+                    echo_handler,
+                    0,
+                    host="127.0.0.1",
+                    settings=SERVER,
+                )
+            )
+            address = ("127.0.0.1", server.port)
+            async with trioquic.open_quic_connection(
+                "127.0.0.1", server.port, settings=CLIENT
+            ) as conn:
+                assert await round_trip(conn, b"before") == b"before"
+                # Capture real datagrams of a second client to mutate.
+                valid = [
+                    b"\xc0\x00\x00\x00\x01\x08"
+                    + os.urandom(8)
+                    + b"\x08"
+                    + os.urandom(8)
+                    + os.urandom(1200),
+                ]
+                attacker = trio.socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                await attacker.bind(("127.0.0.1", 0))
+                garbage = mutations(rng, valid)
+                payload = os.urandom(300_000)
+                result: list[bytes] = []
+
+                async def transfer() -> None:
+                    result.append(await round_trip(conn, payload))
+
+                async with trio.open_nursery() as inner:
+                    inner.start_soon(transfer)
+                    for datagram in garbage:
+                        if datagram:
+                            await attacker.sendto(datagram, address)
+                        await trio.sleep(0)
+                assert result == [payload]
+                attacker.close()
+            stats = server.statistics()
+            assert stats.datagrams_dropped >= len([g for g in garbage if g]) // 2
+            assert (
+                stats.dropped.get("malformed", 0)
+                + stats.dropped.get("unknown_connection_id", 0)
+                > 0
+            )
+            assert stats.version_negotiations_sent >= 1
+            # And a new client still connects afterwards.
+            async with trioquic.open_quic_connection(
+                "127.0.0.1", server.port, settings=CLIENT
+            ) as again:
+                assert await round_trip(again, b"after") == b"after"
+            nursery.cancel_scope.cancel()
+
+
+async def test_flow_control_violation_closes_only_the_violator() -> None:
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            server: trioquic.QuicServer = await nursery.start(
+                partial(
+                    trioquic.serve_quic,
+                    echo_handler,
+                    0,
+                    host="127.0.0.1",
+                    settings=SERVER,
+                )
+            )
+            async with (
+                trioquic.open_quic_connection(
+                    "127.0.0.1", server.port, settings=CLIENT
+                ) as good,
+                trioquic.open_quic_connection(
+                    "127.0.0.1", server.port, settings=CLIENT
+                ) as bad,
+            ):
+                # Make the bad client ignore the server's flow-control limits.
+                quic = bad._io._worker.engine.quic
+                quic._remote_max_data = 1 << 40
+                quic._remote_max_stream_data_bidi_remote = 1 << 40
+                stream = await bad.open_stream()
+                with pytest.raises(trioquic.ConnectionClosed) as info:
+                    with trio.fail_after(10):
+                        await stream.send_all(b"STALL" + b"v" * 1_000_000)
+                        await bad.wait_closed()
+                        raise (bad._io.error or AssertionError("not closed"))
+                reason = info.value.reason
+                assert reason.by_peer
+                assert reason.error_code == 0x3  # FLOW_CONTROL_ERROR
+                assert reason.is_transport
+                # The other connection does not notice.
+                assert await round_trip(good, b"still here") == b"still here"
+            nursery.cancel_scope.cancel()
+
+
+async def test_api_misuse_says_what_to_do() -> None:
+    with pytest.raises(TypeError, match="QuicSettings"):
+        async with trioquic.open_quic_connection("127.0.0.1", 1, settings={}):  # type: ignore[arg-type]
+            pass
+    with pytest.raises(ValueError, match="port"):
+        async with trioquic.open_quic_connection("127.0.0.1", 70000):
+            pass
+    with pytest.raises(ValueError, match="certificate"):
+        await trioquic.serve_quic(
+            echo_handler, 0, host="127.0.0.1", settings=QuicSettings()
+        )
+    with pytest.raises(TypeError, match="handler"):
+        await trioquic.serve_quic("not a function", 0)  # type: ignore[arg-type]
+
+
+async def test_stream_argument_errors() -> None:
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            server: trioquic.QuicServer = await nursery.start(
+                partial(
+                    trioquic.serve_quic,
+                    echo_handler,
+                    0,
+                    host="127.0.0.1",
+                    settings=SERVER,
+                )
+            )
+            async with trioquic.open_quic_connection(
+                "127.0.0.1", server.port, settings=CLIENT
+            ) as conn:
+                stream = await conn.open_stream()
+                with pytest.raises(ValueError):
+                    await stream.receive_some(0)
+                with pytest.raises(TypeError):
+                    await stream.receive_some(1.5)  # type: ignore[arg-type]
+                with pytest.raises(ValueError, match="error codes"):
+                    stream.reset(-1)
+                with pytest.raises(ValueError, match="error codes"):
+                    conn.close(2**62)
+                with pytest.raises(
+                    trioquic.DatagramError, match="max_datagram_frame_size"
+                ):
+                    await conn.send_datagram(b"x")
+            nursery.cancel_scope.cancel()

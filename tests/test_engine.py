@@ -1,0 +1,190 @@
+"""The aioquic seam: the internals it relies on, and receive credit on consumption.
+
+These tests drive two engines against each other in memory, without sockets
+or tasks, so they show the state machine's behaviour exactly.
+"""
+
+from __future__ import annotations
+
+import aioquic
+from aioquic.quic.connection import QuicConnection as AioquicConnection
+from aioquic.quic.connection import QuicConnectionState
+from aioquic.quic.stream import QuicStream, QuicStreamSender
+
+from trioquic import QuicSettings, StreamDataReceived, generate_self_signed_certificate
+from trioquic._engine import Engine, EndpointConfiguration
+
+CERT = generate_self_signed_certificate()
+CLIENT_ADDR = ("10.0.0.2", 5555)
+SERVER_ADDR = ("10.0.0.1", 4433)
+
+
+def test_aioquic_internals_we_rely_on() -> None:
+    """Fails loudly when an aioquic upgrade moves what _engine.py uses."""
+    assert aioquic.__version__.split(".")[0] == "1", aioquic.__version__
+    for name in (
+        "_write_stream_limits",
+        "_write_connection_limits",
+        "_on_max_stream_data_delivery",
+        "_on_connection_limit_delivery",
+        "_get_or_create_stream_for_send",
+    ):
+        assert callable(getattr(AioquicConnection, name)), name
+    client = AioquicConnection(
+        configuration=EndpointConfiguration(
+            QuicSettings(), is_client=True
+        ).for_connection("localhost")
+    )
+    for attribute in (
+        "_streams",
+        "_local_max_data",
+        "_local_max_streams_bidi",
+        "_local_max_streams_uni",
+        "_remote_max_streams_bidi",
+        "_remote_max_streams_uni",
+        "_remote_max_datagram_frame_size",
+        "_datagrams_pending",
+        "_max_datagram_size",
+        "_close_event",
+        "_state",
+        "_loss",
+        "_quic_logger",
+    ):
+        assert hasattr(client, attribute), attribute
+    assert client._state is QuicConnectionState.FIRSTFLIGHT
+    for attribute in ("value", "sent", "used"):
+        assert hasattr(client._local_max_data, attribute)
+    stream = QuicStream(stream_id=0, max_stream_data_local=10)
+    assert hasattr(stream, "max_stream_data_local_sent")
+    assert hasattr(stream.receiver, "highest_offset")
+    sender = QuicStreamSender(stream_id=0, writable=True)
+    assert hasattr(sender, "_buffer_start") and hasattr(sender, "_buffer_stop")
+    assert hasattr(client._loss, "_rtt_smoothed") and hasattr(client._loss, "_rtt_min")
+
+
+class Pair:
+    """A client and a server engine joined by a perfect in-memory link."""
+
+    def __init__(self, **overrides: object) -> None:
+        common = dict(alpn_protocols=["test"], **overrides)
+        server_settings = QuicSettings(
+            certificate=CERT.certificate_path,
+            private_key=CERT.private_key_path,
+            **common,  # type: ignore[arg-type]
+        )
+        client_settings = QuicSettings(ca_certs=CERT.certificate_path, **common)  # type: ignore[arg-type]
+        self.now = 0.0
+        self.client = Engine(
+            EndpointConfiguration(client_settings, is_client=True).for_connection(
+                "localhost"
+            ),
+            client_settings,
+        )
+        self.client.connect(SERVER_ADDR, self.now)
+        first = self.client.datagrams_to_send(self.now)
+        dcid = self.client.quic._peer_cid.cid
+        self.server = Engine(
+            EndpointConfiguration(server_settings, is_client=False).for_connection(),
+            server_settings,
+            original_destination_cid=dcid,
+        )
+        for data, _ in first:
+            self.server.receive_datagram(data, CLIENT_ADDR, self.now)
+        self.client_events: list[object] = []
+        self.server_events: list[object] = []
+        self.pump()
+
+    def pump(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            self.now += 0.001
+            moved = False
+            for data, _ in self.server.datagrams_to_send(self.now):
+                self.client.receive_datagram(data, SERVER_ADDR, self.now)
+                moved = True
+            for data, _ in self.client.datagrams_to_send(self.now):
+                self.server.receive_datagram(data, CLIENT_ADDR, self.now)
+                moved = True
+            self.client_events += self.client.poll_events()
+            self.server_events += self.server.poll_events()
+            if not moved:
+                break
+
+    def received(self) -> int:
+        return sum(
+            len(e.data) for e in self.client_events if isinstance(e, StreamDataReceived)
+        )
+
+
+def test_handshake_completes_and_reports_alpn() -> None:
+    pair = Pair()
+    assert pair.client.handshake is not None
+    assert pair.client.handshake.alpn_protocol == "test"
+    assert pair.server.handshake is not None
+
+
+def test_a_reader_that_does_not_consume_bounds_what_the_peer_sends() -> None:
+    window = 64 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=4 * window)
+    pair.server.send_stream_data(1, b"x" * (1024 * 1024), end_stream=True)
+    pair.pump(500)
+    # Without consumption the sender stops at the stream window.
+    assert pair.received() == window
+    assert pair.server.send_buffered(1) == 1024 * 1024 - window
+    # Consuming grants credit and the transfer goes on, window by window.
+    pair.client.consume(1, window)
+    pair.pump(500)
+    assert pair.received() == 2 * window
+
+
+def test_connection_window_bounds_all_streams_together() -> None:
+    window = 64 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=window * 2)
+    for stream_id in (1, 5, 9, 13):
+        pair.server.send_stream_data(stream_id, b"y" * window, end_stream=False)
+    pair.pump(500)
+    assert pair.received() == 2 * window
+
+
+def test_consuming_everything_lets_a_large_transfer_finish() -> None:
+    window = 32 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=window * 4)
+    total = 1024 * 1024
+    pair.server.send_stream_data(1, b"z" * total, end_stream=True)
+    consumed = 0
+    for _ in range(2000):
+        pair.pump(5)
+        arrived = pair.received()
+        if arrived > consumed:
+            pair.client.consume(1, arrived - consumed)
+            consumed = arrived
+        if consumed == total:
+            break
+    assert consumed == total
+
+
+def test_statistics_count_traffic() -> None:
+    pair = Pair()
+    stats = pair.client.statistics()
+    assert stats.datagrams_sent > 0 and stats.datagrams_received > 0
+    assert stats.bytes_sent > 1200
+    assert stats.smoothed_rtt > 0
+    assert stats.congestion_window > 0
+
+
+def test_peer_close_is_reported_as_by_peer() -> None:
+    pair = Pair()
+    pair.server.close(0x42, "bye")
+    pair.pump()
+    reason = pair.client.close_reason
+    assert reason is not None
+    assert reason.by_peer and reason.error_code == 0x42 and reason.reason == "bye"
+    assert not reason.is_transport
+    assert pair.server.close_reason is not None and not pair.server.close_reason.by_peer
+
+
+def test_datagram_queue_is_bounded() -> None:
+    pair = Pair(max_datagram_frame_size=1200, datagram_queue_size=4)
+    assert pair.client.max_datagram_size() > 1000
+    for i in range(10):
+        pair.client.send_datagram(bytes([i]) * 10)
+    assert pair.client.quic_datagrams_dropped == 6

@@ -1,0 +1,150 @@
+from __future__ import annotations
+
+import attrs
+import pytest
+
+from trioquic import QuicSettings, generate_self_signed_certificate
+from trioquic._engine import EndpointConfiguration
+
+
+def test_defaults_are_valid() -> None:
+    settings = QuicSettings()
+    assert settings.alpn_protocols == ()
+    assert settings.congestion_control == "reno"
+    assert settings.close_grace_period == 1.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "message"),
+    [
+        ("idle_timeout", 0, "greater than 0"),
+        ("handshake_timeout", -1, "greater than 0"),
+        ("connection_id_length", 3, "at least 4"),
+        ("connection_id_length", 21, "at most 20"),
+        ("stream_send_buffer", 0, "at least 1"),
+        ("inbound_queue_size", 0, "at least 1"),
+        ("max_udp_payload_size", 1000, "at least 1200"),
+        ("congestion_control", "bbr", "'reno' or 'cubic'"),
+        ("max_datagram_frame_size", 0, "at least 1"),
+    ],
+)
+def test_bad_values_raise_value_error_naming_the_field(
+    field: str, value: object, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message) as info:
+        QuicSettings(**{field: value})  # type: ignore[arg-type]
+    assert field in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("idle_timeout", "10"),
+        ("connection_id_length", 8.0),
+        ("accept_backlog", True),
+        ("qlog_dir", 3),
+        ("verify_peer", "yes"),
+    ],
+)
+def test_wrong_types_raise_type_error(field: str, value: object) -> None:
+    with pytest.raises(TypeError):
+        QuicSettings(**{field: value})  # type: ignore[arg-type]
+
+
+def test_alpn_must_be_a_sequence_of_strings() -> None:
+    with pytest.raises(TypeError, match=r"alpn_protocols=\['h3'\]"):
+        QuicSettings(alpn_protocols="h3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        QuicSettings(alpn_protocols=[""])
+    assert QuicSettings(alpn_protocols=["h3", "echo"]).alpn_protocols == ("h3", "echo")
+
+
+def test_stream_window_cannot_exceed_connection_window() -> None:
+    with pytest.raises(ValueError, match="must not exceed"):
+        QuicSettings(
+            stream_receive_window=2_000_000, connection_receive_window=1_000_000
+        )
+
+
+def test_private_key_needs_a_certificate() -> None:
+    with pytest.raises(ValueError, match="certificate"):
+        QuicSettings(private_key="key.pem")
+
+
+def test_escape_hatch_type_checked() -> None:
+    with pytest.raises(TypeError, match="QuicConfiguration"):
+        QuicSettings(quic_configuration={"is_client": False})
+
+
+def test_evolve_revalidates() -> None:
+    settings = QuicSettings()
+    with pytest.raises(ValueError):
+        attrs.evolve(settings, idle_timeout=0)
+
+
+def test_configuration_mapping(tmp_path: object) -> None:
+    cert = generate_self_signed_certificate()
+    settings = QuicSettings(
+        alpn_protocols=["echo"],
+        certificate=cert.certificate_path,
+        private_key=cert.private_key_path,
+        congestion_control="cubic",
+        connection_id_length=12,
+        idle_timeout=7,
+        connection_receive_window=3_000_000,
+        stream_receive_window=500_000,
+        max_datagram_frame_size=1200,
+        max_udp_payload_size=1400,
+    )
+    config = EndpointConfiguration(settings, is_client=False).for_connection()
+    assert config.alpn_protocols == ["echo"]
+    assert config.congestion_control_algorithm == "cubic"
+    assert config.connection_id_length == 12
+    assert config.idle_timeout == 7
+    assert config.max_data == 3_000_000
+    assert config.max_stream_data == 500_000
+    assert config.max_datagram_frame_size == 1200
+    assert config.max_datagram_size == 1400
+    assert config.certificate is not None and config.private_key is not None
+
+
+def test_server_without_certificate_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="generate_self_signed_certificate"):
+        EndpointConfiguration(QuicSettings(), is_client=False)
+
+
+def test_missing_certificate_file_is_a_clear_error(tmp_path: object) -> None:
+    with pytest.raises(ValueError, match="cannot read"):
+        EndpointConfiguration(
+            QuicSettings(
+                certificate="/nonexistent/cert.pem", private_key="/nonexistent/k"
+            ),
+            is_client=False,
+        )
+
+
+def test_escape_hatch_keeps_our_bounds() -> None:
+    from aioquic.quic.configuration import QuicConfiguration
+
+    base = QuicConfiguration(is_client=True, alpn_protocols=["x"], idle_timeout=99)
+    settings = QuicSettings(quic_configuration=base, idle_timeout=5)
+    config = EndpointConfiguration(settings, is_client=True).for_connection("example")
+    assert config.alpn_protocols == ["x"]
+    assert config.idle_timeout == 5
+    assert config.server_name == "example"
+    assert base.idle_timeout == 99  # the caller's object is not modified
+
+
+def test_keylog_file_from_environment(
+    tmp_path: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pathlib
+
+    path = pathlib.Path(str(tmp_path)) / "keys.log"
+    monkeypatch.setenv("SSLKEYLOGFILE", str(path))
+    settings = QuicSettings()
+    assert settings.effective_keylog_file() == str(path)
+    endpoint = EndpointConfiguration(settings, is_client=True)
+    assert endpoint.for_connection().secrets_log_file is not None
+    endpoint.close()
+    assert path.exists()
