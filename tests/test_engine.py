@@ -12,7 +12,7 @@ from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.stream import QuicStream, QuicStreamSender
 
 from trioquic import QuicSettings, StreamDataReceived, generate_self_signed_certificate
-from trioquic._engine import Engine, EndpointConfiguration
+from trioquic._engine import EndpointConfiguration, Engine
 
 CERT = generate_self_signed_certificate()
 CLIENT_ADDR = ("10.0.0.2", 5555)
