@@ -96,7 +96,9 @@ class StreamApplication(ApplicationOverQuic):
                     state.on_reset(event.error_code)
             elif cls is StopSendingReceived:
                 assert isinstance(event, StopSendingReceived)
-                state = self.streams.get(event.stream_id)
+                # STOP_SENDING may be the first frame of a peer's stream that
+                # we hear of (the engine has reset our side already).
+                state = self._stream_for_event(event.stream_id)
                 if state is not None:
                     state.on_stop_sending(event.error_code)
                     self.maybe_forget(state)

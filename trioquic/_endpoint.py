@@ -203,8 +203,10 @@ async def serve_quic(
     listening; cancel the scope around it to stop. ``host=None`` listens on
     every interface (one socket per address family).
 
-    When the handler returns, the connection is closed (NO_ERROR). A handler
-    that raises because the connection or a stream broke
+    When the handler returns, the connection is closed (NO_ERROR) once what
+    it wrote to its streams has been acknowledged (waiting at most
+    ``close_grace_period``: CONNECTION_CLOSE abandons unacknowledged data).
+    A handler that raises because the connection or a stream broke
     (:exc:`ConnectionClosed`, :exc:`StreamReset`, ...) ends only that
     connection; any other exception is logged and the connection is closed
     with INTERNAL_ERROR: one connection's failure never stops the server.
@@ -276,6 +278,11 @@ async def _run_handler(
         logger.exception("trioquic: connection handler raised; closing its connection")
         connection._io._worker.close(0x1, "internal error", transport=True)
         return
+    # Let what the handler wrote reach the peer before closing: CONNECTION_CLOSE
+    # abandons every stream's unacknowledged data.
+    worker = connection._io._worker
+    with trio.move_on_after(worker.engine.settings.close_grace_period):
+        await worker.wait_flushed()
     connection.close()
 
 
@@ -384,6 +391,9 @@ async def _open_client(
             try:
                 await _wait_established(worker)
                 yield worker
+                # Leaving normally: deliver what was written before closing.
+                with trio.move_on_after(resolved.close_grace_period):
+                    await worker.wait_flushed()
             except BaseException as exc:
                 user_exc = exc
             finally:
@@ -440,8 +450,11 @@ async def open_quic_connection(
 
     Returns once the handshake is complete; raises
     :exc:`~trioquic.HandshakeTimeout` or :exc:`~trioquic.ConnectionClosed` if
-    it fails. Leaving the block closes the connection gracefully
-    (CONNECTION_CLOSE, NO_ERROR) within ``close_grace_period``. An exception
+    it fails. Leaving the block closes the connection gracefully: what was
+    written to streams is delivered first (waiting at most
+    ``close_grace_period`` for the peer's acknowledgements), then
+    CONNECTION_CLOSE (NO_ERROR) is sent within ``close_grace_period``; leaving
+    it by an exception closes at once. An exception
     raised in the block comes out as itself, not in an ExceptionGroup.
 
     ``socket`` connects over a datagram socket you own (for example one of

@@ -12,7 +12,9 @@ aioquic's events and errors into trioquic's, and adds what aioquic lacks:
 
 These rely on aioquic internals (``_streams``, ``_local_max_data``,
 ``_write_stream_limits``, ``_write_connection_limits``, ``_close_event``,
-``_state``). They are pinned by the version range in ``pyproject.toml`` and
+``_state``, and the stream sender's ``_buffer_start``, ``_buffer_stop``,
+``_buffer_fin`` and ``_reset_error_code``). They are pinned by the version
+range in ``pyproject.toml`` and
 ``tests/test_engine.py::test_aioquic_internals_we_rely_on`` fails loudly if
 they change.
 """
@@ -228,10 +230,17 @@ class _FlowControlledConnection(_AioquicConnection):
         if target - max_data.value >= self.tq_connection_window // 4:
             max_data.value = target
             raised = True
+        stream = self._streams.get(stream_id)
+        if stream is None:
+            # aioquic discarded the stream (it ignores any later frame for
+            # it): only the connection's credit still matters.
+            self.tq_consumed.pop(stream_id, None)
+            return raised
         consumed = self.tq_consumed.get(stream_id, 0) + count
         self.tq_consumed[stream_id] = consumed
-        stream = self._streams.get(stream_id)
-        if stream is not None and stream.max_stream_data_local:
+        if len(self.tq_consumed) > 2 * len(self._streams) + 64:
+            self._prune_consumed()
+        if stream.max_stream_data_local:
             target = consumed + self.tq_stream_window
             if (
                 target - stream.max_stream_data_local >= self.tq_stream_window // 4
@@ -243,6 +252,15 @@ class _FlowControlledConnection(_AioquicConnection):
 
     def forget_stream(self, stream_id: int) -> None:
         self.tq_consumed.pop(stream_id, None)
+
+    def _prune_consumed(self) -> None:
+        """Drop the records of streams aioquic has discarded (amortized: runs
+        when they outnumber the live streams), so finished streams cost no
+        memory."""
+        streams = self._streams
+        self.tq_consumed = {
+            sid: count for sid, count in self.tq_consumed.items() if sid in streams
+        }
 
     def _write_stream_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace, stream: _AioquicStream
@@ -487,6 +505,21 @@ class Engine:
             return 0
         sender = stream.sender
         return sender._buffer_stop - sender._buffer_start
+
+    def has_unacknowledged_stream_data(self) -> bool:
+        """Whether some stream data, FIN or RESET_STREAM written so far has
+        not been acknowledged yet (what a graceful close waits for)."""
+        for stream in self.quic._streams.values():
+            sender = stream.sender
+            if sender.is_finished:
+                continue
+            if (
+                sender._buffer_stop > sender._buffer_start
+                or sender._buffer_fin is not None
+                or sender._reset_error_code is not None
+            ):
+                return True
+        return False
 
     def send_finished(self, stream_id: int) -> bool:
         """Whether all of the stream's data and FIN were acknowledged (or it was

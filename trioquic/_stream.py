@@ -117,6 +117,7 @@ class StreamState:
             final = self.app.io.received_final_size(self.stream_id)
             self.app.credit_abandoned(self, final)
             self.buffer.clear()
+            self.app.maybe_forget(self)
         self.receive_lot.unpark_all()
 
     def on_stop_sending(self, error_code: int) -> None:
