@@ -4,6 +4,7 @@ shutdown, task hygiene, lossy networks, NAT rebinding."""
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 
 import attrs
@@ -711,7 +712,8 @@ async def test_many_clients_on_a_lossy_network(autojump_clock: trio.testing.Mock
 
 
 @hypothesis.settings(
-    max_examples=25,
+    # Raise with TRIOQUIC_PROPERTY_EXAMPLES=1000 for a long local run.
+    max_examples=int(os.environ.get("TRIOQUIC_PROPERTY_EXAMPLES", "25")),
     deadline=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )

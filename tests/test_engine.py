@@ -58,7 +58,14 @@ def test_aioquic_internals_we_rely_on() -> None:
     assert hasattr(stream, "max_stream_data_local_sent")
     assert hasattr(stream.receiver, "highest_offset")
     sender = QuicStreamSender(stream_id=0, writable=True)
-    assert hasattr(sender, "_buffer_start") and hasattr(sender, "_buffer_stop")
+    for attribute in (
+        "_buffer_start",
+        "_buffer_stop",
+        "_buffer_fin",
+        "_reset_error_code",
+        "is_finished",
+    ):
+        assert hasattr(sender, attribute), attribute
     assert hasattr(client._loss, "_rtt_smoothed") and hasattr(client._loss, "_rtt_min")
 
 
