@@ -789,3 +789,48 @@ def test_property_every_byte_arrives_or_an_error_is_reported(
         assert all_tasks() == before
 
     trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+async def test_a_lost_connection_close_is_repeated_while_closing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 9000 section 10.2.1: the closing endpoint answers the peer's packets
+    with CONNECTION_CLOSE again, so a lost close costs no idle timeout."""
+    network = MemoryNetwork(seed=5, conditions=LinkConditions(delay=0.01))
+    noticed: list[tuple[float, trioquic.CloseReason]] = []
+    server_side_ended = trio.Event()
+
+    async def chatty(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.open_unidirectional_stream()
+        try:
+            while True:
+                await stream.send_all(b"tick")
+                await trio.sleep(0.005)
+        finally:
+            # Ends by ConnectionClosed or by the cancellation of the
+            # connection's nursery, whichever reaches the handler first.
+            reason = connection.close_reason
+            assert reason is not None
+            noticed.append((trio.current_time(), reason))
+            server_side_ended.set()
+
+    async with open_memory_server(chatty, network=network) as server:
+        async with server.connect(host="10.0.0.2") as connection:
+            stream = await connection.accept_stream()
+            assert await stream.receive_some() != b""
+            # Lose everything the client sends for the next 15 ms: its first
+            # CONNECTION_CLOSE among it.
+            until = network.elapsed + 0.015
+            network.set_link(
+                "10.0.0.2",
+                "10.0.0.1",
+                LinkConditions(delay=0.01, loss=[(until, 1.0)]),
+            )
+            left_at = trio.current_time()
+        with trio.fail_after(5):
+            await server_side_ended.wait()
+    when, reason = noticed[0]
+    assert reason.by_peer and reason.error_code == 0
+    # Far sooner than the 30 s idle timeout.
+    assert when - left_at < 1.0
+    assert network.statistics().lost >= 1

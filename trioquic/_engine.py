@@ -456,6 +456,10 @@ class Engine:
             is_transport=event.frame_type is not None,
         )
 
+    def probe_timeout(self) -> float:
+        """The current PTO in seconds (RFC 9002 section 6.2)."""
+        return float(self.quic._loss.get_probe_timeout())
+
     @property
     def is_terminated(self) -> bool:
         return self.quic._state is QuicConnectionState.TERMINATED

@@ -48,6 +48,10 @@ _WAKE: Any = object()  # inbox item that only asks for a step
 #: left it due (RFC 9002's timer granularity).
 _TIMER_GRANULARITY = 0.001
 
+#: How many times a closing connection answers the peer with its
+#: CONNECTION_CLOSE again before it stops listening.
+_CLOSING_REPLIES = 8
+
 
 class IoWorker:
     """Drives one :class:`Engine` and its :class:`ApplicationOverQuic`.
@@ -88,6 +92,7 @@ class IoWorker:
         self._handshake_deadline = trio.current_time() + settings.handshake_timeout
         self._grace = settings.close_grace_period
         self._cids: set[bytes] = set()
+        self._closing_datagrams: list[tuple[bytes, Address]] = []
         self.register_cid(engine.host_cid)
 
     # -- inputs ---------------------------------------------------------------
@@ -142,6 +147,7 @@ class IoWorker:
         self.nursery = nursery
         try:
             await self._loop()
+            await self._linger()
         except trio.Cancelled:
             await self._close_on_cancel()
             raise
@@ -206,12 +212,15 @@ class IoWorker:
             and now >= self._handshake_deadline
         ):
             engine.close(INTERNAL_ERROR, "handshake timeout", transport=True)
-            await self._flush(now)
+            self._closing_datagrams = await self._flush(now)
             self._finish(CloseReason(INTERNAL_ERROR, None, "handshake timeout", False))
             return
-        await self._flush(now)
-        if engine.close_reason is not None:
-            self._finish(engine.close_reason)
+        sent = await self._flush(now)
+        reason = engine.close_reason
+        if reason is not None:
+            if not reason.by_peer:
+                self._closing_datagrams = sent
+            self._finish(reason)
 
     def _dispatch(self) -> None:
         engine = self.engine
@@ -255,10 +264,39 @@ class IoWorker:
             await self.application.wait_for_data(self.io)
             self.wake()
 
-    async def _flush(self, now: float) -> None:
+    async def _flush(self, now: float) -> list[tuple[bytes, Address]]:
         datagrams = self.engine.datagrams_to_send(now)
         if datagrams:
             await self.socket.send_batch(datagrams)
+        return datagrams
+
+    async def _linger(self) -> None:
+        """The closing period (RFC 9000 section 10.2.1): for three PTOs (at
+        most the close grace period) answer whatever the peer still sends with
+        our CONNECTION_CLOSE again, so a lost close costs the peer no idle
+        timeout. Bounded in time and in replies."""
+        datagrams = self._closing_datagrams
+        self._closing_datagrams = []
+        if not datagrams:
+            return
+        receive = self._receive_channel
+        replies = 0
+        pto = self.engine.probe_timeout()
+        interval = pto / 4  # answer at most this often (RFC 9000 section 10.2.1)
+        next_reply = trio.current_time()
+        with trio.move_on_at(trio.current_time() + min(self._grace, 3 * pto)):
+            while replies < _CLOSING_REPLIES:
+                items = [await receive.receive()]
+                while True:
+                    try:
+                        items.append(receive.receive_nowait())
+                    except trio.WouldBlock:
+                        break
+                now = trio.current_time()
+                if now >= next_reply and any(item is not _WAKE for item in items):
+                    await self.socket.send_batch(datagrams)
+                    replies += 1
+                    next_reply = now + interval
 
     def _finish(self, reason: CloseReason) -> None:
         """The connection is over: record why and tell the application."""
@@ -271,7 +309,6 @@ class IoWorker:
         else:
             error = ConnectionClosed(reason)
         self.error = error
-        self._unregister()
         try:
             self.application.on_connection_close(self.io, reason)
         except Exception:
@@ -285,11 +322,12 @@ class IoWorker:
                 if self.engine.close_reason is None:
                     self.engine.close(0, "shutting down")
                 self.engine.poll_events()
-                await self._flush(trio.current_time())
+                self._closing_datagrams = await self._flush(trio.current_time())
                 self._finish(
                     self.engine.close_reason
                     or CloseReason(0, None, "shutting down", False, False)
                 )
+            await self._linger()
 
     def _unregister(self) -> None:
         for cid in self._cids:
