@@ -306,7 +306,9 @@ async def _serve(
     own_sockets = sockets is None
     try:
         if sockets is None:
-            sockets = list(await UdpSocket.bind(host, port))
+            sockets = list(
+                await UdpSocket.bind(host, port, buffer_size=resolved.udp_buffer_size)
+            )
     except BaseException:
         config.close()
         raise
@@ -358,7 +360,7 @@ async def _open_client(
     own_socket = socket is None
     if socket is None:
         family, remote_address = await _resolve(host, port)
-        socket = UdpSocket.for_peer(family)
+        socket = UdpSocket.for_peer(family, buffer_size=resolved.udp_buffer_size)
     else:
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, got {type(host).__name__}")

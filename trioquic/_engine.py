@@ -44,7 +44,7 @@ from aioquic.quic.connection import (
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from aioquic.quic.packet_builder import QuicPacketBuilder
-from aioquic.quic.recovery import QuicPacketSpace
+from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import QuicStream as _AioquicStream
 
 from ._errors import CloseReason
@@ -58,6 +58,9 @@ from ._events import (
 from ._settings import QuicSettings
 
 Address = Any
+
+#: Longest burst the pacer allows, in seconds of the pacing rate.
+_PACING_BURST = 0.002
 
 # Largest packet overhead around a DATAGRAM frame in a 1-RTT packet: first byte,
 # a 20-byte destination CID, a 4-byte packet number, the 16-byte AEAD tag, the
@@ -292,6 +295,15 @@ class _FlowControlledConnection(_AioquicConnection):
     def _write_connection_limits(
         self, builder: QuicPacketBuilder, space: QuicPacketSpace
     ) -> None:
+        max_data = self._local_max_data
+        bidi = self._local_max_streams_bidi
+        uni = self._local_max_streams_uni
+        if (
+            max_data.value == max_data.sent
+            and bidi.value == bidi.sent
+            and uni.value == uni.sent
+        ):
+            return  # nothing to announce: the common case, once per packet
         for limit in (
             self._local_max_data,
             self._local_max_streams_bidi,
@@ -317,6 +329,25 @@ class _FlowControlledConnection(_AioquicConnection):
                             frame_type=limit.frame_type, maximum=limit.value
                         )
                     )
+
+
+class _BurstPacer(QuicPacketPacer):
+    """aioquic's pacer, allowed bursts of up to 2 ms of the pacing rate.
+
+    aioquic's token bucket holds at most 16 packets, refilled at the pacing
+    rate; timers in an event loop fire with about 1 ms of granularity, so on
+    a low-RTT path the sender sleeps more than it sends. Like quinn, let the
+    bucket hold 2 ms worth of packets (at least aioquic's own bound, at most
+    256 packets).
+    """
+
+    def update_rate(self, congestion_window: int, smoothed_rtt: float) -> None:
+        super().update_rate(congestion_window, smoothed_rtt)
+        packet_time = self.packet_time
+        if packet_time:
+            burst = min(_PACING_BURST, 256 * packet_time)
+            if burst > self.bucket_max:
+                self.bucket_max = burst
 
 
 class Engine:

@@ -120,6 +120,13 @@ class InboundPacketRouter:
         """Route one datagram; returns a reply to send, if any."""
         counters = self.counters
         counters.received += 1
+        target = self.table.short_header_target(data)
+        if target is not None:
+            if target.deliver(data, addr):
+                counters.delivered += 1
+            else:
+                counters.dropped[DropReason.QUEUE_FULL.value] += 1
+            return None
         decision = self.table.route(data, addr)
         cls = type(decision)
         if cls is Deliver:

@@ -184,6 +184,14 @@ class RoutingTable(Generic[T]):
     def lookup(self, cid: bytes) -> T | None:
         return self._by_cid.get(cid)
 
+    def short_header_target(self, data: bytes) -> T | None:
+        """Fast path for the common case: the connection a well-formed
+        short-header datagram is for, or None (then call :meth:`route`)."""
+        end = 1 + self.cid_length
+        if len(data) > end and data[0] & 0xC0 == 0x40:
+            return self._by_cid.get(data[1:end])
+        return None
+
     def route(self, data: bytes, addr: object = None) -> Decision[T]:
         """Decide where ``data`` (one UDP payload) from ``addr`` goes."""
         if not data:

@@ -199,6 +199,10 @@ class QuicSettings:
     datagram_queue_size: int = attrs.field(default=128, validator=_int_at_least(1))
     #: Largest UDP payload we send.
     max_udp_payload_size: int = attrs.field(default=1350, validator=_udp_payload)
+    #: Kernel send and receive buffer size requested for UDP sockets trioquic
+    #: opens (``SO_SNDBUF`` / ``SO_RCVBUF``; the kernel may cap it). Small
+    #: buffers drop datagrams in bursts, which QUIC reads as congestion.
+    udp_buffer_size: int = attrs.field(default=4 * _MIB, validator=_int_at_least(0))
     #: Congestion controller: ``"reno"`` or ``"cubic"``.
     congestion_control: CongestionControl = attrs.field(
         default="reno", validator=_congestion

@@ -7,6 +7,7 @@ in-memory network.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import socket as _stdlib_socket
 from collections.abc import Sequence
@@ -49,13 +50,20 @@ class UdpSocket:
     back (``EAGAIN``), so a batch of datagrams costs no task switches.
     """
 
-    def __init__(self, sock: _stdlib_socket.socket) -> None:
+    def __init__(self, sock: _stdlib_socket.socket, buffer_size: int = 0) -> None:
         sock.setblocking(False)
+        if buffer_size:
+            for option in (_stdlib_socket.SO_RCVBUF, _stdlib_socket.SO_SNDBUF):
+                # On failure the kernel's default stays.
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(_stdlib_socket.SOL_SOCKET, option, buffer_size)
         self._sock = sock
         self.send_errors = 0
 
     @classmethod
-    async def bind(cls, host: str | None, port: int) -> list[UdpSocket]:
+    async def bind(
+        cls, host: str | None, port: int, *, buffer_size: int = 0
+    ) -> list[UdpSocket]:
         """Bind one socket per address ``host`` resolves to (all interfaces for
         ``None``), like :func:`trio.open_tcp_listeners`."""
         infos = await trio.socket.getaddrinfo(
@@ -81,7 +89,7 @@ class UdpSocket:
                 except OSError:
                     sock.close()
                     raise
-                sockets.append(cls(sock))
+                sockets.append(cls(sock, buffer_size))
         except BaseException:
             for s in sockets:
                 s.close()
@@ -91,7 +99,7 @@ class UdpSocket:
         return sockets
 
     @classmethod
-    def for_peer(cls, family: int) -> UdpSocket:
+    def for_peer(cls, family: int, *, buffer_size: int = 0) -> UdpSocket:
         """An unbound client socket of the peer's address family (the kernel
         picks the local port on first send)."""
         sock = _stdlib_socket.socket(family, _stdlib_socket.SOCK_DGRAM)
@@ -99,7 +107,7 @@ class UdpSocket:
             sock.bind(("::", 0))
         else:
             sock.bind(("0.0.0.0", 0))
-        return cls(sock)
+        return cls(sock, buffer_size)
 
     @property
     def local_address(self) -> Address:

@@ -1,0 +1,392 @@
+"""The ``trioquic`` command line (also ``python -m trioquic``).
+
+Subcommands:
+
+* ``trioquic echo-server``: a raw-QUIC echo server (ALPN ``trioquic-echo``);
+* ``trioquic echo-client HOST PORT MESSAGE...``: echo each message on its own
+  stream and print the replies;
+* ``trioquic cert``: write a self-signed development certificate.
+
+Failures exit with a non-zero status and a one-line reason on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import logging
+import os
+import shlex
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import NoReturn, TextIO
+
+import trio
+
+from ._certs import DEFAULT_NAMES, generate_self_signed_certificate
+from ._echo import ECHO_ALPN, echo_handler, echo_messages, spki_sha256
+from ._endpoint import QuicServer, serve_quic
+from ._errors import ConnectionClosed
+from ._settings import QuicSettings
+
+#: Exit status for failures (argparse uses 2 for usage errors).
+EXIT_FAILURE = 1
+#: Exit status after an interrupt that came too early for a graceful stop.
+EXIT_INTERRUPTED = 130
+
+
+class CommandError(Exception):
+    """A failure to report as one line, without a traceback."""
+
+
+# -- helpers -----------------------------------------------------------------
+
+
+def _self_command(prog: str) -> list[str]:
+    """How to invoke this program again, for the commands we print."""
+    if prog == "python -m trioquic":
+        return [sys.executable, "-m", "trioquic"]
+    argv0 = sys.argv[0] if sys.argv else ""
+    if os.path.basename(argv0).startswith("trioquic"):
+        return [argv0]  # as typed: ".venv/bin/trioquic", or a full path
+    return ["trioquic"]
+
+
+def _client_host(host: str) -> str:
+    """The address a local client should use to reach a server bound to ``host``."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "::1"
+    return host
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one interesting exception inside nested single-member groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+def _describe(exc: BaseException) -> str:
+    exc = _leaf(exc)
+    if isinstance(exc, BaseExceptionGroup):
+        return "; ".join(_describe(inner) for inner in exc.exceptions)
+    if isinstance(exc, ConnectionClosed):
+        return f"connection failed: {exc.reason}"
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _check_readable(path: str, what: str) -> None:
+    if not os.path.isfile(path):
+        raise CommandError(f"{what} file not found: {path}")
+
+
+# -- echo-server -----------------------------------------------------------------
+
+
+async def _run_echo_server(
+    host: str,
+    port: int,
+    settings: QuicSettings,
+    on_ready: Callable[[QuicServer], None],
+    out: TextIO,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then close every connection gracefully."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(
+                    serve_quic, echo_handler, port, host=host, settings=settings
+                )
+            )
+            on_ready(server)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                print(f"{name} received: closing connections and stopping", file=out)
+                out.flush()
+                break
+            # Cancelling the endpoint sends CONNECTION_CLOSE on every
+            # connection (bounded by close_grace_period), then returns.
+            nursery.cancel_scope.cancel()
+
+
+def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    if (args.certificate is None) != (args.private_key is None):
+        raise CommandError("--certificate and --private-key go together: give both")
+    if args.certificate is not None:
+        _check_readable(args.certificate, "certificate")
+        _check_readable(args.private_key, "private key")
+        certificate_path = os.path.abspath(args.certificate)
+        key_path = os.path.abspath(args.private_key)
+        generated = False
+    else:
+        cert = generate_self_signed_certificate(DEFAULT_NAMES)
+        certificate_path = str(cert.certificate_path)
+        key_path = str(cert.private_key_path)
+        generated = True
+    try:
+        spki = spki_sha256(certificate_path)
+    except ValueError as exc:
+        raise CommandError(
+            f"cannot read the certificate {certificate_path}: {exc}"
+        ) from None
+    settings = QuicSettings(
+        alpn_protocols=[ECHO_ALPN],
+        certificate=certificate_path,
+        private_key=key_path,
+    )
+
+    def on_ready(server: QuicServer) -> None:
+        for address in server.addresses:
+            where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+            print(
+                f"trioquic echo server listening on {where}:{address[1]} (UDP)",
+                file=out,
+            )
+        kind = "self-signed development certificate" if generated else "certificate"
+        print(f"{kind}: {certificate_path}", file=out)
+        print(f"private key: {key_path}", file=out)
+        print(f"certificate SPKI SHA-256 (base64): {spki}", file=out)
+        client = [
+            *_self_command(prog),
+            "echo-client",
+            _client_host(args.host),
+            str(server.port),
+            "--ca-certs",
+            certificate_path,
+            "hello",
+            "world",
+        ]
+        print(f"try it with: {shlex.join(client)}", file=out)
+        print("press Ctrl-C to stop", file=out)
+        out.flush()
+
+    trio.run(_run_echo_server, args.host, args.port, settings, on_ready, out)
+    print("echo server stopped", file=out)
+    return 0
+
+
+# -- echo-client -------------------------------------------------------------------
+
+
+def _cmd_echo_client(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    if args.ca_certs is not None:
+        _check_readable(args.ca_certs, "CA certificates")
+    settings = QuicSettings(
+        alpn_protocols=[ECHO_ALPN],
+        ca_certs=args.ca_certs,
+        verify_peer=not args.insecure,
+        server_name=args.server_name,
+        handshake_timeout=args.timeout,
+    )
+    messages = [message.encode() for message in args.message]
+
+    async def run() -> list[bytes]:
+        # Bounded: the handshake has its own timeout; this covers the rest.
+        with trio.fail_after(args.timeout + 30):
+            return await echo_messages(
+                args.host, args.port, messages, settings=settings
+            )
+
+    try:
+        replies = trio.run(run)
+    except trio.TooSlowError:
+        raise CommandError("the echo server did not answer in time") from None
+    for reply in replies:
+        print(reply.decode(errors="replace"), file=out)
+    out.flush()
+    if replies != messages:
+        raise CommandError("an echo reply differs from the message sent")
+    return 0
+
+
+# -- cert ------------------------------------------------------------------------------
+
+
+def _cmd_cert(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    names = args.name or list(DEFAULT_NAMES)
+    try:
+        cert = generate_self_signed_certificate(names, args.dir, days=args.days)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
+    print(f"certificate: {cert.certificate_path}", file=out)
+    print(f"private key: {cert.private_key_path}", file=out)
+    print(f"names: {', '.join(cert.names)}", file=out)
+    print(f"valid for: {args.days} days", file=out)
+    print(f"certificate SPKI SHA-256 (base64): {cert.spki_sha256}", file=out)
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
+    """The argument parser of the ``trioquic`` command."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="QUIC for trio: echo server and client, development certificates.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    server = commands.add_parser(
+        "echo-server",
+        help="run a raw-QUIC echo server (ALPN trioquic-echo)",
+        description=(
+            "Echo every stream back to its sender. Without --certificate a "
+            "self-signed development certificate for localhost, 127.0.0.1 "
+            "and ::1 is generated. Ctrl-C stops the server gracefully."
+        ),
+    )
+    server.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    )
+    server.add_argument(
+        "--port", type=_port, default=4433, help="UDP port (default: 4433; 0 = any)"
+    )
+    server.add_argument("--certificate", metavar="PEM", help="certificate chain file")
+    server.add_argument("--private-key", metavar="PEM", help="private key file")
+    server.add_argument(
+        "-v", "--verbose", action="store_true", help="log connections and streams"
+    )
+    server.set_defaults(handler=_cmd_echo_server)
+
+    client = commands.add_parser(
+        "echo-client",
+        help="send messages to an echo server and print the replies",
+        description="Send each MESSAGE on its own QUIC stream and print the echo.",
+    )
+    client.add_argument("host", metavar="HOST")
+    client.add_argument("port", metavar="PORT", type=_port)
+    client.add_argument("message", metavar="MESSAGE", nargs="+")
+    trust = client.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca-certs",
+        metavar="PEM",
+        help="trust the certificates in this file (e.g. the server's cert.pem)",
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (development only)",
+    )
+    client.add_argument(
+        "--server-name", help="name the server's certificate must carry (default: HOST)"
+    )
+    client.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="handshake timeout in seconds (default: 10)",
+    )
+    client.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the client does"
+    )
+    client.set_defaults(handler=_cmd_echo_client)
+
+    cert = commands.add_parser(
+        "cert",
+        help="write a self-signed development certificate",
+        description="Write cert.pem and key.pem (ECDSA P-256, self-signed).",
+    )
+    cert.add_argument(
+        "--dir", help="directory to write into (default: a new temporary directory)"
+    )
+    cert.add_argument(
+        "--name",
+        action="append",
+        metavar="N",
+        help="DNS name or IP address (repeatable; default: localhost 127.0.0.1 ::1)",
+    )
+    cert.add_argument(
+        "--days",
+        type=_positive_int,
+        default=14,
+        help="validity in days (default: 14)",
+    )
+    cert.set_defaults(handler=_cmd_cert, verbose=False)
+    return parser
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _configure_logging(verbose: bool) -> None:
+    if verbose:
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(name)s: %(message)s"
+        )
+    else:
+        # The QUIC engine logs every failed handshake as a warning; the
+        # command reports failures itself, in one line.
+        logging.getLogger("quic").setLevel(logging.ERROR)
+
+
+def _fail(prog: str, message: str, status: int = EXIT_FAILURE) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    sys.stderr.flush()
+    raise SystemExit(status)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "trioquic") -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser(prog)
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    out = sys.stdout
+    try:
+        status: int = args.handler(args, prog, out)
+    except CommandError as exc:
+        _fail(prog, str(exc))
+    except KeyboardInterrupt:
+        _fail(prog, "interrupted", EXIT_INTERRUPTED)
+    except Exception as exc:
+        if args.verbose:
+            logging.getLogger("trioquic").exception("command failed")
+        _fail(prog, _describe(exc))
+    return status
+
+
+def run() -> NoReturn:
+    """Entry point of ``python -m trioquic``."""
+    raise SystemExit(main(prog="python -m trioquic"))
