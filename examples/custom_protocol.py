@@ -95,7 +95,7 @@ class KeyValueServer(trioquic.ApplicationOverQuic):
         return not self.closing
 
     def process_reads(
-        self, io: trioquic.ConnectionIO, events: Sequence[object]
+        self, io: trioquic.ConnectionIO, events: Sequence[trioquic.QuicEvent]
     ) -> None:
         for event in events:
             if isinstance(event, trioquic.StreamDataReceived):
@@ -199,7 +199,7 @@ class KeyValueClient(trioquic.ApplicationOverQuic):
             self._ready.append(request)
 
     def process_reads(
-        self, io: trioquic.ConnectionIO, events: Sequence[object]
+        self, io: trioquic.ConnectionIO, events: Sequence[trioquic.QuicEvent]
     ) -> None:
         for event in events:
             if isinstance(event, trioquic.StreamDataReceived):

@@ -21,6 +21,7 @@ from ._errors import QuicError as QuicError
 from ._errors import StreamReset as StreamReset
 from ._errors import StreamStopped as StreamStopped
 from ._events import DatagramReceived as DatagramReceived
+from ._events import QuicEvent as QuicEvent
 from ._events import StopSendingReceived as StopSendingReceived
 from ._events import StreamDataReceived as StreamDataReceived
 from ._events import StreamResetReceived as StreamResetReceived

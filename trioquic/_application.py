@@ -155,7 +155,9 @@ class ApplicationOverQuic:
 
     Set ``manual_flow_control = True`` to grant receive credit yourself with
     :meth:`ConnectionIO.consume` as your application reads; otherwise credit
-    is granted as data is handed to :meth:`process_reads`.
+    is granted as data is handed to :meth:`process_reads`. Either way, events
+    held back while :meth:`should_act` is false are bounded by the
+    flow-control windows.
     """
 
     manual_flow_control: bool = False
@@ -173,7 +175,11 @@ class ApplicationOverQuic:
         """Wait for the application's own input; returning requests a step.
 
         The default never returns: most applications write from their own
-        tasks and call :meth:`ConnectionIO.wake` instead.
+        tasks and call :meth:`ConnectionIO.wake` instead. It runs in the
+        connection's nursery and is cancelled when the connection ends, but
+        it can return just after :meth:`on_connection_close` ran (it was
+        already rescheduled): check ``io.error`` before acting on what it
+        received.
         """
         await trio.sleep_forever()
 

@@ -261,14 +261,17 @@ class IoWorker:
         if engine.close_reason is not None:
             return
         if events:
-            if not self._manual_credit:
-                for event in events:
-                    if isinstance(event, StreamDataReceived) and event.data:
-                        engine.consume(event.stream_id, len(event.data))
             self._pending_events.extend(events)
         if app.should_act():
             if self._pending_events:
                 pending, self._pending_events = self._pending_events, []
+                if not self._manual_credit:
+                    # Credit is granted as data reaches the application, so
+                    # events held while should_act() is false stay bounded
+                    # by the flow-control windows.
+                    for event in pending:
+                        if isinstance(event, StreamDataReceived) and event.data:
+                            engine.consume(event.stream_id, len(event.data))
                 app.process_reads(self.io, pending)
             app.process_writes(self.io)
 
@@ -277,7 +280,7 @@ class IoWorker:
             self.nursery.start_soon(fn)
 
     async def _wait_for_data_loop(self) -> None:
-        while True:
+        while self.error is None:
             await self.application.wait_for_data(self.io)
             self.wake()
 
