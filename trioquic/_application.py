@@ -90,8 +90,12 @@ class ConnectionIO:
     def send_stream_data(
         self, stream_id: int, data: bytes, end_stream: bool = False
     ) -> None:
-        self._worker.engine.send_stream_data(stream_id, data, end_stream)
-        self._worker.wake()
+        engine = self._worker.engine
+        engine.send_stream_data(stream_id, data, end_stream)
+        # While the congestion window or the pacer holds sending back, a step
+        # is already due (on the next ACK or timer): don't run an empty one.
+        if end_stream or not engine.sending_held(trio.current_time()):
+            self._worker.wake()
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         self._worker.engine.reset_stream(stream_id, error_code)

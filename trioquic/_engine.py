@@ -533,6 +533,18 @@ class Engine:
         with contextlib.suppress(ValueError):  # already finished or discarded
             self.quic.stop_stream(stream_id, error_code)
 
+    def sending_held(self, now: float) -> bool:
+        """Whether new stream data could not leave now anyway: the congestion
+        window is full (an ACK or a loss timer will run the next step) or the
+        pacer holds the next packet (its timer is armed). Then a write need
+        not wake the worker."""
+        quic = self.quic
+        loss = quic._loss
+        if loss.congestion_window - loss.bytes_in_flight < quic._max_datagram_size:
+            return True
+        pacing_at = quic._pacing_at
+        return pacing_at is not None and pacing_at > now
+
     def send_buffered(self, stream_id: int) -> int:
         """Unacknowledged plus unsent bytes held for ``stream_id``."""
         stream = self.quic._streams.get(stream_id)
