@@ -834,3 +834,35 @@ async def test_a_lost_connection_close_is_repeated_while_closing(
     # Far sooner than the 30 s idle timeout.
     assert when - left_at < 1.0
     assert network.statistics().lost >= 1
+
+
+async def test_router_follows_connection_id_changes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The router's table tracks the IDs the server issues and retires; a
+    client that moves to a new connection ID keeps its connection."""
+    async with connected_pair() as pair:
+        a, b = await bidirectional_pair(pair)
+        server_worker = pair.server._io._worker
+        table = server_worker.table
+        issued = set(server_worker._cids)
+        # The handshake is done: the server has issued spare IDs, all routed.
+        assert len(issued) > 2
+        assert all(table.lookup(cid) is server_worker for cid in issued)
+        await trio.sleep(0.5)  # the client receives the NEW_CONNECTION_ID frames
+        client_quic = pair.client._io._worker.engine.quic
+        old = client_quic._peer_cid.cid
+        assert old in issued
+        client_quic.change_connection_id()
+        new = client_quic._peer_cid.cid
+        assert new != old and new in issued
+        await a.send_all(b"after the switch")
+        assert await b.receive_some() == b"after the switch"
+        await b.send_all(b"and back")
+        assert await a.receive_some() == b"and back"
+        await trio.sleep(1)  # RETIRE_CONNECTION_ID arrives and is acknowledged
+        assert table.lookup(old) is None
+        assert old not in server_worker._cids
+        assert table.lookup(new) is server_worker
+    # Once the connection ended, none of its IDs is routed any more.
+    assert all(table.lookup(cid) is None for cid in issued | {new})

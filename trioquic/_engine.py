@@ -383,6 +383,7 @@ class Engine:
         self.is_client = configuration.is_client
         self.issued_cids: list[bytes] = []
         self.retired_cids: list[bytes] = []
+        self._host_cids_seen = 1
         self.handshake: HandshakeInfo | None = None
         self.close_reason: CloseReason | None = None
         self.idle_timed_out = False
@@ -426,7 +427,16 @@ class Engine:
         self.quic.handle_timer(now=now)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
-        datagrams = self.quic.datagrams_to_send(now=now)
+        quic = self.quic
+        datagrams = quic.datagrams_to_send(now=now)
+        host_cids = quic._host_cids
+        if len(host_cids) != self._host_cids_seen:
+            # aioquic announces a new ID (ConnectionIdIssued) while writing its
+            # NEW_CONNECTION_ID frame, i.e. during this call: report every ID
+            # it holds now, so the router knows them before the peer can use
+            # them (the event that follows is a harmless repeat).
+            self._host_cids_seen = len(host_cids)
+            self.issued_cids.extend(c.cid for c in host_cids)
         self.datagrams_sent += len(datagrams)
         for data, _ in datagrams:
             self.bytes_sent += len(data)

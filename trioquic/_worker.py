@@ -233,6 +233,8 @@ class IoWorker:
             self._finish(CloseReason(INTERNAL_ERROR, None, "handshake timeout", False))
             return
         sent = await self._flush(now)
+        if engine.issued_cids:
+            self._register_issued()
         reason = engine.close_reason
         if reason is not None:
             if not reason.by_peer:
@@ -244,9 +246,7 @@ class IoWorker:
         app = self.application
         events = engine.poll_events()
         if engine.issued_cids:
-            for cid in engine.issued_cids:
-                self.register_cid(cid)
-            engine.issued_cids.clear()
+            self._register_issued()
         if engine.retired_cids:
             for cid in engine.retired_cids:
                 self._cids.discard(cid)
@@ -274,6 +274,13 @@ class IoWorker:
                             engine.consume(event.stream_id, len(event.data))
                 app.process_reads(self.io, pending)
             app.process_writes(self.io)
+
+    def _register_issued(self) -> None:
+        engine = self.engine
+        for cid in engine.issued_cids:
+            if cid not in self._cids:
+                self.register_cid(cid)
+        engine.issued_cids.clear()
 
     def nursery_start(self, fn: Any) -> None:
         if self.nursery is not None:
