@@ -3,6 +3,7 @@ and client as real processes on loopback."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import queue
@@ -411,3 +412,347 @@ def test_console_script() -> None:
     result = run([script, "--help"])
     assert result.returncode == 0
     assert "echo-server" in result.stdout
+
+
+# -- trioquic serve / trioquic get ----------------------------------------------------
+
+
+def loopback6_available() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class Http3Server:
+    def __init__(self, process: Process) -> None:
+        self.process = process
+        listening = process.wait_for("trioquic HTTP/3 server listening on ")
+        self.port = int(re.fullmatch(r".*:(\d+) \(UDP\)", listening)[1])
+        self.url = process.wait_for("URL: ").split(": ", 1)[1]
+        self.certificate = process.wait_for(
+            "self-signed development certificate: "
+        ).split(": ", 1)[1]
+        self.spki = process.wait_for("certificate SPKI SHA-256 (base64): ").split()[-1]
+        self.client_command = process.wait_for("try it with: ").split(": ", 1)[1]
+        self.chromium = process.wait_for("or in Chromium: ")
+        process.wait_for("press Ctrl-C to stop")
+
+    def get(
+        self, *args: str, timeout: float = TIMEOUT
+    ) -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            [*PYTHON_M, "get", "--ca-certs", self.certificate, *args],
+            capture_output=True,
+            timeout=timeout,
+            check=False,
+        )
+
+    def at(self, path: str) -> str:
+        return f"https://localhost:{self.port}{path}"
+
+
+@pytest.fixture
+def site(tmp_path: pathlib.Path) -> pathlib.Path:
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text("<h1>site</h1>")
+    (root / "1k.bin").write_bytes(os.urandom(1024))
+    (root / "1m.bin").write_bytes(os.urandom(1024 * 1024))
+    (root / "notes.txt").write_text("some notes\n")
+    return root
+
+
+@pytest.fixture
+def http3_server(site: pathlib.Path) -> Iterator[Http3Server]:
+    process = Process([*PYTHON_M, "serve", "--port", "0", "--root", str(site)])
+    try:
+        yield Http3Server(process)
+    finally:
+        process.kill()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["serve", "--port", "-1"],
+        ["serve", "--congestion-control", "bbr"],
+        ["get"],
+        ["get", "https://localhost/", "--data", "x", "--data-file", "f"],
+        ["get", "https://localhost/", "--insecure", "--ca-certs", "x"],
+        ["get", "https://localhost/", "--output", "d", "-o", "f"],
+    ],
+)
+def test_serve_get_bad_arguments_exit_2(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    assert "error:" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (["get", "http://localhost:4433/"], "only https://"),
+        (["get", "https://a/x", "https://a/y", "-o", "out"], "one URL"),
+        (["get", "https://a/x", "--output", "/nonexistent-dir"], "not found"),
+        (["get", "https://a/x/f", "https://b/y/f", "--output", "."], "both be saved"),
+        (["get", "https://a/", "--header", "nocolon"], "not a header"),
+        (["get", "https://a/", "--session-ticket", "t"], "not supported"),
+        (["get", "https://a/", "--zero-rtt"], "not supported"),
+        (["serve", "--root", "/nonexistent-dir"], "not a directory"),
+    ],
+)
+def test_serve_get_failures_are_one_line(
+    argv: list[str], reason: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    err = one_line_failure(argv, capsys)
+    assert reason in err
+
+
+def test_parser_help_mentions_serve_and_get() -> None:
+    text = build_parser().format_help()
+    assert "serve" in text
+    assert "get" in text
+
+
+def test_serve_prints_a_working_client_command(http3_server: Http3Server) -> None:
+    argv = shlex.split(http3_server.client_command)
+    assert argv[3:5] == ["get", f"https://localhost:{http3_server.port}/"]
+    assert argv[5:] == ["--ca-certs", http3_server.certificate]
+    assert http3_server.spki == spki_sha256(http3_server.certificate)
+    assert (
+        f"--origin-to-force-quic-on=localhost:{http3_server.port} "
+        f"--ignore-certificate-errors-spki-list={http3_server.spki}"
+    ) in http3_server.chromium
+    result = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"<h1>site</h1>"
+
+
+@pytest.mark.parametrize("name", ["1k.bin", "1m.bin"])
+def test_get_downloads_files_intact(
+    http3_server: Http3Server, site: pathlib.Path, name: str
+) -> None:
+    result = http3_server.get(http3_server.at(f"/{name}"))
+    assert result.returncode == 0, result.stderr
+    assert sha256(result.stdout) == sha256((site / name).read_bytes())
+
+
+def test_get_many_urls_to_a_directory(
+    http3_server: Http3Server, site: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    names = ["1k.bin", "1m.bin", "notes.txt"]
+    result = http3_server.get(
+        *[http3_server.at(f"/{name}") for name in names],
+        http3_server.at("/bytes/300000"),
+        "--output",
+        str(out),
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b""
+    for name in names:
+        assert sha256((out / name).read_bytes()) == sha256((site / name).read_bytes())
+    expected = bytes(i % 251 for i in range(300000))
+    assert sha256((out / "300000").read_bytes()) == sha256(expected)
+
+
+def test_get_many_urls_to_stdout_in_order(
+    http3_server: Http3Server, site: pathlib.Path
+) -> None:
+    names = ["1m.bin", "notes.txt", "1k.bin"]
+    result = http3_server.get(*[http3_server.at(f"/{name}") for name in names])
+    assert result.returncode == 0, result.stderr
+    expected = b"".join((site / name).read_bytes() for name in names)
+    assert sha256(result.stdout) == sha256(expected)
+
+
+def test_get_output_file(http3_server: Http3Server, tmp_path: pathlib.Path) -> None:
+    target = tmp_path / "big.bin"
+    result = http3_server.get(http3_server.at("/bytes/1048576"), "-o", str(target))
+    assert result.returncode == 0, result.stderr
+    expected = bytes(i % 251 for i in range(1048576))
+    assert sha256(target.read_bytes()) == sha256(expected)
+
+
+def test_get_post_echo(http3_server: Http3Server, tmp_path: pathlib.Path) -> None:
+    result = http3_server.get(http3_server.at("/echo"), "--data", "hello, echo")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"hello, echo"
+    upload = tmp_path / "upload.bin"
+    upload.write_bytes(os.urandom(700_000))
+    result = http3_server.get(
+        http3_server.at("/echo"),
+        "--data-file",
+        str(upload),
+        "--header",
+        "content-type: application/x-test",
+    )
+    assert result.returncode == 0, result.stderr
+    assert sha256(result.stdout) == sha256(upload.read_bytes())
+
+
+def test_get_not_found_fails(http3_server: Http3Server, tmp_path: pathlib.Path) -> None:
+    url = http3_server.at("/missing.txt")
+    result = http3_server.get(url, http3_server.at("/notes.txt"))
+    assert result.returncode == 1
+    # The good URL is still written; the bad one is one line.
+    assert result.stdout == b"some notes\n"
+    lines = result.stderr.decode().splitlines()
+    assert lines == [f"python -m trioquic get: {url}: 404 Not Found"]
+    out = tmp_path / "out"
+    out.mkdir()
+    result = http3_server.get(url, "--output", str(out))
+    assert result.returncode == 1
+    assert list(out.iterdir()) == []
+    # A failed download leaves a file that was already there alone.
+    existing = tmp_path / "keep.txt"
+    existing.write_bytes(b"precious")
+    result = http3_server.get(url, "-o", str(existing))
+    assert result.returncode == 1
+    assert existing.read_bytes() == b"precious"
+
+
+def test_get_wrong_method_fails(http3_server: Http3Server) -> None:
+    url = http3_server.at("/notes.txt")
+    result = http3_server.get(url, "--method", "DELETE")
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"python -m trioquic get: {url}: 405 Method Not Allowed"
+    ]
+
+
+def test_get_untrusted_certificate_fails(http3_server: Http3Server) -> None:
+    url = http3_server.at("/notes.txt")
+    result = subprocess.run(
+        [*PYTHON_M, "get", url],
+        capture_output=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stdout == b""
+    lines = result.stderr.decode().splitlines()
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"python -m trioquic get: {url}: connection failed")
+
+
+def test_serve_access_log_and_ctrl_c(http3_server: Http3Server) -> None:
+    result = http3_server.get(http3_server.at("/notes.txt"))
+    assert result.returncode == 0, result.stderr
+    assert http3_server.process.interrupt() == 0
+    lines = http3_server.process.rest()
+    assert "SIGINT received: closing connections and stopping" in lines
+    assert lines[-1] == "HTTP/3 server stopped"
+    log = http3_server.process.stderr()
+    assert re.search(r'"GET /notes\.txt" 200 11 [0-9.]+ms', log), log
+
+
+def test_serve_builtin_page_and_retry_warning() -> None:
+    process = Process([*PYTHON_M, "serve", "--port", "0", "--retry"])
+    try:
+        server = Http3Server(process)
+        result = server.get(server.at("/"))
+        assert result.returncode == 0, result.stderr
+        assert b"trioquic HTTP/3 server" in result.stdout
+        result = server.get(server.at("/bytes/1024"))
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == bytes(i % 251 for i in range(1024))
+        if loopback6_available():
+            # "localhost" is served on ::1 too, on the same port.
+            assert f"trioquic HTTP/3 server listening on [::1]:{server.port} (UDP)" in (
+                server.process.seen
+            )
+            result = server.get(f"https://[::1]:{server.port}/bytes/10")
+            assert result.returncode == 0, result.stderr
+            assert result.stdout == bytes(range(10))
+        assert process.interrupt() == 0
+        assert "--retry" in process.stderr()
+    finally:
+        process.kill()
+
+
+async def test_serve_ctrl_c_sends_goaway_then_closes(http3_server: Http3Server) -> None:
+    """A connected HTTP/3 client learns at once that the server is leaving:
+    GOAWAY, then CONNECTION_CLOSE from the peer, not an idle timeout."""
+    from trioquic.h3 import open_http3_client
+
+    settings = trioquic.QuicSettings(
+        alpn_protocols=["h3"], ca_certs=http3_server.certificate, idle_timeout=60
+    )
+    with trio.fail_after(TIMEOUT):
+        async with open_http3_client(
+            "127.0.0.1", http3_server.port, settings=settings
+        ) as client:
+            response = await client.request("GET", "/notes.txt")
+            assert await response.read() == b"some notes\n"
+            assert not client.goaway_received
+            http3_server.process.popen.send_signal(signal.SIGINT)
+            start = trio.current_time()
+            while not client.goaway_received:
+                assert trio.current_time() - start < 10
+                await trio.sleep(0.01)
+            io = client.driver.io
+            assert io is not None
+            while io.close_reason is None:
+                assert trio.current_time() - start < 10
+                await trio.sleep(0.01)
+            assert io.close_reason.by_peer
+            assert io.close_reason.error_code == 0x100  # H3_NO_ERROR
+    status = await trio.to_thread.run_sync(http3_server.process.popen.wait, TIMEOUT)
+    assert status == 0
+
+
+def _qlog_run(tmp_path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+    """Serve and get one body, each with --qlog-dir; the two directories."""
+    server_logs, client_logs = tmp_path / "server-qlog", tmp_path / "client-qlog"
+    process = Process(
+        [
+            *PYTHON_M,
+            *["serve", "--port", "0", "--congestion-control", "cubic"],
+            *["--qlog-dir", str(server_logs)],
+        ]
+    )
+    try:
+        server = Http3Server(process)
+        result = server.get(server.at("/bytes/100000"), "--qlog-dir", str(client_logs))
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout) == 100000
+        time.sleep(1)  # the server's side ends its connection after the client's
+        assert process.interrupt() == 0
+    finally:
+        process.kill()
+    return server_logs, client_logs
+
+
+def _one_qlog(directory: pathlib.Path) -> None:
+    assert directory.is_dir()
+    logs = list(directory.glob("*.qlog"))
+    assert len(logs) == 1, (directory, list(directory.iterdir()))
+    assert logs[0].stat().st_size > 0
+
+
+def test_qlog_dir_is_accepted_and_created(tmp_path: pathlib.Path) -> None:
+    server_logs, client_logs = _qlog_run(tmp_path)
+    assert server_logs.is_dir()
+    assert client_logs.is_dir()
+
+
+def test_get_writes_a_qlog(tmp_path: pathlib.Path) -> None:
+    _, client_logs = _qlog_run(tmp_path)
+    _one_qlog(client_logs)
+
+
+def test_serve_writes_a_qlog(tmp_path: pathlib.Path) -> None:
+    server_logs, _ = _qlog_run(tmp_path)
+    _one_qlog(server_logs)

@@ -2,6 +2,8 @@
 
 Subcommands:
 
+* ``trioquic serve``: an HTTP/3 server (files, ``/bytes/N``, ``/echo``);
+* ``trioquic get URL...``: fetch URLs over HTTP/3;
 * ``trioquic echo-server``: a raw-QUIC echo server (ALPN ``trioquic-echo``);
 * ``trioquic echo-client HOST PORT MESSAGE...``: echo each message on its own
   stream and print the replies;
@@ -16,6 +18,7 @@ import argparse
 import functools
 import logging
 import os
+import pathlib
 import shlex
 import signal
 import sys
@@ -28,6 +31,16 @@ from ._certs import DEFAULT_NAMES, generate_self_signed_certificate
 from ._echo import ECHO_ALPN, echo_handler, echo_messages, spki_sha256
 from ._endpoint import QuicServer, serve_quic
 from ._errors import ConnectionClosed
+from ._http3_get import (
+    GetOptions,
+    UsageError,
+    default_stdout,
+    get,
+    parse_header,
+    plan,
+    progress_stream,
+)
+from ._http3_server import ServerConfig, run_server
 from ._settings import QuicSettings
 
 #: Exit status for failures (argparse uses 2 for usage errors).
@@ -172,6 +185,189 @@ def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     return 0
 
 
+# -- serve -------------------------------------------------------------------------
+
+
+def _server_certificate(
+    args: argparse.Namespace,
+) -> tuple[str, str, bool]:
+    """(certificate path, key path, generated?) for a server command."""
+    if (args.certificate is None) != (args.private_key is None):
+        raise CommandError("--certificate and --private-key go together: give both")
+    if args.certificate is not None:
+        _check_readable(args.certificate, "certificate")
+        _check_readable(args.private_key, "private key")
+        return (
+            os.path.abspath(args.certificate),
+            os.path.abspath(args.private_key),
+            False,
+        )
+    cert = generate_self_signed_certificate(DEFAULT_NAMES)
+    return str(cert.certificate_path), str(cert.private_key_path), True
+
+
+def _url_host(host: str | None) -> str:
+    """The host to put in a URL for a server bound to ``host``."""
+    if host in (None, "", "0.0.0.0", "::", "localhost"):
+        return "localhost"
+    assert host is not None
+    return f"[{host}]" if ":" in host else host
+
+
+def _configure_access_log() -> None:
+    """One line per request on standard error, whatever the verbosity."""
+    access = logging.getLogger("trioquic.serve.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
+async def _run_http3_server(
+    config: ServerConfig,
+    on_ready: Callable[[QuicServer, int], None],
+    out: TextIO,
+) -> None:
+    """Serve until SIGINT or SIGTERM, then close every connection gracefully."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            server, app = await nursery.start(run_server, config)
+            on_ready(server, app.port)
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                print(f"{name} received: closing connections and stopping", file=out)
+                out.flush()
+                break
+            # Cancelling the server sends GOAWAY, then CONNECTION_CLOSE, on
+            # every connection (bounded by close_grace_period), then returns.
+            nursery.cancel_scope.cancel()
+
+
+def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    root: pathlib.Path | None = None
+    if args.root is not None:
+        root = pathlib.Path(args.root)
+        if not root.is_dir():
+            raise CommandError(f"--root is not a directory: {args.root}")
+        root = root.resolve()
+    certificate_path, key_path, generated = _server_certificate(args)
+    try:
+        spki = spki_sha256(certificate_path)
+    except ValueError as exc:
+        raise CommandError(
+            f"cannot read the certificate {certificate_path}: {exc}"
+        ) from None
+    if args.retry:
+        print(
+            f"{prog} serve: warning: --retry (address validation with Retry "
+            "packets) is not available in trioquic yet; serving without it",
+            file=sys.stderr,
+        )
+        sys.stderr.flush()
+    settings = QuicSettings(
+        alpn_protocols=["h3"],
+        certificate=certificate_path,
+        private_key=key_path,
+        qlog_dir=args.qlog_dir,
+        congestion_control=args.congestion_control,
+    )
+    config = ServerConfig(
+        host=args.host or None, port=args.port, settings=settings, root=root
+    )
+    _configure_access_log()
+
+    def on_ready(server: QuicServer, port: int) -> None:
+        for address in server.addresses:
+            where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+            print(
+                f"trioquic HTTP/3 server listening on {where}:{address[1]} (UDP)",
+                file=out,
+            )
+        url = f"https://{_url_host(args.host)}:{port}/"
+        print(f"serving: {root if root is not None else 'the built-in page'}", file=out)
+        print(f"URL: {url}", file=out)
+        kind = "self-signed development certificate" if generated else "certificate"
+        print(f"{kind}: {certificate_path}", file=out)
+        print(f"private key: {key_path}", file=out)
+        print(f"certificate SPKI SHA-256 (base64): {spki}", file=out)
+        client = [*_self_command(prog), "get", url, "--ca-certs", certificate_path]
+        print(f"try it with: {shlex.join(client)}", file=out)
+        host = _url_host(args.host)
+        print(
+            "or in Chromium: chromium "
+            f"--origin-to-force-quic-on={host}:{port} "
+            f"--ignore-certificate-errors-spki-list={spki} {url}",
+            file=out,
+        )
+        print("press Ctrl-C to stop", file=out)
+        out.flush()
+
+    trio.run(_run_http3_server, config, on_ready, out)
+    print("HTTP/3 server stopped", file=out)
+    return 0
+
+
+# -- get -----------------------------------------------------------------------------
+
+
+def _cmd_get(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    if args.session_ticket is not None or args.zero_rtt:
+        raise CommandError(
+            "--session-ticket and --zero-rtt: session resumption and 0-RTT are "
+            "not supported by trioquic yet"
+        )
+    if args.ca_certs is not None:
+        _check_readable(args.ca_certs, "CA certificates")
+    if args.data_file is not None:
+        _check_readable(args.data_file, "--data-file")
+    try:
+        headers = tuple(parse_header(text) for text in args.header)
+        jobs = plan(args.url, output_dir=args.output, output_file=args.output_file)
+    except UsageError as exc:
+        raise CommandError(str(exc)) from None
+    method = args.method or (
+        "POST" if args.data is not None or args.data_file is not None else "GET"
+    )
+    options = GetOptions(
+        method=method.upper(),
+        headers=headers,
+        data=args.data.encode() if args.data is not None else None,
+        data_file=args.data_file,
+    )
+    settings = QuicSettings(
+        alpn_protocols=["h3"],
+        ca_certs=args.ca_certs,
+        verify_peer=not args.insecure,
+        server_name=args.server_name,
+        handshake_timeout=args.timeout,
+        qlog_dir=args.qlog_dir,
+    )
+    needs_stdout = any(job.file is None for job in jobs)
+    trio.run(
+        functools.partial(
+            get,
+            jobs,
+            settings=settings,
+            options=options,
+            stdout=default_stdout() if needs_stdout else None,
+            progress_stream=progress_stream(args.verbose),
+        )
+    )
+    failed = [job for job in jobs if job.failure is not None]
+    for job in failed:
+        print(f"{prog} get: {job.target.url}: {job.failure}", file=sys.stderr)
+    for job in jobs:
+        if job.failure is None and job.file is not None and args.verbose:
+            print(
+                f"{job.target.url}: saved {job.received} bytes to {job.file.path}",
+                file=sys.stderr,
+            )
+    sys.stderr.flush()
+    return EXIT_FAILURE if failed else 0
+
+
 # -- echo-client -------------------------------------------------------------------
 
 
@@ -260,11 +456,132 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
     """The argument parser of the ``trioquic`` command."""
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="QUIC for trio: echo server and client, development certificates.",
+        description=(
+            "QUIC and HTTP/3 for trio: HTTP/3 server and client, echo server "
+            "and client, development certificates."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
+
+    serve = commands.add_parser(
+        "serve",
+        help="run an HTTP/3 server (files, /bytes/N, /echo)",
+        description=(
+            "Serve HTTP/3: the files under --root (or a built-in page at /), "
+            "GET /bytes/N (N bytes) and POST /echo (the body, sent back). "
+            "Without --certificate a self-signed development certificate for "
+            "localhost, 127.0.0.1 and ::1 is generated. Ctrl-C stops the "
+            "server gracefully (GOAWAY, then CONNECTION_CLOSE)."
+        ),
+    )
+    serve.add_argument(
+        "--host",
+        default="localhost",
+        help="address to bind (default: localhost, i.e. 127.0.0.1 and ::1)",
+    )
+    serve.add_argument(
+        "--port", type=_port, default=4433, help="UDP port (default: 4433; 0 = any)"
+    )
+    serve.add_argument("--certificate", metavar="PEM", help="certificate chain file")
+    serve.add_argument("--private-key", metavar="PEM", help="private key file")
+    serve.add_argument("--root", metavar="DIR", help="directory to serve files from")
+    serve.add_argument(
+        "--retry",
+        action="store_true",
+        help="validate client addresses with Retry (not available yet: warns)",
+    )
+    serve.add_argument(
+        "--qlog-dir", metavar="DIR", help="write one qlog file per connection here"
+    )
+    serve.add_argument(
+        "--congestion-control",
+        choices=["reno", "cubic"],
+        default="reno",
+        help="congestion controller (default: reno)",
+    )
+    serve.add_argument(
+        "-v", "--verbose", action="store_true", help="log connections and requests"
+    )
+    serve.set_defaults(handler=_cmd_serve)
+
+    fetch = commands.add_parser(
+        "get",
+        help="fetch URLs over HTTP/3",
+        description=(
+            "Fetch each URL over HTTP/3 (URLs on one host and port share a "
+            "connection and are fetched at once). Bodies go to standard "
+            "output in URL order, or to files. Any failure (including a "
+            "status other than 2xx) exits with status 1 and one line per URL."
+        ),
+    )
+    fetch.add_argument("url", metavar="URL", nargs="+", help="https:// URL")
+    where = fetch.add_mutually_exclusive_group()
+    where.add_argument(
+        "--output",
+        metavar="DIR",
+        help="save each body in DIR, named after the URL path's last segment",
+    )
+    where.add_argument(
+        "-o",
+        "--output-file",
+        metavar="FILE",
+        help="save the body of the (single) URL in FILE",
+    )
+    get_trust = fetch.add_mutually_exclusive_group()
+    get_trust.add_argument(
+        "--ca-certs",
+        metavar="PEM",
+        help="trust the certificates in this file (e.g. the server's cert.pem)",
+    )
+    get_trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (development only)",
+    )
+    fetch.add_argument(
+        "--method", metavar="M", help="request method (default: GET, POST with data)"
+    )
+    body = fetch.add_mutually_exclusive_group()
+    body.add_argument("--data", metavar="BODY", help="request body (text)")
+    body.add_argument(
+        "--data-file", metavar="F", help="send the contents of file F as the body"
+    )
+    fetch.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'K: V'",
+        help="add a request header (repeatable)",
+    )
+    fetch.add_argument(
+        "--server-name", help="name the server's certificate must carry (default: host)"
+    )
+    fetch.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="handshake timeout in seconds (default: 10)",
+    )
+    fetch.add_argument(
+        "--session-ticket",
+        metavar="FILE",
+        help="resume a TLS session stored in FILE (not supported yet: fails)",
+    )
+    fetch.add_argument(
+        "--zero-rtt",
+        action="store_true",
+        help="send the requests as 0-RTT data (not supported yet: fails)",
+    )
+    fetch.add_argument(
+        "--qlog-dir", metavar="DIR", help="write the connection's qlog file here"
+    )
+    fetch.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the client does"
+    )
+    fetch.set_defaults(handler=_cmd_get)
 
     server = commands.add_parser(
         "echo-server",

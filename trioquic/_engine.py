@@ -397,6 +397,17 @@ class Engine:
         self.bytes_received = 0
         self.datagrams_dropped = 0
 
+    def set_peer_stream_limits(
+        self, *, bidirectional: int, unidirectional: int
+    ) -> None:
+        """How many streams of each kind the peer may have open at once
+        (before the handshake: they are transport parameters). HTTP/3 needs a
+        different bound for its few unidirectional streams than for requests."""
+        self.quic._local_max_streams_bidi.value = bidirectional
+        self.quic._local_max_streams_bidi.sent = bidirectional
+        self.quic._local_max_streams_uni.value = unidirectional
+        self.quic._local_max_streams_uni.sent = unidirectional
+
     # -- identity ---------------------------------------------------------
 
     @property
@@ -496,6 +507,15 @@ class Engine:
             by_peer=by_peer,
             is_transport=event.frame_type is not None,
         )
+
+    def end_logging(self) -> None:
+        """Write the connection's qlog trace now. aioquic writes it only at the
+        end of its closing period, which trioquic does not wait out."""
+        trace = self.quic._quic_logger
+        logger = self.quic.configuration.quic_logger
+        if trace is not None and logger is not None:
+            self.quic._quic_logger = None
+            logger.end_trace(trace)
 
     def probe_timeout(self) -> float:
         """The current PTO in seconds (RFC 9002 section 6.2)."""

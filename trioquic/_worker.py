@@ -159,6 +159,10 @@ class IoWorker:
                 )
         finally:
             self._unregister()
+            try:
+                self.engine.end_logging()
+            except Exception:  # a full disk must not break the shutdown
+                logger.exception("trioquic: could not write the qlog trace")
             self._receive_channel.close()
             self.finished.set()
             self._stepped.unpark_all()

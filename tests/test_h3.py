@@ -1,0 +1,880 @@
+"""HTTP/3 over the memory network: requests, bodies, trailers, errors,
+GOAWAY, limits, extended CONNECT and datagrams."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import attrs
+import pytest
+import trio
+import trio.testing
+
+import trioquic
+from trioquic import h3
+from trioquic.h3 import Http3Settings, Request
+from trioquic.testing import (
+    LinkConditions,
+    MemoryNetwork,
+    client_settings,
+    server_settings,
+)
+
+SERVER = ("10.0.0.1", 443)
+Handler = Callable[[Request], Awaitable[None]]
+
+
+class Harness:
+    def __init__(self, network: MemoryNetwork, server: trioquic.QuicServer) -> None:
+        self.network = network
+        self.server = server
+        self.cancel_scope: trio.CancelScope = trio.CancelScope()
+
+    @asynccontextmanager
+    async def client(
+        self, http3_settings: Http3Settings | None = None, **quic: Any
+    ) -> AsyncIterator[h3.Http3Client]:
+        sock = self.network.socket("10.0.0.2")
+        try:
+            async with h3.open_http3_client(
+                SERVER[0],
+                SERVER[1],
+                settings=client_settings(alpn_protocols=[], **quic),
+                http3_settings=http3_settings,
+                socket=sock,
+            ) as client:
+                yield client
+        finally:
+            sock.close()
+
+
+@asynccontextmanager
+async def http3_server(
+    handler: Handler,
+    http3_settings: Http3Settings | None = None,
+    *,
+    network: MemoryNetwork | None = None,
+    **quic: Any,
+) -> AsyncIterator[Harness]:
+    if network is None:
+        network = MemoryNetwork()
+    sock = network.socket(*SERVER)
+    try:
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(
+                    h3.serve_http3,
+                    handler,
+                    SERVER[1],
+                    settings=server_settings(alpn_protocols=[], **quic),
+                    http3_settings=http3_settings,
+                    sockets=[sock],
+                )
+            )
+            harness = Harness(network, server)
+            harness.cancel_scope = nursery.cancel_scope
+            yield harness
+            nursery.cancel_scope.cancel()
+    finally:
+        sock.close()
+
+
+async def hello(request: Request) -> None:
+    await request.respond(
+        200, [(b"content-type", b"text/plain")], b"hello " + request.path.encode()
+    )
+
+
+# -- basics ----------------------------------------------------------------------
+
+
+async def test_get(autojump_clock: trio.testing.MockClock) -> None:
+    seen: list[Request] = []
+
+    async def handler(request: Request) -> None:
+        seen.append(request)
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request(
+                "GET", "/index.html", headers=[(b"X-Test", b"1")]
+            )
+            assert response.status == 200
+            assert (b"content-type", b"text/plain") in response.headers
+            assert await response.read() == b"hello /index.html"
+            assert response.trailers is None
+    (request,) = seen
+    assert request.method == "GET"
+    assert request.scheme == "https"
+    assert request.authority == "localhost"  # the server name, port 443
+    assert request.path == "/index.html"
+    assert request.protocol is None
+    assert (b"x-test", b"1") in request.headers
+    assert all(not name.startswith(b":") for name, _ in request.headers)
+    assert request.stream_id == 0
+
+
+async def test_alpn_is_h3(autojump_clock: trio.testing.MockClock) -> None:
+    with trio.fail_after(30):
+        async with http3_server(hello) as harness, harness.client() as client:
+            assert (await client.request("GET", "/")).status == 200
+            worker = next(iter(harness.server.connections))
+            assert worker.engine.handshake is not None
+            assert worker.engine.handshake.alpn_protocol == "h3"
+            client_io = client.driver.io
+            assert client_io is not None and client_io.handshake is not None
+            assert client_io.handshake.alpn_protocol == "h3"
+
+
+async def test_post_body_and_trailers_both_ways(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        body = await request.read()
+        assert request.trailers == [(b"x-request-trailer", b"yes")]
+        await request.respond(
+            201, body=body[::-1], trailers=[(b"x-sum", str(len(body)).encode())]
+        )
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request(
+                "POST",
+                "/echo",
+                body=b"abcdef",
+                trailers=[(b"x-request-trailer", b"yes")],
+            )
+            assert response.status == 201
+            assert await response.read() == b"fedcba"
+            assert response.trailers == [(b"x-sum", b"6")]
+
+
+async def test_streaming_bodies_with_backpressure(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    size = 3 * 1024 * 1024
+    chunk = b"x" * 65536
+    progress: list[int] = []
+
+    async def handler(request: Request) -> None:
+        total = 0
+        async with request.stream_response(200) as writer:
+            async for data in request:
+                total += len(data)
+                await writer.send(data)
+                # A slow consumer: the client must be held back.
+                await trio.sleep(0.01)
+            writer.trailers = [(b"x-total", str(total).encode())]
+
+    async def body() -> AsyncIterator[bytes]:
+        sent = 0
+        while sent < size:
+            yield chunk
+            sent += len(chunk)
+            progress.append(sent)
+
+    with trio.fail_after(120):
+        async with (
+            http3_server(
+                handler,
+                Http3Settings(body_buffer_size=64 * 1024),
+                stream_receive_window=128 * 1024,
+            ) as harness,
+            harness.client(stream_receive_window=128 * 1024) as client,
+        ):
+            received = 0
+            async with (
+                client.open_request("PUT", "/stream") as stream,
+                trio.open_nursery() as nursery,
+            ):
+
+                async def upload() -> None:
+                    async for piece in body():
+                        await stream.send(piece)
+                    await stream.finish()
+
+                nursery.start_soon(upload)
+                response = await stream.response()
+                assert response.status == 200
+                # The upload cannot run ahead of the server's reading:
+                # QUIC credit follows consumption.
+                await trio.sleep(1)
+                assert progress[-1] < size
+                async for data in response:
+                    received += len(data)
+            assert received == size
+            assert response.trailers == [(b"x-total", str(size).encode())]
+
+
+async def test_informational_responses(autojump_clock: trio.testing.MockClock) -> None:
+    async def handler(request: Request) -> None:
+        await request.send_informational(103, [(b"link", b"</style.css>")])
+        await request.send_informational(100)
+        await request.respond(200, body=b"ok")
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request("GET", "/")
+            assert response.status == 200
+            assert response.informational == [
+                (103, [(b"link", b"</style.css>")]),
+                (100, []),
+            ]
+            assert await response.read() == b"ok"
+
+
+async def test_many_concurrent_requests(autojump_clock: trio.testing.MockClock) -> None:
+    active = 0
+    peak = 0
+
+    async def handler(request: Request) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await trio.sleep(0.5)
+        body = await request.read()
+        active -= 1
+        await request.respond(200, body=body + b"!")
+
+    results: dict[int, bytes] = {}
+    with trio.fail_after(60):
+        async with http3_server(handler) as harness, harness.client() as client:
+
+            async def one(i: int) -> None:
+                response = await client.request("POST", f"/{i}", body=str(i).encode())
+                assert response.status == 200
+                results[i] = await response.read()
+
+            async with trio.open_nursery() as nursery:
+                for i in range(50):
+                    nursery.start_soon(one, i)
+    assert results == {i: f"{i}!".encode() for i in range(50)}
+    assert peak == 50  # they really ran concurrently on one connection
+
+
+async def test_max_concurrent_requests_limits_streams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    active = 0
+    peak = 0
+
+    async def handler(request: Request) -> None:
+        nonlocal active, peak
+        active += 1
+        peak = max(peak, active)
+        await trio.sleep(0.2)
+        active -= 1
+        await request.respond(200)
+
+    with trio.fail_after(60):
+        async with (
+            http3_server(handler, Http3Settings(max_concurrent_requests=4)) as harness,
+            harness.client() as client,
+            trio.open_nursery() as nursery,
+        ):
+            for i in range(12):
+                nursery.start_soon(client.request, "GET", f"/{i}")
+    assert peak == 4
+
+
+# -- handler failures ------------------------------------------------------------
+
+
+async def test_handler_exception_gives_500_and_connection_carries_on(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def handler(request: Request) -> None:
+        if request.path == "/boom":
+            raise RuntimeError("boom")
+        if request.path == "/silent":
+            return
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with caplog.at_level(logging.WARNING, logger="trioquic.h3"):
+                response = await client.request("GET", "/boom")
+                assert response.status == 500
+                assert await response.read() == b""
+                assert "request handler raised" in caplog.text
+                response = await client.request("GET", "/silent")
+                assert response.status == 500
+                assert "without responding" in caplog.text
+            response = await client.request("GET", "/fine")
+            assert response.status == 200
+            assert await response.read() == b"hello /fine"
+
+
+async def test_handler_exception_after_headers_resets_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        if request.path == "/half":
+            async with request.stream_response(200) as writer:
+                await writer.send(b"partial")
+                await trio.sleep(0.5)  # the client has the headers by now
+                raise RuntimeError("mid-body")
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request("GET", "/half")
+            assert response.status == 200
+            with pytest.raises(h3.H3Error) as info:
+                await response.read()
+            assert info.value.error_code == h3.H3_INTERNAL_ERROR
+            response = await client.request("GET", "/ok")
+            assert await response.read() == b"hello /ok"
+
+
+async def test_client_reset_cancels_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    started = trio.Event()
+    cancelled = trio.Event()
+
+    async def handler(request: Request) -> None:
+        if request.path == "/slow":
+            started.set()
+            try:
+                await trio.sleep_forever()
+            except trio.Cancelled:
+                cancelled.set()
+                raise
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with trio.move_on_after(1):
+                await client.request("GET", "/slow")
+            assert started.is_set()
+            await cancelled.wait()
+            # The connection is fine.
+            assert (await client.request("GET", "/after")).status == 200
+
+
+async def test_server_reset_surfaces_on_client(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        assert request._driver.io is not None
+        request._driver.reset(request._exchange, h3.H3_REQUEST_REJECTED)
+        await trio.sleep(1)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with pytest.raises(h3.RequestRejected) as info:
+                await client.request("GET", "/")
+            assert info.value.error_code == h3.H3_REQUEST_REJECTED
+
+
+# -- limits ------------------------------------------------------------------------
+
+
+async def test_request_body_too_large_gets_413(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        await request.read()
+        await request.respond(200)
+
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, Http3Settings(max_request_body_size=1000)) as harness,
+            harness.client() as client,
+        ):
+            response = await client.request("POST", "/", body=b"y" * 100_000)
+            assert response.status == 413
+            response = await client.request("POST", "/", body=b"y" * 1000)
+            assert response.status == 200
+
+
+async def test_header_list_too_large_gets_431(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            http3_server(hello, Http3Settings(max_header_list_size=1000)) as harness,
+            harness.client() as client,
+        ):
+            response = await client.request(
+                "GET", "/", headers=[(b"x-big", b"z" * 2000)]
+            )
+            assert response.status == 431
+            response = await client.request("GET", "/", headers=[(b"x-ok", b"z" * 100)])
+            assert response.status == 200
+
+
+async def test_huge_header_block_is_refused_before_it_is_complete(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            http3_server(hello, Http3Settings(max_header_list_size=1000)) as harness,
+            harness.client() as client,
+        ):
+            with pytest.raises(h3.H3Error) as info:
+                await client.request("GET", "/", headers=[(b"x-huge", b"q" * 50_000)])
+            assert info.value.error_code == h3.H3_EXCESSIVE_LOAD
+            assert (await client.request("GET", "/")).status == 200
+
+
+async def test_post_accept_timeout_closes_idle_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            http3_server(hello, Http3Settings(post_accept_timeout=2)) as harness,
+            harness.client() as client,
+        ):
+            start = trio.current_time()
+            io = client.driver.io
+            assert io is not None
+            await io._worker.finished.wait()
+            error = io.error
+            assert error is not None
+            assert 2 <= trio.current_time() - start < 3
+            assert error.reason.error_code == h3.H3_NO_ERROR
+            assert error.reason.by_peer
+            assert client.goaway_received
+
+
+# -- GOAWAY ------------------------------------------------------------------------
+
+
+async def test_max_requests_per_connection_sends_goaway(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            http3_server(
+                hello, Http3Settings(max_requests_per_connection=2)
+            ) as harness,
+            harness.client() as client,
+        ):
+            assert (await client.request("GET", "/1")).status == 200
+            assert (await client.request("GET", "/2")).status == 200
+            await trio.sleep(0.5)
+            assert client.goaway_received
+            with pytest.raises(h3.ConnectionGoingAway):
+                await client.request("GET", "/3")
+            io = client.driver.io
+            assert io is not None
+            await io._worker.finished.wait()
+            assert io.error is not None
+            assert io.error.reason.error_code == h3.H3_NO_ERROR
+
+
+async def test_shutdown_sends_goaway_and_lets_requests_finish(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    release = trio.Event()
+    started = trio.Event()
+
+    async def handler(request: Request) -> None:
+        if request.path == "/slow":
+            started.set()
+            await trio.sleep(2)
+        await request.respond(200, body=b"done " + request.path.encode())
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            results: list[bytes] = []
+
+            async def slow() -> None:
+                response = await client.request("GET", "/slow")
+                results.append(await response.read())
+                release.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(slow)
+                await started.wait()
+                start = trio.current_time()
+                harness.cancel_scope.cancel()  # stop serving
+                await trio.sleep(0.5)
+                assert client.goaway_received
+                with pytest.raises(h3.ConnectionGoingAway):
+                    await client.request("GET", "/new")
+            assert results == [b"done /slow"]
+            io = client.driver.io
+            assert io is not None
+            await io._worker.finished.wait()
+            assert io.error is not None
+            assert io.error.reason.error_code == h3.H3_NO_ERROR
+            assert io.error.reason.by_peer
+            assert trio.current_time() - start < 3
+
+
+async def test_shutdown_grace_period_is_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        await trio.sleep_forever()
+
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, Http3Settings(goaway_grace_period=1)) as harness,
+            harness.client() as client,
+        ):
+            async with trio.open_nursery() as nursery:
+
+                async def stuck() -> None:
+                    with pytest.raises(trioquic.ConnectionClosed) as info:
+                        await client.request("GET", "/stuck")
+                    assert info.value.reason.error_code == h3.H3_NO_ERROR
+
+                nursery.start_soon(stuck)
+                await trio.sleep(0.5)
+                start = trio.current_time()
+                harness.cancel_scope.cancel()
+            assert 1 <= trio.current_time() - start < 2
+
+
+async def test_requests_above_goaway_id_are_rejected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # The server starts shutting down (GOAWAY(4)) on receiving request 0,
+    # while requests 4 and 8 are on their way: they fail with
+    # RequestRejected (the server refuses them too), request 0 completes.
+    gate = trio.Event()
+    handled: list[str] = []
+
+    async def handler(request: Request) -> None:
+        handled.append(request.path)
+        if request.path == "/first":
+            driver = request._driver
+            assert isinstance(driver, h3.ServerH3Driver)
+            driver.begin_shutdown()
+            await gate.wait()
+        await hello(request)
+
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, network=network) as harness,
+            harness.client() as client,
+        ):
+            first: list[int] = []
+            errors: list[BaseException] = []
+
+            async def run(path: str) -> None:
+                try:
+                    response = await client.request("GET", path)
+                    first.append(response.status)
+                except h3.H3Error as exc:
+                    errors.append(exc)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run, "/first")
+                await trio.sleep(0.001)
+                nursery.start_soon(run, "/second")
+                nursery.start_soon(run, "/third")
+                await trio.sleep(1)
+                gate.set()
+            assert first == [200]
+            assert handled == ["/first"]
+            assert len(errors) == 2
+            assert all(isinstance(e, h3.RequestRejected) for e in errors)
+
+
+# -- protocol errors ---------------------------------------------------------------
+
+
+async def test_data_before_headers_closes_with_frame_unexpected(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with http3_server(hello) as harness, harness.client() as client:
+            io = client.driver.io
+            assert io is not None
+            sid = io.open_stream()
+            assert sid is not None
+            io.send_stream_data(sid, b"\x00\x03abc")  # a DATA frame first
+            await io._worker.finished.wait()
+            assert io.error is not None
+            assert io.error.reason.error_code == h3.H3_FRAME_UNEXPECTED
+            assert io.error.reason.by_peer
+
+
+async def test_bad_goaway_from_server_is_an_id_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        driver = request._driver
+        assert isinstance(driver, h3.ServerH3Driver)
+        assert driver.engine is not None and driver.io is not None
+        driver.engine.send_goaway(5)  # not a client bidi stream ID
+        driver.io.wake()
+        await trio.sleep_forever()
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with pytest.raises(trioquic.ConnectionClosed) as info:
+                await client.request("GET", "/")
+            assert info.value.reason.error_code == h3.H3_ID_ERROR
+
+
+# -- extended CONNECT and datagrams -------------------------------------------------
+
+
+async def test_extended_connect_with_datagrams(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    protocols: list[str | None] = []
+
+    async def handler(request: Request) -> None:
+        protocols.append(request.protocol)
+        assert request.method == "CONNECT"
+        async with request.stream_response(200) as writer:
+            async with trio.open_nursery() as nursery:
+
+                async def echo() -> None:
+                    while True:
+                        data = await request.receive_datagram()
+                        await request.send_datagram(b"echo:" + data)
+
+                nursery.start_soon(echo)
+                # The session lasts until the client ends its side.
+                assert await request.read() == b"bye"
+                nursery.cancel_scope.cancel()
+            del writer
+
+    settings = Http3Settings(enable_connect_protocol=True, enable_datagrams=True)
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, settings, max_datagram_frame_size=65536) as harness,
+            harness.client(
+                Http3Settings(enable_datagrams=True), max_datagram_frame_size=65536
+            ) as client,
+            client.open_request(
+                "CONNECT", "/echo", protocol="echo-datagrams"
+            ) as stream,
+        ):
+            response = await stream.response()
+            assert response.status == 200
+            for i in range(3):
+                await stream.send_datagram(b"ping%d" % i)
+                assert await stream.receive_datagram() == b"echo:ping%d" % i
+            await stream.send(b"bye")
+            await stream.finish()
+            assert await response.read() == b""
+    assert protocols == ["echo-datagrams"]
+
+
+async def test_extended_connect_needs_server_setting(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with http3_server(hello) as harness, harness.client() as client:
+            with pytest.raises(h3.H3Error):
+                async with client.open_request("CONNECT", "/", protocol="x"):
+                    pass
+
+
+async def test_datagrams_need_quic_datagrams() -> None:
+    with pytest.raises(ValueError, match="max_datagram_frame_size"):
+        async with h3.open_http3_client(
+            "localhost", 443, http3_settings=Http3Settings(enable_datagrams=True)
+        ):
+            pass
+
+
+# -- settings ------------------------------------------------------------------------
+
+
+def test_http3_settings_validation() -> None:
+    settings = Http3Settings()
+    assert settings.max_concurrent_requests == 100
+    assert settings.max_request_body_size == 16 * 1024 * 1024
+    assert settings.body_buffer_size == 256 * 1024
+    with pytest.raises(ValueError, match="max_concurrent_requests"):
+        Http3Settings(max_concurrent_requests=0)
+    with pytest.raises(TypeError, match="max_header_list_size"):
+        Http3Settings(max_header_list_size="big")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="post_accept_timeout"):
+        Http3Settings(post_accept_timeout=0)
+    with pytest.raises(TypeError, match="enable_datagrams"):
+        Http3Settings(enable_datagrams=1)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="goaway_grace_period"):
+        Http3Settings(goaway_grace_period=-1)
+    assert (
+        Http3Settings(max_requests_per_connection=None).max_requests_per_connection
+        is None
+    )
+    assert attrs.evolve(settings, enable_datagrams=True).enable_datagrams
+    with pytest.raises(TypeError):
+        Http3Settings(100)  # type: ignore[call-arg]
+
+
+# -- more backpressure and aborts ---------------------------------------------------
+
+
+async def test_unread_request_body_holds_the_client_back(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    read_now = trio.Event()
+    sent = 0
+
+    async def handler(request: Request) -> None:
+        await read_now.wait()
+        body = await request.read()
+        await request.respond(200, body=str(len(body)).encode())
+
+    async def body() -> AsyncIterator[bytes]:
+        nonlocal sent
+        for _ in range(64):
+            yield b"b" * 65536
+            sent += 65536
+
+    window = 128 * 1024
+    buffer = 64 * 1024
+    with trio.fail_after(60):
+        async with (
+            http3_server(
+                handler,
+                Http3Settings(body_buffer_size=buffer),
+                stream_receive_window=window,
+            ) as harness,
+            harness.client(stream_send_buffer=64 * 1024) as client,
+            trio.open_nursery() as nursery,
+        ):
+            responses: list[bytes] = []
+
+            async def post() -> None:
+                response = await client.request("POST", "/", body=body())
+                responses.append(await response.read())
+
+            nursery.start_soon(post)
+            await trio.sleep(5)
+            # The server buffers at most body_buffer_size unread bytes plus
+            # one stream window of credit; the client's send buffer and one
+            # chunk are all the rest.
+            assert buffer <= sent <= buffer + window + 64 * 1024 + 2 * 65536
+            read_now.set()
+    assert responses == [str(64 * 65536).encode()]
+
+
+async def test_request_with_async_iterable_body(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        chunks = [chunk async for chunk in request]
+        await request.respond(200, body=b"|".join(chunks))
+
+    async def body() -> AsyncIterator[bytes]:
+        yield b"one"
+        yield b"two"
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request("POST", "/", body=body())
+            assert (await response.read()).replace(b"|", b"") == b"onetwo"
+
+
+async def test_client_abandoning_response_cancels_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled = trio.Event()
+
+    async def handler(request: Request) -> None:
+        try:
+            async with request.stream_response(200) as writer:
+                while True:
+                    await writer.send(b"z" * 1000)
+                    await trio.sleep(0.01)
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            async with client.open_request("GET", "/forever") as stream:
+                response = await stream.response()
+                async for chunk in response:
+                    assert chunk
+                    break
+            # Leaving the block sent STOP_SENDING: the handler is cancelled.
+            await cancelled.wait()
+            assert (await client.request("GET", "/forever")).status == 200
+
+
+async def test_open_request_exception_cancels_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    cancelled = trio.Event()
+
+    async def handler(request: Request) -> None:
+        try:
+            await request.read()
+        except trio.Cancelled:
+            cancelled.set()
+            raise
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with pytest.raises(KeyError):
+                async with client.open_request("POST", "/upload") as stream:
+                    await stream.send(b"partial")
+                    await trio.sleep(0.5)
+                    raise KeyError("client gave up")
+            await cancelled.wait()
+
+
+async def test_client_sends_goaway_when_leaving(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    drivers: list[h3.ServerH3Driver] = []
+
+    async def handler(request: Request) -> None:
+        driver = request._driver
+        assert isinstance(driver, h3.ServerH3Driver)
+        drivers.append(driver)
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness:
+            async with harness.client() as client:
+                assert (await client.request("GET", "/")).status == 200
+            (driver,) = drivers
+            await driver.closed.wait()
+            assert driver.goaway_id == 0
+            assert driver.io is not None and driver.io.error is not None
+            reason = driver.io.error.reason
+            assert reason.error_code == h3.H3_NO_ERROR
+            assert reason.by_peer
+
+
+async def test_requests_over_a_lossy_network(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        body = await request.read()
+        async with request.stream_response(200) as writer:
+            for _ in range(4):
+                await writer.send(body)
+
+    network = MemoryNetwork(
+        seed=7,
+        conditions=LinkConditions(delay=0.02, jitter=0.01, loss=0.05, duplicate=0.02),
+    )
+    payloads = {i: bytes([i]) * (20_000 + 997 * i) for i in range(10)}
+    results: dict[int, bytes] = {}
+    with trio.fail_after(300):
+        async with (
+            http3_server(handler, network=network) as harness,
+            harness.client() as client,
+            trio.open_nursery() as nursery,
+        ):
+
+            async def one(i: int) -> None:
+                response = await client.request("POST", f"/{i}", body=payloads[i])
+                results[i] = await response.read()
+
+            for i in payloads:
+                nursery.start_soon(one, i)
+    assert results == {i: p * 4 for i, p in payloads.items()}

@@ -1,0 +1,148 @@
+"""The HTTP/3 seam (trioquic/h3/_engine.py) on bytes: GOAWAY parsing, the
+SETTINGS we send, event conversion, and the aioquic internals we rely on."""
+
+from __future__ import annotations
+
+import pytest
+from aioquic.h3.connection import H3Connection, H3Stream
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from trioquic import StreamDataReceived, h3
+from trioquic.h3._engine import (
+    ConnectionError_,
+    GoawayReceived,
+    H3Engine,
+    _ControlParser,
+)
+from trioquic.testing import development_certificate
+
+
+def test_aioquic_internals_we_rely_on() -> None:
+    # If one of these fails, aioquic changed under trioquic.h3._engine.
+    for name in (
+        "_receive_stream_data",
+        "_receive_datagram",
+        "_receive_stop_sending",
+        "_receive_stream_reset",
+        "_get_local_settings",
+        "_init_connection",
+    ):
+        assert callable(getattr(H3Connection, name)), name
+    stream = H3Stream(0)
+    assert stream.buffer == b""
+    engine = _engine(is_client=True)
+    h3c = engine.h3
+    assert h3c._is_done is False
+    assert h3c._received_settings is None
+    assert isinstance(h3c._local_control_stream_id, int)
+    assert isinstance(h3c._stream, dict)
+
+
+def _engine(*, is_client: bool, **kwargs: object) -> H3Engine:
+    config = QuicConfiguration(is_client=is_client, alpn_protocols=["h3"])
+    if not is_client:
+        certificate = development_certificate()
+        config.load_cert_chain(
+            str(certificate.certificate_path), str(certificate.private_key_path)
+        )
+    quic = QuicConnection(
+        configuration=config,
+        original_destination_connection_id=None if is_client else bytes(8),
+    )
+    options: dict[str, object] = {
+        "max_field_section_size": 1234,
+        "enable_connect_protocol": True,
+        "enable_datagrams": False,
+    }
+    options.update(kwargs)
+    return H3Engine(quic, **options)  # type: ignore[arg-type]
+
+
+def test_settings_we_send() -> None:
+    engine = _engine(is_client=False)
+    sent = engine.h3.sent_settings
+    assert sent is not None
+    assert sent[0x6] == 1234  # SETTINGS_MAX_FIELD_SECTION_SIZE
+    assert sent[0x8] == 1  # SETTINGS_ENABLE_CONNECT_PROTOCOL
+    assert 0x33 not in sent  # no H3_DATAGRAM
+    engine = _engine(
+        is_client=False, enable_connect_protocol=False, enable_datagrams=True
+    )
+    sent = engine.h3.sent_settings
+    assert sent is not None
+    assert 0x8 not in sent
+    assert sent[0x33] == 1
+
+
+def test_control_parser_finds_goaway_in_pieces() -> None:
+    parser = _ControlParser()
+    # stream type 0 (control), SETTINGS (4) with 2 bytes, an unknown frame
+    # (0x21) of 3 bytes, GOAWAY (7) with ID 8.
+    data = b"\x00" + b"\x04\x02\x06\x10" + b"\x21\x03abc" + b"\x07\x01\x08"
+    found: list[int] = []
+    for i in range(len(data)):
+        found += parser.feed(data[i : i + 1])
+    assert found == [8]
+    assert parser.feed(b"\x07\x01\x04") == [4]
+
+
+def test_control_parser_ignores_other_streams() -> None:
+    parser = _ControlParser()
+    assert parser.feed(b"\x02\x07\x01\x08") == []  # a QPACK encoder stream
+    assert parser.done
+
+
+def test_control_parser_rejects_bad_goaway() -> None:
+    with pytest.raises(ConnectionError_) as info:
+        _ControlParser().feed(b"\x00\x07\x02\x08\x00")
+    assert info.value.error_code == h3.H3_FRAME_ERROR
+
+
+def test_goaway_round_trip_and_id_errors() -> None:
+    server = _engine(is_client=False)
+    client = _engine(is_client=True)
+    server.send_goaway(8)
+    server.send_goaway(12)  # may only go down: ignored
+    assert server.goaway_sent == 8
+    control = server.h3._local_control_stream_id
+    assert control is not None
+    payload = _sent_on(server, control)
+    # Feed the client with the server's control stream (a peer uni stream).
+    events = client.handle([StreamDataReceived(control, payload, False)])
+    assert GoawayReceived(8) in events
+    # A GOAWAY whose ID increases is an error (RFC 9114 section 5.2).
+    with pytest.raises(ConnectionError_) as info:
+        client.handle([StreamDataReceived(control, b"\x07\x01\x0c", False)])
+    assert info.value.error_code == h3.H3_ID_ERROR
+
+
+def _sent_on(engine: H3Engine, stream_id: int) -> bytes:
+    stream = engine.h3._quic._streams[stream_id]
+    sender = stream.sender
+    return bytes(sender._buffer)
+
+
+def test_protocol_errors_are_reported_not_closed_behind_our_back() -> None:
+    server = _engine(is_client=False)
+    with pytest.raises(ConnectionError_) as info:
+        server.handle([StreamDataReceived(0, b"\x00\x03abc", False)])
+    assert info.value.error_code == h3.H3_FRAME_UNEXPECTED
+    # The seam left the QUIC connection alone: the driver closes it.
+    assert server.h3._quic._close_event is None
+
+
+def test_only_the_h3_seam_imports_aioquic() -> None:
+    import ast
+    import pathlib
+
+    package = pathlib.Path(h3.__file__).parent
+    for path in package.rglob("*.py"):
+        if path.name == "_engine.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                assert not node.module.startswith("aioquic"), path
+            if isinstance(node, ast.Import):
+                for alias in node.names:
+                    assert not alias.name.startswith("aioquic"), path

@@ -1,0 +1,591 @@
+"""The built-in HTTP/3 application of ``trioquic serve``.
+
+Routes, in this order:
+
+* ``GET /bytes/N`` (and ``HEAD``): ``N`` bytes of a fixed pattern
+  (:func:`pattern_bytes`), streamed in chunks with backpressure; ``N`` is at
+  most :data:`MAX_BYTES`, else 400;
+* ``POST /echo``: the request body, streamed back as it arrives;
+* with a root directory: the files under it (``index.html`` for a
+  directory), ``GET`` and ``HEAD`` only (405 otherwise), never anything
+  outside the root (see :func:`resolve_path`);
+* without one: a small built-in HTML page at ``/``.
+
+Every response carries ``alt-svc: h3=":PORT"``; every request is logged as
+one line on the ``trioquic.serve.access`` logger.
+
+The routing and path logic are pure functions, tested without a network.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import html
+import http
+import logging
+import mimetypes
+import os
+import pathlib
+import socket as _stdlib_socket
+import time
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator, Sequence
+from typing import Any
+
+import attrs
+import trio
+
+from ._endpoint import QuicServer
+from ._settings import QuicSettings
+from ._udp import UdpSocket
+from .h3 import H3Error, Http3Settings, Request, serve_http3
+
+access_logger = logging.getLogger("trioquic.serve.access")
+logger = logging.getLogger("trioquic.serve")
+
+#: Largest ``N`` accepted by ``/bytes/N`` (1 GiB).
+MAX_BYTES = 1024**3
+#: Size of the chunks file and ``/bytes`` bodies are sent in.
+CHUNK_SIZE = 64 * 1024
+#: The repeating pattern ``/bytes/N`` serves: byte ``i`` is ``i % 251``
+#: (a prime period, so that misplaced chunks show up in a checksum).
+_PERIOD = 251
+_PATTERN = bytes(i % _PERIOD for i in range(CHUNK_SIZE + _PERIOD))
+
+Headers = list[tuple[bytes, bytes]]
+
+
+class HttpError(Exception):
+    """A request the application answers with an error status."""
+
+    def __init__(self, status: int, headers: Sequence[tuple[bytes, bytes]] = ()):
+        super().__init__(f"{status} {_reason(status)}")
+        self.status = status
+        self.headers = list(headers)
+
+
+def _reason(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return ""
+
+
+# -- pure logic ----------------------------------------------------------------
+
+
+def split_target(target: str) -> str:
+    """The path of a request target, without query or fragment."""
+    return target.split("?", 1)[0].split("#", 1)[0]
+
+
+def resolve_path(root: pathlib.Path, target: str) -> pathlib.Path:
+    """The file under ``root`` that request target ``target`` names.
+
+    Raises :exc:`HttpError`: 400 for a malformed path or one with ``..``
+    segments (also percent-encoded ones such as ``%2e%2e`` or ``..%2f``),
+    NUL bytes or backslashes; 403 when the path resolves outside ``root``
+    (a symbolic link that escapes it); 404 when there is no such file (or a
+    directory has no ``index.html``); 301 with a ``location`` to add the
+    missing slash of a directory.
+    """
+    path = split_target(target)
+    if not path.startswith("/"):
+        raise HttpError(400)
+    try:
+        decoded = urllib.parse.unquote(path, errors="strict")
+    except UnicodeDecodeError:
+        raise HttpError(400) from None
+    if "\x00" in decoded or "\\" in decoded:
+        raise HttpError(400)
+    segments = decoded.split("/")
+    if any(segment in ("..", ".") for segment in segments):
+        raise HttpError(400)
+    parts = [segment for segment in segments if segment]
+    base = root.resolve()
+    candidate = base.joinpath(*parts)
+    if not candidate.is_absolute() or not candidate.is_relative_to(base):
+        raise HttpError(400)  # pragma: no cover - the checks above prevent it
+    resolved = _inside(base, candidate)
+    if resolved.is_dir():
+        if not path.endswith("/"):
+            query = target[len(path) :]
+            raise HttpError(301, [(b"location", (path + "/" + query).encode())])
+        resolved = _inside(base, resolved / "index.html")
+    if not resolved.is_file():
+        raise HttpError(404)
+    return resolved
+
+
+def _inside(base: pathlib.Path, candidate: pathlib.Path) -> pathlib.Path:
+    try:
+        resolved = candidate.resolve(strict=True)
+    except FileNotFoundError:
+        raise HttpError(404) from None
+    except (OSError, RuntimeError):  # a loop of links, a too-long name
+        raise HttpError(404) from None
+    if not resolved.is_relative_to(base):
+        raise HttpError(403)
+    return resolved
+
+
+def content_type(path: str | os.PathLike[str]) -> str:
+    """The media type of a file, from its name (``application/octet-stream``
+    when unknown); text types are declared UTF-8."""
+    guessed, encoding = mimetypes.guess_type(os.fspath(path), strict=False)
+    if guessed is None or encoding is not None:
+        # A compressed file (.gz, ...) is served as the bytes it is.
+        return "application/octet-stream"
+    if guessed.startswith("text/") or guessed in (
+        "application/javascript",
+        "application/json",
+    ):
+        return f"{guessed}; charset=utf-8"
+    return guessed
+
+
+def parse_byte_count(text: str, maximum: int = MAX_BYTES) -> int:
+    """``N`` of ``/bytes/N``: decimal digits, at most ``maximum``; else 400."""
+    if not text.isascii() or not text.isdigit() or len(text) > 20:
+        raise HttpError(400)
+    value = int(text)
+    if value > maximum:
+        raise HttpError(400)
+    return value
+
+
+def pattern_bytes(count: int, offset: int = 0) -> bytes:
+    """``count`` bytes of the ``/bytes/N`` pattern, from position ``offset``."""
+    if count <= CHUNK_SIZE:
+        start = offset % _PERIOD
+        return _PATTERN[start : start + count]
+    return b"".join(pattern_chunks(count, offset=offset))
+
+
+def pattern_chunks(
+    count: int, chunk_size: int = CHUNK_SIZE, *, offset: int = 0
+) -> Iterator[bytes]:
+    """The ``/bytes/N`` body as chunks of at most ``chunk_size`` bytes, made
+    one at a time (the whole body never exists in memory)."""
+    chunk_size = min(chunk_size, CHUNK_SIZE)
+    position = offset
+    end = offset + count
+    while position < end:
+        size = min(chunk_size, end - position)
+        start = position % _PERIOD
+        yield _PATTERN[start : start + size]
+        position += size
+
+
+def index_page(port: int) -> bytes:
+    """The built-in page served at ``/`` without a root directory."""
+    here = html.escape(f"https://localhost:{port}/")
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head><meta charset="utf-8"><title>trioquic</title></head>
+<body>
+<h1>trioquic HTTP/3 server</h1>
+<p>This page came over HTTP/3 from <code>trioquic serve</code>.</p>
+<ul>
+<li><a href="/bytes/1024"><code>GET /bytes/N</code></a>: N bytes (at most
+{MAX_BYTES} bytes)</li>
+<li><code>POST /echo</code>: the request body, sent back</li>
+</ul>
+<p>Serve a directory instead with <code>trioquic serve --root DIR</code>;
+fetch from the command line with <code>trioquic get {here}</code>.</p>
+</body>
+</html>
+""".encode()
+
+
+@attrs.frozen
+class Route:
+    """What the application does for one request (the pure decision)."""
+
+    #: ``"bytes"``, ``"echo"``, ``"file"``, ``"index"``.
+    kind: str
+    #: ``/bytes/N``: the byte count.
+    count: int = 0
+    #: A file to send.
+    path: pathlib.Path | None = None
+
+
+def route(method: str, target: str, root: pathlib.Path | None) -> Route:
+    """Decide how to answer ``method target``; raises :exc:`HttpError`."""
+    path = split_target(target)
+    if path.startswith("/bytes/"):
+        _allow(method, ("GET", "HEAD"))
+        return Route("bytes", count=parse_byte_count(path[len("/bytes/") :]))
+    if path == "/echo":
+        _allow(method, ("POST",))
+        return Route("echo")
+    if root is None:
+        if path in ("/", "/index.html"):
+            _allow(method, ("GET", "HEAD"))
+            return Route("index")
+        raise HttpError(404)
+    resolved = resolve_path(root, target)
+    _allow(method, ("GET", "HEAD"))
+    return Route("file", path=resolved)
+
+
+def _allow(method: str, allowed: tuple[str, ...]) -> None:
+    if method not in allowed:
+        raise HttpError(405, [(b"allow", ", ".join(allowed).encode())])
+
+
+# -- the application ---------------------------------------------------------------
+
+
+def _peer(request: Request) -> str:
+    """The client's address, for the access log (``-`` if unknown)."""
+    address: Any = getattr(request, "peer_address", None)
+    if address is None:
+        # Requests do not carry the address yet: ask their connection.
+        io = getattr(getattr(request, "_driver", None), "io", None)
+        try:
+            address = getattr(io, "peer_address", None)
+        except Exception:  # the connection is gone
+            address = None
+    if isinstance(address, tuple) and len(address) >= 2:
+        host = str(address[0])
+        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
+    return "-" if address is None else str(address)
+
+
+def _content_length(length: int, head: bool) -> list[tuple[bytes, bytes]]:
+    """``content-length``, except on answers to HEAD: RFC 9110 lets a server
+    leave it out there, and some HTTP/3 clients (aioquic's among them) check
+    it against the empty body and fail the whole connection."""
+    return [] if head else [(b"content-length", str(length).encode())]
+
+
+_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
+
+
+class Http3ServerApp:
+    """The request handler of ``trioquic serve`` (pass it to ``serve_http3``).
+
+    ``port`` goes into ``alt-svc``; ``root`` is the directory to serve
+    (``None``: the built-in page).
+    """
+
+    def __init__(
+        self,
+        *,
+        port: int,
+        root: str | os.PathLike[str] | None = None,
+        server_header: str = "trioquic",
+    ) -> None:
+        self.root = pathlib.Path(root).resolve() if root is not None else None
+        self.port = port
+        self._common: Headers = [
+            (b"server", server_header.encode()),
+            (b"alt-svc", f'h3=":{port}"'.encode()),
+        ]
+
+    def headers(self, *extra: tuple[bytes, bytes]) -> Headers:
+        return [*extra, *self._common]
+
+    async def __call__(self, request: Request) -> None:
+        start = time.monotonic()
+        method, target = request.method, request.path
+        outcome = {"status": 0, "sent": 0}
+        completed = False
+        try:
+            await self._answer(request, method, target, outcome)
+            completed = True
+        except Exception as exc:
+            if not (isinstance(exc, _BROKEN | H3Error)):
+                raise
+            # The client reset the stream or the connection ended.
+            logger.info("%s %s: stream ended early: %s", method, target, exc)
+        finally:
+            # Also when cancelled: the client reset the stream, or shutdown.
+            elapsed = (time.monotonic() - start) * 1000
+            access_logger.info(
+                '%s "%s %s" %s %d %.1fms%s',
+                _peer(request),
+                method,
+                target,
+                outcome["status"] or "-",
+                outcome["sent"],
+                elapsed,
+                "" if completed else " (aborted)",
+            )
+
+    async def _answer(
+        self, request: Request, method: str, target: str, outcome: dict[str, int]
+    ) -> None:
+        try:
+            decision = route(method, target, self.root)
+        except HttpError as error:
+            await self._error(request, error, outcome, head=method == "HEAD")
+            return
+        head = method == "HEAD"
+        if decision.kind == "bytes":
+            await self._send_chunks(
+                request,
+                decision.count,
+                pattern_chunks(decision.count),
+                "application/octet-stream",
+                outcome,
+                head=head,
+            )
+        elif decision.kind == "echo":
+            await self._echo(request, outcome)
+        elif decision.kind == "index":
+            body = index_page(self.port)
+            await self._respond(
+                request,
+                200,
+                body,
+                "text/html; charset=utf-8",
+                outcome,
+                head=head,
+            )
+        else:
+            assert decision.path is not None
+            await self._send_file(request, decision.path, outcome, head=head)
+
+    async def _respond(
+        self,
+        request: Request,
+        status: int,
+        body: bytes,
+        media_type: str,
+        outcome: dict[str, int],
+        *,
+        head: bool = False,
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        headers = self.headers(
+            (b"content-type", media_type.encode()),
+            *_content_length(len(body), head),
+            *extra,
+        )
+        outcome["status"] = status
+        await request.respond(status, headers=headers, body=b"" if head else body)
+        outcome["sent"] = 0 if head else len(body)
+
+    async def _error(
+        self,
+        request: Request,
+        error: HttpError,
+        outcome: dict[str, int],
+        *,
+        head: bool = False,
+    ) -> None:
+        body = f"{error.status} {_reason(error.status)}\n".encode()
+        await self._respond(
+            request,
+            error.status,
+            body,
+            "text/plain; charset=utf-8",
+            outcome,
+            head=head,
+            extra=error.headers,
+        )
+
+    async def _send_chunks(
+        self,
+        request: Request,
+        length: int,
+        chunks: Iterator[bytes] | AsyncIterator[bytes],
+        media_type: str,
+        outcome: dict[str, int],
+        *,
+        head: bool,
+    ) -> None:
+        headers = self.headers(
+            (b"content-type", media_type.encode()),
+            *_content_length(length, head),
+        )
+        outcome["status"] = 200
+        if head or length == 0:
+            await request.respond(200, headers=headers)
+            return
+        async with request.stream_response(200, headers) as writer:
+            if isinstance(chunks, Iterator):
+                for chunk in chunks:
+                    await writer.send(chunk)
+                    outcome["sent"] += len(chunk)
+            else:
+                async for chunk in chunks:
+                    await writer.send(chunk)
+                    outcome["sent"] += len(chunk)
+
+    async def _send_file(
+        self,
+        request: Request,
+        path: pathlib.Path,
+        outcome: dict[str, int],
+        *,
+        head: bool,
+    ) -> None:
+        try:
+            file = await trio.open_file(path, "rb")
+        except PermissionError:
+            await self._error(request, HttpError(403), outcome, head=head)
+            return
+        except OSError:
+            await self._error(request, HttpError(404), outcome, head=head)
+            return
+        async with file:
+            size = os.fstat(file.fileno()).st_size
+
+            async def read() -> AsyncIterator[bytes]:
+                remaining = size
+                while remaining > 0:
+                    chunk = await file.read(min(CHUNK_SIZE, remaining))
+                    if not chunk:  # the file shrank while being sent
+                        raise trio.BrokenResourceError(f"{path} shrank while read")
+                    remaining -= len(chunk)
+                    yield chunk
+
+            await self._send_chunks(
+                request, size, read(), content_type(path), outcome, head=head
+            )
+
+    async def _echo(self, request: Request, outcome: dict[str, int]) -> None:
+        media_type = b"application/octet-stream"
+        for name, value in request.headers:
+            if name == b"content-type":
+                media_type = value
+        headers = self.headers((b"content-type", media_type))
+        outcome["status"] = 200
+        async with request.stream_response(200, headers) as writer:
+            async for chunk in request:
+                if chunk:
+                    await writer.send(chunk)
+                    outcome["sent"] += len(chunk)
+
+
+# -- sockets and the server --------------------------------------------------------
+
+
+async def bind_udp_sockets(
+    host: str | None, port: int, *, buffer_size: int = 0, attempts: int = 5
+) -> list[UdpSocket]:
+    """Bind one UDP socket per address ``host`` resolves to, all on the same
+    port (port 0: the one the kernel picks for the first address).
+
+    ``localhost`` binds ``127.0.0.1`` and ``::1``; an address family the
+    machine lacks is skipped when another one bound.
+    """
+    if host == "localhost":
+        # Both loopback addresses, whatever the hosts file says (some map
+        # localhost to 127.0.0.1 only, while clients may try ::1 first).
+        infos = [
+            *await trio.socket.getaddrinfo(
+                "127.0.0.1", port, type=_stdlib_socket.SOCK_DGRAM
+            ),
+            *await _loopback6(port),
+        ]
+    else:
+        infos = await trio.socket.getaddrinfo(
+            host,
+            port,
+            type=_stdlib_socket.SOCK_DGRAM,
+            flags=_stdlib_socket.AI_PASSIVE,
+        )
+    addresses: list[tuple[int, int, int, Any]] = []
+    for info in infos:
+        entry: tuple[int, int, int, Any] = (info[0], info[1], info[2], info[4])
+        if entry not in addresses:
+            addresses.append(entry)
+    # IPv4 first: its port is the one printed and used for the others.
+    addresses.sort(key=lambda entry: entry[0] != _stdlib_socket.AF_INET)
+    if not addresses:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    for attempt in range(attempts):
+        sockets: list[UdpSocket] = []
+        chosen = port
+        try:
+            for family, type_, proto, sockaddr in addresses:
+                sock = _stdlib_socket.socket(family, type_, proto)
+                try:
+                    if family == _stdlib_socket.AF_INET6:
+                        sock.setsockopt(
+                            _stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1
+                        )
+                    sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
+                except OSError as exc:
+                    sock.close()
+                    if sockets and exc.errno in (
+                        errno.EADDRNOTAVAIL,
+                        errno.EAFNOSUPPORT,
+                    ):
+                        continue  # e.g. no IPv6 on this machine
+                    raise
+                if chosen == 0:
+                    chosen = sock.getsockname()[1]
+                sockets.append(UdpSocket(sock, buffer_size))
+        except OSError as exc:
+            for s in sockets:
+                s.close()
+            # Port 0: the port picked for IPv4 may be taken on IPv6; try again.
+            if port == 0 and exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                continue
+            raise
+        return sockets
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _loopback6(port: int) -> list[Any]:
+    """``::1``'s address info, or nothing on a machine without IPv6."""
+    if not _stdlib_socket.has_ipv6:
+        return []
+    try:
+        return list(
+            await trio.socket.getaddrinfo("::1", port, type=_stdlib_socket.SOCK_DGRAM)
+        )
+    except OSError:
+        return []
+
+
+@attrs.frozen
+class ServerConfig:
+    """What ``trioquic serve`` was asked for."""
+
+    host: str | None
+    port: int
+    settings: QuicSettings
+    root: pathlib.Path | None = None
+    #: ``/echo`` takes bodies up to :data:`MAX_BYTES`.
+    http3_settings: Http3Settings = attrs.field(
+        factory=lambda: Http3Settings(max_request_body_size=MAX_BYTES)
+    )
+
+
+async def run_server(
+    config: ServerConfig,
+    *,
+    task_status: trio.TaskStatus[tuple[QuicServer, Http3ServerApp]] = (
+        trio.TASK_STATUS_IGNORED
+    ),
+) -> None:
+    """Serve the built-in application until cancelled (cancelling sends
+    GOAWAY and CONNECTION_CLOSE to every client)."""
+    sockets = await bind_udp_sockets(
+        config.host, config.port, buffer_size=config.settings.udp_buffer_size
+    )
+    try:
+        port = int(sockets[0].local_address[1])
+        app = Http3ServerApp(port=port, root=config.root)
+        async with trio.open_nursery() as nursery:
+            server: QuicServer = await nursery.start(
+                functools.partial(
+                    serve_http3,
+                    app,
+                    port,
+                    settings=config.settings,
+                    http3_settings=config.http3_settings,
+                    sockets=sockets,
+                )
+            )
+            task_status.started((server, app))
+    finally:
+        for sock in sockets:
+            sock.close()

@@ -1,0 +1,413 @@
+"""The seam between trioquic's HTTP/3 driver and aioquic's ``H3Connection``.
+
+Only this module of :mod:`trioquic.h3` imports aioquic. It
+
+* converts trioquic's transport events back into aioquic's for
+  ``H3Connection.handle_event`` and aioquic's HTTP/3 events into this
+  package's own small event classes;
+* catches aioquic's HTTP/3 ``ProtocolError`` and reports its error code, so the
+  driver closes the connection through trioquic (not behind its back);
+* adds GOAWAY (RFC 9114 section 5.2), which aioquic neither sends nor parses:
+  a shadow parser follows the peer's control stream for GOAWAY frames;
+* sends the SETTINGS our :class:`~trioquic.h3.Http3Settings` ask for
+  (SETTINGS_MAX_FIELD_SECTION_SIZE, SETTINGS_ENABLE_CONNECT_PROTOCOL,
+  SETTINGS_H3_DATAGRAM).
+
+It relies on these ``H3Connection`` internals: ``_stream`` (per-stream
+``buffer``), ``_local_control_stream_id``, ``_get_local_settings``,
+``_received_settings`` and ``_is_done``; tests/test_h3_engine.py fails loudly if
+they change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import attrs
+from aioquic._buffer import Buffer, BufferReadError
+from aioquic.buffer import encode_uint_var
+from aioquic.h3 import events as h3_events
+from aioquic.h3.connection import (
+    ErrorCode,
+    FrameType,
+    H3Connection,
+    ProtocolError,
+    Setting,
+    StreamType,
+    encode_frame,
+)
+from aioquic.quic import events as aq_events
+from aioquic.quic.connection import QuicConnection as _AioquicConnection
+
+from .._events import (
+    DatagramReceived,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamResetReceived,
+)
+
+Headers = list[tuple[bytes, bytes]]
+
+# HTTP/3 error codes (RFC 9114 section 8.1), re-exported by trioquic.h3.
+H3_DATAGRAM_ERROR = int(ErrorCode.H3_DATAGRAM_ERROR)
+H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
+H3_GENERAL_PROTOCOL_ERROR = int(ErrorCode.H3_GENERAL_PROTOCOL_ERROR)
+H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
+H3_STREAM_CREATION_ERROR = int(ErrorCode.H3_STREAM_CREATION_ERROR)
+H3_CLOSED_CRITICAL_STREAM = int(ErrorCode.H3_CLOSED_CRITICAL_STREAM)
+H3_FRAME_UNEXPECTED = int(ErrorCode.H3_FRAME_UNEXPECTED)
+H3_FRAME_ERROR = int(ErrorCode.H3_FRAME_ERROR)
+H3_EXCESSIVE_LOAD = int(ErrorCode.H3_EXCESSIVE_LOAD)
+H3_ID_ERROR = int(ErrorCode.H3_ID_ERROR)
+H3_SETTINGS_ERROR = int(ErrorCode.H3_SETTINGS_ERROR)
+H3_MISSING_SETTINGS = int(ErrorCode.H3_MISSING_SETTINGS)
+H3_REQUEST_REJECTED = int(ErrorCode.H3_REQUEST_REJECTED)
+H3_REQUEST_CANCELLED = int(ErrorCode.H3_REQUEST_CANCELLED)
+H3_REQUEST_INCOMPLETE = int(ErrorCode.H3_REQUEST_INCOMPLETE)
+H3_MESSAGE_ERROR = int(ErrorCode.H3_MESSAGE_ERROR)
+H3_CONNECT_ERROR = int(ErrorCode.H3_CONNECT_ERROR)
+H3_VERSION_FALLBACK = int(ErrorCode.H3_VERSION_FALLBACK)
+
+_CONTROL = int(StreamType.CONTROL)
+_GOAWAY = int(FrameType.GOAWAY)
+_MAX_FIELD_SECTION_SIZE = int(Setting.MAX_FIELD_SECTION_SIZE)
+_ENABLE_CONNECT_PROTOCOL = int(Setting.ENABLE_CONNECT_PROTOCOL)
+_H3_DATAGRAM = int(Setting.H3_DATAGRAM)
+
+
+# -- this package's HTTP/3 events ------------------------------------------------
+
+
+@attrs.frozen
+class HeadersReceived:
+    stream_id: int
+    headers: Headers
+    stream_ended: bool
+
+
+@attrs.frozen
+class DataReceived:
+    stream_id: int
+    data: bytes
+    stream_ended: bool
+
+
+@attrs.frozen
+class H3DatagramReceived:
+    stream_id: int
+    data: bytes
+
+
+@attrs.frozen
+class GoawayReceived:
+    last_id: int
+
+
+@attrs.frozen
+class StreamReset:
+    """The peer reset a request stream (RESET_STREAM)."""
+
+    stream_id: int
+    error_code: int
+
+
+@attrs.frozen
+class StopSending:
+    """The peer asked us to stop sending on a request stream."""
+
+    stream_id: int
+    error_code: int
+
+
+H3Event = (
+    HeadersReceived
+    | DataReceived
+    | H3DatagramReceived
+    | GoawayReceived
+    | StreamReset
+    | StopSending
+)
+
+
+class ConnectionError_(Exception):
+    """An HTTP/3 connection error found in the peer's input."""
+
+    def __init__(self, error_code: int, reason: str) -> None:
+        super().__init__(reason)
+        self.error_code = error_code
+        self.reason = reason
+
+
+class _ControlParser:
+    """Follows one peer unidirectional stream; if it is the control stream,
+    reports the GOAWAY frames on it. Holds at most one frame header and a
+    GOAWAY payload (other payloads are skipped as they arrive)."""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.stream_type: int | None = None
+        self.frame_type: int | None = None
+        self.remaining = 0
+        self.done = False  # not a control stream
+
+    def feed(self, data: bytes) -> list[int]:
+        goaways: list[int] = []
+        if self.done:
+            return goaways
+        self.buffer += data
+        while True:
+            buf = Buffer(data=self.buffer)
+            if self.stream_type is None:
+                try:
+                    self.stream_type = buf.pull_uint_var()
+                except BufferReadError:
+                    return goaways
+                self.buffer = self.buffer[buf.tell() :]
+                if self.stream_type != _CONTROL:
+                    self.done = True
+                    self.buffer = b""
+                    return goaways
+                continue
+            if self.frame_type is None:
+                try:
+                    frame_type = buf.pull_uint_var()
+                    length = buf.pull_uint_var()
+                except BufferReadError:
+                    return goaways
+                self.frame_type = frame_type
+                self.remaining = length
+                self.buffer = self.buffer[buf.tell() :]
+                continue
+            if self.frame_type == _GOAWAY:
+                if len(self.buffer) < self.remaining:
+                    if self.remaining > 8:
+                        raise ConnectionError_(H3_FRAME_ERROR, "GOAWAY frame too long")
+                    return goaways
+                payload = self.buffer[: self.remaining]
+                self.buffer = self.buffer[self.remaining :]
+                frame = Buffer(data=payload)
+                try:
+                    last_id = frame.pull_uint_var()
+                except BufferReadError:
+                    raise ConnectionError_(
+                        H3_FRAME_ERROR, "cannot parse GOAWAY frame"
+                    ) from None
+                if not frame.eof():
+                    raise ConnectionError_(H3_FRAME_ERROR, "GOAWAY has trailing data")
+                goaways.append(last_id)
+            else:
+                skip = min(self.remaining, len(self.buffer))
+                self.buffer = self.buffer[skip:]
+                self.remaining -= skip
+                if self.remaining:
+                    return goaways
+            self.frame_type = None
+            self.remaining = 0
+
+
+class _H3Connection(H3Connection):
+    """aioquic's H3Connection with our SETTINGS."""
+
+    def __init__(
+        self,
+        quic: _AioquicConnection,
+        *,
+        max_field_section_size: int,
+        enable_connect_protocol: bool,
+        enable_datagrams: bool,
+    ) -> None:
+        self.tq_settings = {_MAX_FIELD_SECTION_SIZE: max_field_section_size}
+        if enable_connect_protocol:
+            self.tq_settings[_ENABLE_CONNECT_PROTOCOL] = 1
+        if enable_datagrams:
+            self.tq_settings[_H3_DATAGRAM] = 1
+        super().__init__(quic)
+
+    def _get_local_settings(self) -> dict[int, int]:
+        settings = super()._get_local_settings()
+        settings.pop(_ENABLE_CONNECT_PROTOCOL, None)
+        settings.update(self.tq_settings)
+        return settings
+
+
+class H3Engine:
+    """One HTTP/3 connection's state machine, in trioquic.h3's terms.
+
+    Synchronous, like :class:`trioquic._engine.Engine`: the driver calls it
+    from its hooks and its tasks, then wakes the IoWorker to flush.
+    """
+
+    def __init__(
+        self,
+        quic: _AioquicConnection,
+        *,
+        max_field_section_size: int,
+        enable_connect_protocol: bool,
+        enable_datagrams: bool,
+    ) -> None:
+        self.is_client = bool(quic.configuration.is_client)
+        self.h3 = _H3Connection(
+            quic,
+            max_field_section_size=max_field_section_size,
+            enable_connect_protocol=enable_connect_protocol,
+            enable_datagrams=enable_datagrams,
+        )
+        self._control_parsers: dict[int, _ControlParser] = {}
+        self._last_goaway: int | None = None
+        self.goaway_sent: int | None = None
+
+    # -- input ----------------------------------------------------------------
+
+    def handle(self, events: Sequence[QuicEvent]) -> list[H3Event]:
+        """Feed transport events; return HTTP/3 events. Raises
+        :exc:`ConnectionError_` on an HTTP/3 connection error (the caller
+        closes the connection with its code)."""
+        out: list[H3Event] = []
+        for event in events:
+            self._handle_one(event, out)
+        return out
+
+    def _handle_one(self, event: QuicEvent, out: list[H3Event]) -> None:
+        h3 = self.h3
+        aq_event: aq_events.QuicEvent
+        if isinstance(event, StreamDataReceived):
+            aq_event = aq_events.StreamDataReceived(
+                data=event.data, end_stream=event.end_stream, stream_id=event.stream_id
+            )
+        elif isinstance(event, StreamResetReceived):
+            aq_event = aq_events.StreamReset(
+                error_code=event.error_code, stream_id=event.stream_id
+            )
+            if event.stream_id % 4 == 0:
+                out.append(StreamReset(event.stream_id, event.error_code))
+        elif isinstance(event, StopSendingReceived):
+            aq_event = aq_events.StopSendingReceived(
+                error_code=event.error_code, stream_id=event.stream_id
+            )
+            if event.stream_id % 4 == 0:
+                out.append(StopSending(event.stream_id, event.error_code))
+        elif isinstance(event, DatagramReceived):
+            aq_event = aq_events.DatagramFrameReceived(data=event.data)
+        else:  # pragma: no cover - QuicEvent is a closed union
+            return
+        try:
+            results = self._handle_event(aq_event)
+        except ProtocolError as exc:
+            h3._is_done = True
+            raise ConnectionError_(int(exc.error_code), exc.reason_phrase) from None
+        for result in results:
+            if isinstance(result, h3_events.HeadersReceived):
+                if result.push_id is None:
+                    out.append(
+                        HeadersReceived(
+                            result.stream_id, result.headers, result.stream_ended
+                        )
+                    )
+            elif isinstance(result, h3_events.DataReceived):
+                if result.push_id is None:
+                    out.append(
+                        DataReceived(result.stream_id, result.data, result.stream_ended)
+                    )
+            elif isinstance(result, h3_events.DatagramReceived):
+                out.append(H3DatagramReceived(result.stream_id, result.data))
+        if (
+            isinstance(event, StreamDataReceived)
+            and event.stream_id & 2
+            and self._is_peer_stream(event.stream_id)
+        ):
+            self._follow_control(event, out)
+
+    def _handle_event(self, event: aq_events.QuicEvent) -> list[h3_events.H3Event]:
+        """``H3Connection.handle_event`` without its own error handling (it
+        closes the QUIC connection behind the IoWorker's back)."""
+        h3 = self.h3
+        if h3._is_done:
+            return []
+        if isinstance(event, aq_events.StreamDataReceived):
+            return h3._receive_stream_data(event)
+        if isinstance(event, aq_events.DatagramFrameReceived):
+            return h3._receive_datagram(event.data)
+        if isinstance(event, aq_events.StopSendingReceived):
+            h3._receive_stop_sending(event.stream_id)
+        elif isinstance(event, aq_events.StreamReset):
+            h3._receive_stream_reset(event.stream_id)
+        return []
+
+    def _is_peer_stream(self, stream_id: int) -> bool:
+        client_initiated = not stream_id & 1
+        return client_initiated != self.is_client
+
+    def _follow_control(self, event: StreamDataReceived, out: list[H3Event]) -> None:
+        parser = self._control_parsers.get(event.stream_id)
+        if parser is None:
+            if len(self._control_parsers) >= 16:
+                return
+            parser = self._control_parsers[event.stream_id] = _ControlParser()
+        if parser.done:
+            return
+        for last_id in parser.feed(event.data):
+            if self.is_client and last_id % 4 != 0:
+                raise ConnectionError_(
+                    H3_ID_ERROR, "GOAWAY must carry a client-initiated bidi stream ID"
+                )
+            if self._last_goaway is not None and last_id > self._last_goaway:
+                raise ConnectionError_(H3_ID_ERROR, "GOAWAY ID increased")
+            self._last_goaway = last_id
+            out.append(GoawayReceived(last_id))
+
+    # -- facts --------------------------------------------------------------------
+
+    def buffered(self, stream_id: int) -> int:
+        """Bytes of ``stream_id`` the HTTP/3 layer holds, not yet turned into
+        events (a partial frame, a header block)."""
+        stream = self.h3._stream.get(stream_id)
+        return len(stream.buffer) if stream is not None else 0
+
+    @property
+    def peer_settings(self) -> dict[int, int] | None:
+        return self.h3._received_settings
+
+    def peer_enabled_datagrams(self) -> bool:
+        settings = self.h3._received_settings
+        return bool(settings and settings.get(_H3_DATAGRAM) == 1)
+
+    def peer_enabled_connect_protocol(self) -> bool:
+        settings = self.h3._received_settings
+        return bool(settings and settings.get(_ENABLE_CONNECT_PROTOCOL) == 1)
+
+    def peer_max_field_section_size(self) -> int | None:
+        settings = self.h3._received_settings
+        if settings is None:
+            return None
+        return settings.get(_MAX_FIELD_SECTION_SIZE)
+
+    # -- output -------------------------------------------------------------------
+
+    def send_headers(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
+        self.h3.send_headers(stream_id, headers, end_stream)
+
+    def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self.h3.send_data(stream_id, data, end_stream)
+
+    def send_goaway(self, last_id: int) -> None:
+        """Send GOAWAY; a later one may only lower the ID."""
+        if self.goaway_sent is not None and last_id >= self.goaway_sent:
+            return
+        control = self.h3._local_control_stream_id
+        assert control is not None
+        self.goaway_sent = last_id
+        self.h3._quic.send_stream_data(
+            control, encode_frame(FrameType.GOAWAY, encode_uint_var(last_id))
+        )
+
+    @staticmethod
+    def datagram_payload(stream_id: int, data: bytes) -> bytes:
+        """An HTTP datagram's QUIC DATAGRAM payload (RFC 9297 section 2.1)."""
+        return encode_uint_var(stream_id // 4) + data
+
+    def abandon(self, stream_id: int) -> None:
+        """Forget a request stream's parsing state (it was reset or abandoned)."""
+        stream = self.h3._stream.get(stream_id)
+        if stream is not None:
+            stream.buffer = b""

@@ -1,0 +1,98 @@
+"""HTTP/3 settings, as one frozen, validated value."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+_KIB = 1024
+_MIB = 1024 * 1024
+
+
+def _int_at_least(minimum: int, *, optional: bool = False) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise TypeError(
+                f"Http3Settings.{attribute.name} must be an int"
+                + (" or None" if optional else "")
+                + f", got {type(value).__name__}"
+            )
+        if value < minimum:
+            raise ValueError(
+                f"Http3Settings.{attribute.name} must be at least {minimum}, "
+                f"got {value}"
+            )
+
+    return check
+
+
+def _seconds(*, optional: bool) -> Any:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if optional and value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise TypeError(
+                f"Http3Settings.{attribute.name} must be a number of seconds"
+                + (" or None" if optional else "")
+                + f", got {type(value).__name__}"
+            )
+        if not value > 0:
+            raise ValueError(
+                f"Http3Settings.{attribute.name} must be greater than 0, got {value!r}"
+            )
+
+    return check
+
+
+def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Http3Settings.{attribute.name} must be a bool, got {type(value).__name__}"
+        )
+
+
+@attrs.frozen(kw_only=True)
+class Http3Settings:
+    """Settings of an HTTP/3 endpoint; every field is validated when the
+    object is built (a wrong value raises :exc:`TypeError` or
+    :exc:`ValueError` naming the field)."""
+
+    #: Requests a client may have open at once (the server's QUIC limit on
+    #: bidirectional streams: it replaces ``QuicSettings.max_concurrent_streams``).
+    max_concurrent_requests: int = attrs.field(default=100, validator=_int_at_least(1))
+    #: After this many requests the server sends GOAWAY and closes the
+    #: connection once they are answered (None: no limit).
+    max_requests_per_connection: int | None = attrs.field(
+        default=None, validator=_int_at_least(1, optional=True)
+    )
+    #: Largest header section accepted (SETTINGS_MAX_FIELD_SECTION_SIZE, RFC
+    #: 9114 section 4.2.2: names + values + 32 bytes per field); larger
+    #: requests get 431.
+    max_header_list_size: int = attrs.field(
+        default=16 * _KIB, validator=_int_at_least(1)
+    )
+    #: Largest request body the server reads; larger ones get 413 (None: no
+    #: limit).
+    max_request_body_size: int | None = attrs.field(
+        default=16 * _MIB, validator=_int_at_least(0, optional=True)
+    )
+    #: Seconds from the handshake to the first request; then the server
+    #: closes the connection with H3_NO_ERROR (None: wait forever).
+    post_accept_timeout: float | None = attrs.field(
+        default=10.0, validator=_seconds(optional=True)
+    )
+    #: Bytes of a body buffered before the application reads them; beyond it
+    #: no QUIC credit is granted on that stream, so the peer slows down.
+    body_buffer_size: int = attrs.field(default=256 * _KIB, validator=_int_at_least(1))
+    #: Seconds requests in flight get to finish after GOAWAY on shutdown.
+    goaway_grace_period: float = attrs.field(
+        default=5.0, validator=_seconds(optional=False)
+    )
+    #: Announce extended CONNECT (RFC 9220 SETTINGS_ENABLE_CONNECT_PROTOCOL).
+    enable_connect_protocol: bool = attrs.field(default=False, validator=_flag)
+    #: Announce HTTP datagrams (RFC 9297 SETTINGS_H3_DATAGRAM); QUIC datagrams
+    #: must be enabled too (``QuicSettings.max_datagram_frame_size``).
+    enable_datagrams: bool = attrs.field(default=False, validator=_flag)
