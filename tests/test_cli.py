@@ -506,8 +506,7 @@ def test_serve_get_bad_arguments_exit_2(
         (["get", "https://a/x", "--output", "/nonexistent-dir"], "not found"),
         (["get", "https://a/x/f", "https://b/y/f", "--output", "."], "both be saved"),
         (["get", "https://a/", "--header", "nocolon"], "not a header"),
-        (["get", "https://a/", "--session-ticket", "t"], "not supported"),
-        (["get", "https://a/", "--zero-rtt"], "not supported"),
+        (["get", "https://a/", "--zero-rtt"], "needs --session-ticket"),
         (["serve", "--root", "/nonexistent-dir"], "not a directory"),
     ],
 )
@@ -756,3 +755,36 @@ def test_get_writes_a_qlog(tmp_path: pathlib.Path) -> None:
 def test_serve_writes_a_qlog(tmp_path: pathlib.Path) -> None:
     server_logs, _ = _qlog_run(tmp_path)
     _one_qlog(server_logs)
+
+
+def test_get_saves_and_resumes_a_session_ticket(
+    http3_server: Http3Server, tmp_path: pathlib.Path
+) -> None:
+    ticket = tmp_path / "ticket"
+    first = http3_server.get(
+        http3_server.at("/bytes/100"), "--session-ticket", str(ticket)
+    )
+    assert first.returncode == 0, first.stderr
+    assert ticket.stat().st_size > 0
+    assert ticket.stat().st_mode & 0o077 == 0
+    # Resumed, with the request in 0-RTT; the ticket is replaced by a new one.
+    saved = ticket.read_bytes()
+    second = http3_server.get(
+        http3_server.at("/bytes/100"),
+        "--session-ticket",
+        str(ticket),
+        "--zero-rtt",
+    )
+    assert second.returncode == 0, second.stderr
+    assert second.stdout == bytes(range(100))
+    assert ticket.read_bytes() != saved
+
+
+def test_get_rejects_a_file_that_is_no_ticket(
+    http3_server: Http3Server, tmp_path: pathlib.Path
+) -> None:
+    bogus = tmp_path / "ticket"
+    bogus.write_bytes(b"hello")
+    result = http3_server.get(http3_server.at("/"), "--session-ticket", str(bogus))
+    assert result.returncode == 1
+    assert b"not a session ticket" in result.stderr

@@ -866,3 +866,100 @@ async def test_router_follows_connection_id_changes(
         assert table.lookup(new) is server_worker
     # Once the connection ended, none of its IDs is routed any more.
     assert all(table.lookup(cid) is None for cid in issued | {new})
+
+
+async def test_session_resumption_and_zero_rtt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A ticket from one connection resumes the next; with zero_rtt the first
+    data leaves before the handshake completes and the server takes it."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    arrived: list[tuple[bytes, bool]] = []
+
+    async def echo_once(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        data = await stream.receive_some()
+        handshake = connection.handshake
+        assert handshake is not None
+        arrived.append((data, handshake.early_data_accepted))
+        await stream.send_all(data)
+        await stream.send_eof()
+
+    async with open_memory_server(echo_once, network=network) as server:
+        async with server.connect() as first:
+            assert first.handshake is not None
+            assert not first.handshake.session_resumed
+            stream = await first.open_stream()
+            await stream.send_all(b"one")
+            assert await stream.receive_some() == b"one"
+            ticket = first.session_ticket
+        assert ticket is not None
+
+        resumed = attrs.evolve(server.client_settings, session_ticket=ticket)
+        async with server.connect(settings=resumed) as second:
+            info = await second.wait_handshake()
+            assert info.session_resumed
+            # Opened after the handshake (no zero_rtt): nothing was early.
+            assert second.handshake is info
+            stream = await second.open_stream()
+            await stream.send_all(b"two")
+            assert await stream.receive_some() == b"two"
+            ticket = second.session_ticket or ticket
+
+        early = attrs.evolve(
+            server.client_settings, session_ticket=ticket, zero_rtt=True
+        )
+        started = trio.current_time()
+        async with server.connect(settings=early) as third:
+            # Handed over before the handshake: the data rides in 0-RTT.
+            assert third.handshake is None
+            stream = await third.open_stream()
+            await stream.send_all(b"three")
+            assert await stream.receive_some() == b"three"
+            # One round trip (100 ms) instead of two: no handshake wait.
+            assert trio.current_time() - started < 0.15
+            info = await third.wait_handshake()
+            assert info.session_resumed and info.early_data_accepted
+    assert arrived[-1] == (b"three", True)
+
+
+async def test_a_ticket_is_single_use_for_zero_rtt(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server forgets a ticket once used, so 0-RTT data sent with it
+    again (a replay) is refused; the connection falls back to a full
+    handshake and the data still arrives, in 1-RTT."""
+
+    async def echo(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        await stream.send_all(await stream.receive_some())
+        await stream.send_eof()
+
+    async with open_memory_server(echo) as server:
+        async with server.connect() as first:
+            stream = await first.open_stream()
+            await stream.send_all(b"x")
+            await stream.receive_some()
+            ticket = first.session_ticket
+        assert ticket is not None
+        early = attrs.evolve(
+            server.client_settings, session_ticket=ticket, zero_rtt=True
+        )
+        for expect_early in (True, False):
+            async with server.connect(settings=early) as conn:
+                stream = await conn.open_stream()
+                await stream.send_all(b"again")
+                assert await stream.receive_some() == b"again"
+                info = await conn.wait_handshake()
+                assert info.early_data_accepted is expect_early
+
+
+def test_malformed_session_ticket_is_a_clear_error() -> None:
+    from trioquic._engine import EndpointConfiguration
+
+    with pytest.raises(ValueError, match="session ticket"):
+        EndpointConfiguration(
+            client_settings(session_ticket=b"not a ticket"), is_client=True
+        )

@@ -878,3 +878,38 @@ async def test_requests_over_a_lossy_network(
             for i in payloads:
                 nursery.start_soon(one, i)
     assert results == {i: p * 4 for i, p in payloads.items()}
+
+
+# -- resumption and 0-RTT ----------------------------------------------------------
+
+
+async def test_zero_rtt_request_is_answered_in_one_round_trip(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    early_flags: list[bool] = []
+
+    async def handler(request: Request) -> None:
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler, network=network) as harness:
+            async with harness.client() as client:
+                assert (await client.request("GET", "/first")).status == 200
+                await trio.sleep(0.2)  # the ticket arrives after the handshake
+                ticket = client.session_ticket
+            assert ticket is not None
+            started = trio.current_time()
+            async with harness.client(session_ticket=ticket, zero_rtt=True) as client:
+                response = await client.request("GET", "/early")
+                assert await response.read() == b"hello /early"
+                elapsed = trio.current_time() - started
+                info = await client.wait_handshake()
+                early_flags.append(info.early_data_accepted)
+            # One round trip (100 ms), where a fresh connection takes two.
+            assert elapsed < 0.15
+            assert early_flags == [True]
+            started = trio.current_time()
+            async with harness.client() as client:
+                assert (await client.request("GET", "/late")).status == 200
+                assert trio.current_time() - started >= 0.19

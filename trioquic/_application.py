@@ -62,6 +62,34 @@ class ConnectionIO:
         return self._worker.engine.handshake
 
     @property
+    def session_ticket(self) -> bytes | None:
+        """Client: the newest session ticket from the server (opaque bytes)."""
+        return self._worker.engine.session_ticket
+
+    async def wait_handshake(self) -> HandshakeInfo:
+        """Wait until the handshake has completed; raise the connection's
+        error if it ended first."""
+        worker = self._worker
+        if not worker.established.is_set():
+            async with trio.open_nursery() as nursery:
+
+                async def watch_end() -> None:
+                    await worker.finished.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(watch_end)
+                await worker.established.wait()
+                nursery.cancel_scope.cancel()
+        else:
+            await trio.lowlevel.checkpoint()
+        info = worker.engine.handshake
+        if info is None or not worker.established.is_set():
+            error = worker.error
+            assert error is not None
+            raise error
+        return info
+
+    @property
     def local_address(self) -> Any:
         return self._worker.socket.local_address
 

@@ -30,6 +30,7 @@ import trio
 from ._certs import DEFAULT_NAMES, generate_self_signed_certificate
 from ._echo import ECHO_ALPN, echo_handler, echo_messages, spki_sha256
 from ._endpoint import QuicServer, serve_quic
+from ._engine import decode_session_ticket
 from ._errors import ConnectionClosed
 from ._http3_get import (
     GetOptions,
@@ -313,11 +314,20 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
 
 
 def _cmd_get(args: argparse.Namespace, prog: str, out: TextIO) -> int:
-    if args.session_ticket is not None or args.zero_rtt:
-        raise CommandError(
-            "--session-ticket and --zero-rtt: session resumption and 0-RTT are "
-            "not supported by trioquic yet"
-        )
+    if args.zero_rtt and args.session_ticket is None:
+        raise CommandError("--zero-rtt needs --session-ticket FILE (the ticket to use)")
+    ticket: bytes | None = None
+    if args.session_ticket is not None:
+        ticket_path = pathlib.Path(args.session_ticket)
+        if ticket_path.is_file() and ticket_path.stat().st_size:
+            ticket = ticket_path.read_bytes()
+            try:
+                decode_session_ticket(ticket)
+            except ValueError:
+                raise CommandError(
+                    f"--session-ticket: {args.session_ticket} is not a session "
+                    "ticket saved by trioquic get"
+                ) from None
     if args.ca_certs is not None:
         _check_readable(args.ca_certs, "CA certificates")
     if args.data_file is not None:
@@ -343,6 +353,8 @@ def _cmd_get(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         server_name=args.server_name,
         handshake_timeout=args.timeout,
         qlog_dir=args.qlog_dir,
+        session_ticket=ticket,
+        zero_rtt=args.zero_rtt and ticket is not None,
     )
     needs_stdout = any(job.file is None for job in jobs)
     trio.run(
@@ -355,6 +367,11 @@ def _cmd_get(args: argparse.Namespace, prog: str, out: TextIO) -> int:
             progress_stream=progress_stream(args.verbose),
         )
     )
+    if args.session_ticket is not None and options.tickets:
+        # Keep the newest ticket for the next run (it is a secret: 0600).
+        ticket_file = pathlib.Path(args.session_ticket)
+        ticket_file.touch(mode=0o600)
+        ticket_file.write_bytes(options.tickets[-1])
     failed = [job for job in jobs if job.failure is not None]
     for job in failed:
         print(f"{prog} get: {job.target.url}: {job.failure}", file=sys.stderr)
@@ -568,12 +585,14 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
     fetch.add_argument(
         "--session-ticket",
         metavar="FILE",
-        help="resume a TLS session stored in FILE (not supported yet: fails)",
+        help="resume the TLS session saved in FILE, if any, and save the newest "
+        "session ticket there afterwards",
     )
     fetch.add_argument(
         "--zero-rtt",
         action="store_true",
-        help="send the requests as 0-RTT data (not supported yet: fails)",
+        help="with a saved --session-ticket, send the requests as 0-RTT data "
+        "(one round trip sooner; 0-RTT can be replayed: idempotent requests only)",
     )
     fetch.add_argument(
         "--qlog-dir", metavar="DIR", help="write the connection's qlog file here"

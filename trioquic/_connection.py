@@ -341,15 +341,29 @@ class QuicConnection:
         return error.reason if error is not None else None
 
     @property
-    def handshake(self) -> HandshakeInfo:
-        info = self._io.handshake
-        assert info is not None
-        return info
+    def handshake(self) -> HandshakeInfo | None:
+        """What the handshake settled (ALPN, resumption, 0-RTT), or None while
+        a 0-RTT connection's handshake is still running."""
+        return self._io.handshake
+
+    async def wait_handshake(self) -> HandshakeInfo:
+        """Wait for the handshake to complete (immediate unless the connection
+        was opened with 0-RTT); raises :exc:`ConnectionClosed` if it failed."""
+        return await self._io.wait_handshake()
 
     @property
     def alpn_protocol(self) -> str | None:
-        """The negotiated ALPN protocol."""
-        return self.handshake.alpn_protocol
+        """The negotiated ALPN protocol (None before the handshake completed)."""
+        info = self._io.handshake
+        return info.alpn_protocol if info is not None else None
+
+    @property
+    def session_ticket(self) -> bytes | None:
+        """The newest TLS session ticket the server sent (client side), as
+        opaque bytes: pass it as ``QuicSettings.session_ticket`` to resume the
+        session on a later connection, and with ``zero_rtt=True`` to send data
+        in the first flight. None until the server sends one."""
+        return self._io.session_ticket
 
     @property
     def local_address(self) -> Any:

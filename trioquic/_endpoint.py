@@ -126,6 +126,7 @@ class _Endpoint:
             self.config.for_connection(),
             self.settings,
             original_destination_cid=decision.destination_cid,
+            endpoint=self.config,
         )
         application, bind = self.factory()
         worker = IoWorker(
@@ -355,7 +356,15 @@ async def _open_client(
     port: int,
     settings: QuicSettings | None,
     socket: DatagramSocket | None = None,
+    early: Callable[[IoWorker], None] | None = None,
 ) -> AsyncIterator[IoWorker]:
+    """The client endpoint: socket, router, one connection.
+
+    Yields the worker once the handshake is complete, or, with
+    ``settings.zero_rtt`` and a session ticket that allows early data, right
+    after the first flight with 0-RTT keys in place (``early(worker)`` is
+    called first, for applications that must set up before writing).
+    """
     resolved = _check_settings(settings)
     own_socket = socket is None
     if socket is None:
@@ -389,9 +398,15 @@ async def _open_client(
             engine.connect(remote_address, trio.current_time())
             endpoint.start(worker)
             nursery.start_soon(router.run)
+            early_data = resolved.zero_rtt and engine.early_data_ready()
+            if early_data and early is not None:
+                early(worker)
             worker.wake()
             try:
-                await _wait_established(worker)
+                if early_data:
+                    await trio.lowlevel.checkpoint()
+                else:
+                    await worker.io.wait_handshake()
                 yield worker
                 # Leaving normally: deliver what was written before closing.
                 with trio.move_on_after(resolved.close_grace_period):
@@ -410,20 +425,6 @@ async def _open_client(
             raise user_exc
         finally:
             user_exc = None
-
-
-async def _wait_established(worker: IoWorker) -> None:
-    async with trio.open_nursery() as nursery:
-
-        async def watch_end() -> None:
-            await worker.finished.wait()
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(watch_end)
-        await worker.established.wait()
-        nursery.cancel_scope.cancel()
-    if worker.error is not None and not worker.established.is_set():
-        raise worker.error
 
 
 async def _close_gracefully(worker: IoWorker) -> None:

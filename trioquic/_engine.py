@@ -21,15 +21,20 @@ they change.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import datetime
+import json
 import os
 import pathlib
 import ssl
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import IO, Any
 
 import attrs
+from aioquic import tls
 from aioquic.buffer import size_uint_var
 from aioquic.quic import events as aq_events
 from aioquic.quic.configuration import QuicConfiguration
@@ -99,6 +104,57 @@ class ConnectionStatistics:
     quic_datagrams_dropped: int
 
 
+#: Session tickets a server remembers (each is used once, then forgotten).
+_TICKET_STORE_SIZE = 4096
+
+
+def encode_session_ticket(ticket: tls.SessionTicket) -> bytes:
+    """A TLS session ticket as opaque, self-contained bytes (JSON inside)."""
+
+    def b64(data: bytes) -> str:
+        return base64.b64encode(data).decode()
+
+    return json.dumps(
+        {
+            "version": 1,
+            "age_add": ticket.age_add,
+            "cipher_suite": int(ticket.cipher_suite),
+            "not_valid_after": ticket.not_valid_after.isoformat(),
+            "not_valid_before": ticket.not_valid_before.isoformat(),
+            "resumption_secret": b64(ticket.resumption_secret),
+            "server_name": ticket.server_name,
+            "ticket": b64(ticket.ticket),
+            "max_early_data_size": ticket.max_early_data_size,
+            "other_extensions": [[t, b64(d)] for t, d in ticket.other_extensions],
+        }
+    ).encode()
+
+
+def decode_session_ticket(data: bytes) -> tls.SessionTicket:
+    """The inverse of :func:`encode_session_ticket`; ValueError if malformed."""
+    try:
+        fields = json.loads(data)
+        if fields.get("version") != 1:
+            raise ValueError("unknown session ticket format")
+        return tls.SessionTicket(
+            age_add=int(fields["age_add"]),
+            cipher_suite=tls.CipherSuite(int(fields["cipher_suite"])),
+            not_valid_after=datetime.datetime.fromisoformat(fields["not_valid_after"]),
+            not_valid_before=datetime.datetime.fromisoformat(
+                fields["not_valid_before"]
+            ),
+            resumption_secret=base64.b64decode(fields["resumption_secret"]),
+            server_name=str(fields["server_name"]),
+            ticket=base64.b64decode(fields["ticket"]),
+            max_early_data_size=fields["max_early_data_size"],
+            other_extensions=[
+                (int(t), base64.b64decode(d)) for t, d in fields["other_extensions"]
+            ],
+        )
+    except (KeyError, TypeError, AttributeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"not a trioquic session ticket: {exc}") from None
+
+
 class EndpointConfiguration:
     """aioquic configurations for one endpoint, built once from its settings.
 
@@ -146,7 +202,20 @@ class EndpointConfiguration:
                 "private_key (trioquic.generate_self_signed_certificate() makes a "
                 "development one)"
             )
+        if is_client and settings.session_ticket is not None:
+            config.session_ticket = decode_session_ticket(settings.session_ticket)
         self._base = config
+        # Server: tickets issued, by label, each usable once (which also makes
+        # 0-RTT data unreplayable across connections to this endpoint).
+        self._tickets: OrderedDict[bytes, tls.SessionTicket] = OrderedDict()
+
+    def store_ticket(self, ticket: tls.SessionTicket) -> None:
+        self._tickets[ticket.ticket] = ticket
+        while len(self._tickets) > _TICKET_STORE_SIZE:
+            self._tickets.popitem(last=False)
+
+    def fetch_ticket(self, label: bytes) -> tls.SessionTicket | None:
+        return self._tickets.pop(label, None)
 
     def for_connection(self, server_name: str | None = None) -> QuicConfiguration:
         config = _copy_configuration(self._base)
@@ -365,15 +434,25 @@ class Engine:
         settings: QuicSettings,
         *,
         original_destination_cid: bytes | None = None,
-        session_ticket_handler: Callable[[Any], None] | None = None,
+        endpoint: EndpointConfiguration | None = None,
     ) -> None:
         self.settings = settings
+        #: The newest session ticket the server gave this client (opaque bytes
+        #: for ``QuicSettings.session_ticket``), or None.
+        self.session_ticket: bytes | None = None
+        fetcher: Callable[[bytes], tls.SessionTicket | None] | None = None
+        handler: Callable[[tls.SessionTicket], None] | None = None
+        if configuration.is_client:
+            handler = self._on_session_ticket
+        elif endpoint is not None:
+            fetcher, handler = endpoint.fetch_ticket, endpoint.store_ticket
         self.quic = _FlowControlledConnection(
             configuration=configuration,
             original_destination_connection_id=original_destination_cid,
             stream_window=settings.stream_receive_window,
             connection_window=settings.connection_receive_window,
-            session_ticket_handler=session_ticket_handler,
+            session_ticket_fetcher=fetcher,
+            session_ticket_handler=handler,
         )
         for limit in (
             self.quic._local_max_streams_bidi,
@@ -396,6 +475,16 @@ class Engine:
         self.bytes_sent = 0
         self.bytes_received = 0
         self.datagrams_dropped = 0
+
+    def _on_session_ticket(self, ticket: tls.SessionTicket) -> None:
+        self.session_ticket = encode_session_ticket(ticket)
+
+    def early_data_ready(self) -> bool:
+        """Client, after connect(): whether 0-RTT keys are in place (a session
+        ticket that allows early data was given), so data written now leaves
+        before the handshake completes."""
+        crypto = self.quic._cryptos.get(tls.Epoch.ZERO_RTT)
+        return crypto is not None and crypto.send.is_valid()
 
     def set_peer_stream_limits(
         self, *, bidirectional: int, unidirectional: int
@@ -483,7 +572,28 @@ class Engine:
                 self._note_close()
         if self.close_reason is None and quic._close_event is not None:
             self._note_close()
+        elif self.handshake is None and not self.is_client:
+            self._note_early_data()
         return out
+
+    def _note_early_data(self) -> None:
+        """Server: when the client's 0-RTT data was accepted, the connection
+        is usable before the handshake completes (we can already answer in
+        1-RTT packets): report it established now, so the application
+        handles 0-RTT requests at once (RFC 9001 section 4.1.1's 0.5-RTT
+        data) instead of a round trip later."""
+        quic = self.quic
+        tls_context = getattr(quic, "tls", None)
+        if tls_context is None or not tls_context.early_data_accepted:
+            return
+        crypto = quic._cryptos.get(tls.Epoch.ONE_RTT)
+        if crypto is None or not crypto.send.is_valid():
+            return
+        self.handshake = HandshakeInfo(
+            alpn_protocol=tls_context.alpn_negotiated,
+            session_resumed=True,
+            early_data_accepted=True,
+        )
 
     def _note_close(self) -> None:
         if self.close_reason is not None:

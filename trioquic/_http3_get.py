@@ -269,6 +269,8 @@ class GetOptions:
     headers: tuple[tuple[bytes, bytes], ...] = ()
     data: bytes | None = None
     data_file: str | None = None
+    #: Session tickets the servers sent, newest last (for --session-ticket).
+    tickets: list[bytes] = attrs.field(factory=list, eq=False)
 
 
 def _describe(exc: BaseException) -> str:
@@ -400,6 +402,9 @@ async def _fetch_group(
         ):
             for job in jobs:
                 nursery.start_soon(_fetch, client, job, options, stdout, progress)
+        ticket = client.session_ticket
+        if ticket is not None:
+            options.tickets.append(ticket)
     except Exception as exc:
         reason = _describe(exc)
         for job in jobs:

@@ -216,6 +216,19 @@ class QuicSettings:
     keylog_file: str | os.PathLike[str] | None = attrs.field(
         default=None, validator=_optional_path
     )
+    #: Client: a session ticket from an earlier connection to the same server
+    #: (``QuicConnection.session_ticket``), to resume the TLS session.
+    session_ticket: bytes | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(bytes)),
+    )
+    #: Client: with a ``session_ticket`` that allows it, hand the connection
+    #: to the application at once and send its first data as 0-RTT, before
+    #: the handshake completes. 0-RTT data can be replayed by an attacker:
+    #: use it only for idempotent requests.
+    zero_rtt: bool = attrs.field(
+        default=False, validator=attrs.validators.instance_of(bool)
+    )
     #: Escape hatch: a ready ``aioquic`` ``QuicConfiguration`` used as the base
     #: of every connection instead of the TLS/QUIC fields above (trioquic's
     #: own bounds and timeouts still apply).

@@ -168,6 +168,13 @@ class H3Driver(ApplicationOverQuic):
     def on_connection_established(
         self, io: ConnectionIO, handshake: HandshakeInfo
     ) -> None:
+        self.start(io)
+
+    def start(self, io: ConnectionIO) -> None:
+        """Set up HTTP/3 on the connection (control streams, SETTINGS). Done
+        when the handshake completes, or earlier by a 0-RTT client."""
+        if self.engine is not None:
+            return
         self.io = io
         h3 = self.http3_settings
         self.engine = H3Engine(

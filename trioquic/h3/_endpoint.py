@@ -178,7 +178,15 @@ async def open_http3_client(
             unidirectional=_UNI_STREAMS,
         )
 
-    async with _open_client(driver, bind, host, port, resolved, socket) as worker:
+    async with _open_client(
+        driver,
+        bind,
+        host,
+        port,
+        resolved,
+        socket,
+        early=lambda worker: driver.start(worker.io),
+    ) as worker:
         yield Http3Client(driver)
         # Leaving: GOAWAY (no push is accepted), what was sent is delivered,
         # then CONNECTION_CLOSE with H3_NO_ERROR.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from .._engine import HandshakeInfo
 from ._driver import (
     ClientH3Driver,
     Exchange,
@@ -276,6 +277,20 @@ class Http3Client:
     @property
     def driver(self) -> ClientH3Driver:
         return self._driver
+
+    @property
+    def session_ticket(self) -> bytes | None:
+        """The newest TLS session ticket from the server, as opaque bytes for
+        ``QuicSettings.session_ticket`` (resumption, and 0-RTT requests with
+        ``zero_rtt=True``); None until the server sent one."""
+        io = self._driver.io
+        return io.session_ticket if io is not None else None
+
+    async def wait_handshake(self) -> HandshakeInfo:
+        """Wait for the handshake (immediate unless opened with 0-RTT)."""
+        io = self._driver.io
+        assert io is not None
+        return await io.wait_handshake()
 
     @property
     def goaway_received(self) -> bool:
