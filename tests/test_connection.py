@@ -963,3 +963,76 @@ def test_malformed_session_ticket_is_a_clear_error() -> None:
         EndpointConfiguration(
             client_settings(session_ticket=b"not a ticket"), is_client=True
         )
+
+
+@pytest.mark.parametrize("policy", ["always", "under-load"])
+async def test_retry_validates_the_address_first(
+    autojump_clock: trio.testing.MockClock, policy: str
+) -> None:
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    settings = server_settings(retry=policy, retry_under_load_threshold=0)
+
+    async def echo(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        await stream.send_all(await stream.receive_some())
+        await stream.send_eof()
+
+    async with open_memory_server(
+        echo, network=network, server_settings=settings
+    ) as server:
+        started = trio.current_time()
+        async with server.connect() as connection:
+            # Retry costs one more round trip: 2 RTT (0.2 s) to connect.
+            assert trio.current_time() - started >= 0.19
+            stream = await connection.open_stream()
+            await stream.send_all(b"validated")
+            assert await stream.receive_some() == b"validated"
+        stats = server.server.statistics()
+        assert stats.retries_sent == 1
+        assert stats.connections_accepted == 1
+
+
+async def test_a_bad_retry_token_is_refused_with_invalid_token(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 9000 section 8.1.3: an Initial whose token does not validate (here:
+    from another address) is closed with INVALID_TOKEN, not left to time out."""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection as AioquicConnection
+
+    network = MemoryNetwork()
+    settings = server_settings(retry="always")
+    async with open_memory_server(
+        wait_forever, network=network, server_settings=settings
+    ) as server:
+        sock = network.socket("10.0.0.2")
+        client = AioquicConnection(
+            configuration=QuicConfiguration(is_client=True, alpn_protocols=["x"])
+        )
+        client.connect(server.address, now=trio.current_time())
+        for data, _ in client.datagrams_to_send(now=trio.current_time()):
+            await sock.send_batch([(data, server.address)])
+        (retry, _), *_ = await sock.receive_batch()
+        # The Retry's token is bound to 10.0.0.2: replay it from elsewhere.
+        thief = network.socket("10.0.0.3")
+        client.receive_datagram(retry, server.address, now=trio.current_time())
+        for data, _ in client.datagrams_to_send(now=trio.current_time()):
+            await thief.send_batch([(data, server.address)])
+        with trio.fail_after(5):
+            replies = await thief.receive_batch()
+        for data, _addr in replies:
+            client.receive_datagram(data, server.address, now=trio.current_time())
+        event = client.next_event()
+        while event is not None and type(event).__name__ != "ConnectionTerminated":
+            event = client.next_event()
+        # aioquic surfaces the peer's close once its draining period ends.
+        client.handle_timer(now=trio.current_time() + 10)
+        while event is None or type(event).__name__ != "ConnectionTerminated":
+            event = client.next_event()
+            assert event is not None
+        assert event.error_code == 0xB  # INVALID_TOKEN
+        assert server.server.statistics().invalid_tokens == 1
+        assert server.server.statistics().connections_accepted == 0
+        sock.close()
+        thief.close()

@@ -146,16 +146,21 @@ def certificate(
 # -- gtlsclient → trioquic serve ------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=["plain", "retry"])
 def trioquic_server(
-    files: pathlib.Path, certificate: trioquic.DevelopmentCertificate
+    request: pytest.FixtureRequest,
+    files: pathlib.Path,
+    certificate: trioquic.DevelopmentCertificate,
 ) -> Iterator[int]:
+    """``trioquic serve``, without and with ``--retry`` (the client must
+    follow a Retry and echo its token)."""
     process = Process(
         [
             *PYTHON_M,
             *["serve", "--host", "127.0.0.1", "--port", "0", "--root", str(files)],
             *["--certificate", str(certificate.certificate_path)],
             *["--private-key", str(certificate.private_key_path)],
+            *(["--retry"] if request.param == "retry" else []),
         ]
     )
     try:

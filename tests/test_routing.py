@@ -10,6 +10,7 @@ from aioquic.quic.connection import QuicConnection as AioquicConnection
 from hypothesis import given
 from hypothesis import strategies as st
 
+from trioquic._retry import RetryTokens
 from trioquic._routing import (
     QUIC_VERSION_1,
     QUIC_VERSION_2,
@@ -17,7 +18,9 @@ from trioquic._routing import (
     Deliver,
     Drop,
     DropReason,
+    RejectToken,
     RoutingTable,
+    SendRetry,
     SendVersionNegotiation,
     encode_version_negotiation,
     parse_long_header,
@@ -219,3 +222,79 @@ def test_mutated_initials_never_raise(data: st.DataObject) -> None:
     assert isinstance(decision, Deliver | Accept | SendVersionNegotiation | Drop)
     if isinstance(decision, SendVersionNegotiation):
         assert len(packet[:cut]) >= 1200
+
+
+def retry_table() -> RoutingTable[str]:
+    return RoutingTable(
+        cid_length=8, accept_new=True, retry_tokens=RetryTokens(lifetime=10.0)
+    )
+
+
+def with_token(token: bytes, dcid: bytes) -> bytes:
+    """An Initial carrying ``token`` (a one- or two-byte length varint)."""
+    length = (
+        bytes([len(token)])
+        if len(token) < 64
+        else (0x4000 | len(token)).to_bytes(2, "big")
+    )
+    header = (
+        b"\xc0\x00\x00\x00\x01"
+        + bytes([len(dcid)])
+        + dcid
+        + b"\x08"
+        + b"S" * 8
+        + length
+        + token
+    )
+    return header + b"\x00" * (1200 - len(header))
+
+
+def test_retry_is_required_only_when_asked() -> None:
+    table = retry_table()
+    client = ("192.0.2.7", 5000)
+    assert isinstance(table.route(long_header(), client, 1.0), Accept)
+    decision = table.route(long_header(), client, 1.0, require_retry=True)
+    assert isinstance(decision, SendRetry)
+    assert decision.destination_cid == b"S" * 8  # the client's source ID
+    assert decision.original_destination_cid == b"D" * 8
+    assert len(decision.source_cid) == 8
+
+
+def test_a_valid_token_accepts_with_the_original_ids() -> None:
+    table = retry_table()
+    client = ("192.0.2.7", 5000)
+    retry = table.route(long_header(), client, 1.0, require_retry=True)
+    assert isinstance(retry, SendRetry)
+    second = with_token(retry.token, retry.source_cid)
+    decision = table.route(second, client, 2.0, require_retry=True)
+    assert isinstance(decision, Accept)
+    assert decision.original_destination_cid == b"D" * 8
+    assert decision.retry_source_cid == retry.source_cid
+    assert decision.destination_cid == retry.source_cid
+
+
+def test_tokens_are_bound_to_address_and_time() -> None:
+    table = retry_table()
+    client = ("192.0.2.7", 5000)
+    retry = table.route(long_header(), client, 1.0, require_retry=True)
+    assert isinstance(retry, SendRetry)
+    second = with_token(retry.token, retry.source_cid)
+    assert isinstance(table.route(second, ("192.0.2.8", 5000), 2.0), RejectToken)
+    assert isinstance(table.route(second, ("192.0.2.7", 5001), 2.0), RejectToken)
+    assert isinstance(table.route(second, client, 11.5), RejectToken)  # expired
+    forged = bytearray(retry.token)
+    forged[10] ^= 1
+    assert isinstance(
+        table.route(with_token(bytes(forged), retry.source_cid), client, 2.0),
+        RejectToken,
+    )
+    # A token replayed with another destination ID is refused too.
+    assert isinstance(
+        table.route(with_token(retry.token, b"X" * 8), client, 2.0), RejectToken
+    )
+
+
+def test_retry_token_without_key_is_ignored() -> None:
+    """An endpoint that never sends Retry ignores tokens (RFC 9000 8.1.3)."""
+    decision = server_table().route(with_token(b"t" * 40, b"D" * 8), ("h", 1), 1.0)
+    assert isinstance(decision, Accept)

@@ -260,19 +260,13 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         raise CommandError(
             f"cannot read the certificate {certificate_path}: {exc}"
         ) from None
-    if args.retry:
-        print(
-            f"{prog} serve: warning: --retry (address validation with Retry "
-            "packets) is not available in trioquic yet; serving without it",
-            file=sys.stderr,
-        )
-        sys.stderr.flush()
     settings = QuicSettings(
         alpn_protocols=["h3"],
         certificate=certificate_path,
         private_key=key_path,
         qlog_dir=args.qlog_dir,
         congestion_control=args.congestion_control,
+        retry="always" if args.retry else "never",
     )
     config = ServerConfig(
         host=args.host or None, port=args.port, settings=settings, root=root
@@ -507,7 +501,8 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
     serve.add_argument(
         "--retry",
         action="store_true",
-        help="validate client addresses with Retry (not available yet: warns)",
+        help="validate every client's address with a Retry round trip first "
+        "(RFC 9000 section 8.1.2)",
     )
     serve.add_argument(
         "--qlog-dir", metavar="DIR", help="write one qlog file per connection here"

@@ -27,7 +27,8 @@ import trio
 
 from ._application import ApplicationOverQuic
 from ._connection import QuicConnection, StreamApplication
-from ._engine import EndpointConfiguration, Engine
+from ._engine import EndpointConfiguration, Engine, invalid_token_close
+from ._retry import RetryTokens
 from ._router import InboundPacketRouter, RouterCounters, RouterStatistics
 from ._routing import Accept, RoutingTable
 from ._settings import QuicSettings
@@ -111,7 +112,13 @@ class _Endpoint:
         self.settings = settings
         self.config = config
         self.table: RoutingTable[IoWorker] = RoutingTable(
-            cid_length=settings.connection_id_length, accept_new=not is_client
+            cid_length=settings.connection_id_length,
+            accept_new=not is_client,
+            retry_tokens=(
+                RetryTokens(lifetime=settings.retry_token_lifetime)
+                if not is_client and settings.retry != "never"
+                else None
+            ),
         )
         self.counters = RouterCounters()
         self.nursery = nursery
@@ -125,7 +132,9 @@ class _Endpoint:
         engine = Engine(
             self.config.for_connection(),
             self.settings,
-            original_destination_cid=decision.destination_cid,
+            original_destination_cid=decision.original_destination_cid
+            or decision.destination_cid,
+            retry_source_cid=decision.retry_source_cid,
             endpoint=self.config,
         )
         application, bind = self.factory()
@@ -136,6 +145,9 @@ class _Endpoint:
         worker.register_cid(decision.destination_cid)
         self.start(worker)
         return worker
+
+    def reject_token(self, data: bytes, addr: Address) -> list[bytes]:
+        return invalid_token_close(data, addr, self.config, trio.current_time())
 
     def start(self, worker: IoWorker) -> None:
         self.workers.add(worker)
@@ -327,6 +339,9 @@ async def _serve(
                     endpoint.counters,
                     accept=endpoint.accept,
                     accept_backlog=resolved.accept_backlog,
+                    retry=resolved.retry,
+                    retry_threshold=resolved.retry_under_load_threshold,
+                    reject_token=endpoint.reject_token,
                 )
                 nursery.start_soon(router.run)
             task_status.started(server)

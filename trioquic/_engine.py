@@ -47,7 +47,7 @@ from aioquic.quic.connection import (
     QuicConnection as _AioquicConnection,
 )
 from aioquic.quic.logger import QuicFileLogger
-from aioquic.quic.packet import QuicErrorCode, QuicFrameType
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType, encode_quic_retry
 from aioquic.quic.packet_builder import QuicPacketBuilder
 from aioquic.quic.recovery import QuicPacketPacer, QuicPacketSpace
 from aioquic.quic.stream import QuicStream as _AioquicStream
@@ -434,6 +434,7 @@ class Engine:
         settings: QuicSettings,
         *,
         original_destination_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
         endpoint: EndpointConfiguration | None = None,
     ) -> None:
         self.settings = settings
@@ -449,6 +450,7 @@ class Engine:
         self.quic = _FlowControlledConnection(
             configuration=configuration,
             original_destination_connection_id=original_destination_cid,
+            retry_source_connection_id=retry_source_cid,
             stream_window=settings.stream_receive_window,
             connection_window=settings.connection_receive_window,
             session_ticket_fetcher=fetcher,
@@ -765,6 +767,49 @@ class Engine:
             datagrams_dropped=self.datagrams_dropped,
             quic_datagrams_dropped=self.quic_datagrams_dropped,
         )
+
+
+def encode_retry(
+    *,
+    version: int,
+    destination_cid: bytes,
+    source_cid: bytes,
+    original_destination_cid: bytes,
+    token: bytes,
+) -> bytes:
+    """A Retry packet with its integrity tag (RFC 9001 section 5.8)."""
+    return bytes(
+        encode_quic_retry(
+            version=version,
+            source_cid=source_cid,
+            destination_cid=destination_cid,
+            original_destination_cid=original_destination_cid,
+            retry_token=token,
+        )
+    )
+
+
+def invalid_token_close(
+    data: bytes, addr: Address, endpoint: EndpointConfiguration, now: float
+) -> list[bytes]:
+    """The datagrams that close a connection attempt whose Initial carried an
+    invalid or expired token with INVALID_TOKEN (RFC 9000 section 8.1.3):
+    a throwaway engine reads the Initial (to derive its keys) and closes."""
+    dcid = data[6 : 6 + data[5]]
+    quic = _AioquicConnection(
+        configuration=endpoint.for_connection(),
+        original_destination_connection_id=bytes(dcid),
+    )
+    quic.receive_datagram(data, addr, now=now)
+    # Whatever reading the ClientHello concluded (it may have failed on its
+    # own), the answer is INVALID_TOKEN.
+    quic._close_event = None
+    quic.close(
+        error_code=QuicErrorCode.INVALID_TOKEN,
+        frame_type=QuicFrameType.PADDING,
+        reason_phrase="invalid address validation token",
+    )
+    return [datagram for datagram, _ in quic.datagrams_to_send(now=now)]
 
 
 #: Transport error codes, re-exported for callers that must not import aioquic.

@@ -16,13 +16,17 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 import attrs
+import trio
 
+from ._engine import encode_retry
 from ._routing import (
     Accept,
     Deliver,
     Drop,
     DropReason,
+    RejectToken,
     RoutingTable,
+    SendRetry,
     SendVersionNegotiation,
 )
 from ._udp import Address, DatagramSocket
@@ -33,6 +37,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger("trioquic")
 
 AcceptHandler = Callable[[Accept, bytes, Address, DatagramSocket], "IoWorker | None"]
+#: Builds the datagrams that answer an Initial with an invalid token.
+RejectHandler = Callable[[bytes, Address], list[bytes]]
 
 
 @attrs.frozen
@@ -43,6 +49,8 @@ class RouterStatistics:
     datagrams_delivered: int
     connections_accepted: int
     version_negotiations_sent: int
+    retries_sent: int
+    invalid_tokens: int
     #: Dropped datagrams by reason (``DropReason`` values).
     dropped: Mapping[str, int]
 
@@ -59,6 +67,8 @@ class RouterCounters:
         self.delivered = 0
         self.accepted = 0
         self.version_negotiations = 0
+        self.retries = 0
+        self.invalid_tokens = 0
         self.dropped: Counter[str] = Counter()
         self.pending_handshakes = 0
 
@@ -68,6 +78,8 @@ class RouterCounters:
             datagrams_delivered=self.delivered,
             connections_accepted=self.accepted,
             version_negotiations_sent=self.version_negotiations,
+            retries_sent=self.retries,
+            invalid_tokens=self.invalid_tokens,
             dropped=MappingProxyType(dict(self.dropped)),
         )
 
@@ -83,12 +95,18 @@ class InboundPacketRouter:
         *,
         accept: AcceptHandler | None = None,
         accept_backlog: int = 0,
+        retry: str = "never",
+        retry_threshold: int = 0,
+        reject_token: RejectHandler | None = None,
     ) -> None:
         self.socket = socket
         self.table = table
         self.counters = counters
         self._accept = accept
         self._backlog = accept_backlog
+        self._retry = retry
+        self._retry_threshold = retry_threshold
+        self._reject_token = reject_token
         self._handshaking: set[IoWorker] = set()
 
     def handshake_finished(self, worker: IoWorker) -> None:
@@ -103,7 +121,7 @@ class InboundPacketRouter:
         socket = self.socket
         while True:
             batch = await socket.receive_batch()
-            replies = []
+            replies: list[tuple[bytes, Address]] = []
             for data, addr in batch:
                 try:
                     reply = self.route(data, addr)
@@ -111,13 +129,20 @@ class InboundPacketRouter:
                     logger.exception("trioquic: router failed on a datagram")
                     self.counters.dropped[DropReason.MALFORMED.value] += 1
                     continue
-                if reply is not None:
-                    replies.append((reply, addr))
+                if reply:
+                    replies.extend((datagram, addr) for datagram in reply)
             if replies:
                 await socket.send_batch(replies)
 
-    def route(self, data: bytes, addr: Address) -> bytes | None:
-        """Route one datagram; returns a reply to send, if any."""
+    def _require_retry(self) -> bool:
+        if self._retry == "always":
+            return True
+        if self._retry == "under-load":
+            return self.counters.pending_handshakes >= self._retry_threshold
+        return False
+
+    def route(self, data: bytes, addr: Address) -> list[bytes] | None:
+        """Route one datagram; returns the replies to send, if any."""
         counters = self.counters
         counters.received += 1
         target = self.table.short_header_target(data)
@@ -127,7 +152,9 @@ class InboundPacketRouter:
             else:
                 counters.dropped[DropReason.QUEUE_FULL.value] += 1
             return None
-        decision = self.table.route(data, addr)
+        decision = self.table.route(
+            data, addr, trio.current_time(), require_retry=self._require_retry()
+        )
         cls = type(decision)
         if cls is Deliver:
             assert isinstance(decision, Deliver)
@@ -143,7 +170,24 @@ class InboundPacketRouter:
         if cls is SendVersionNegotiation:
             assert isinstance(decision, SendVersionNegotiation)
             counters.version_negotiations += 1
-            return decision.packet
+            return [decision.packet]
+        if cls is SendRetry:
+            assert isinstance(decision, SendRetry)
+            counters.retries += 1
+            return [
+                encode_retry(
+                    version=decision.version,
+                    destination_cid=decision.destination_cid,
+                    source_cid=decision.source_cid,
+                    original_destination_cid=decision.original_destination_cid,
+                    token=decision.token,
+                )
+            ]
+        if cls is RejectToken:
+            counters.invalid_tokens += 1
+            if self._reject_token is None:
+                return None
+            return self._reject_token(data, addr)
         assert isinstance(decision, Accept)
         if self._accept is None:
             counters.dropped[DropReason.NOT_ACCEPTING.value] += 1

@@ -17,9 +17,11 @@ from __future__ import annotations
 import enum
 import os
 from collections.abc import Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import attrs
+
+from ._retry import RetryTokens
 
 T = TypeVar("T")
 
@@ -41,6 +43,7 @@ class DropReason(enum.Enum):
     NOT_INITIAL = "not_initial"
     VERSION_NEGOTIATION = "version_negotiation"
     UNSUPPORTED_VERSION = "unsupported_version"
+    RETRY_SENT = "retry_sent"
     NOT_ACCEPTING = "not_accepting"
     BACKLOG_FULL = "backlog_full"
     QUEUE_FULL = "queue_full"
@@ -55,11 +58,38 @@ class Deliver(Generic[T]):
 
 @attrs.frozen
 class Accept:
-    """A valid-looking Initial that opens a new connection."""
+    """A valid-looking Initial that opens a new connection.
+
+    ``original_destination_cid`` is the client's first destination ID (from
+    the Retry token when the client was sent a Retry, then
+    ``retry_source_cid`` is set too).
+    """
 
     version: int
     destination_cid: bytes
     source_cid: bytes
+    original_destination_cid: bytes = b""
+    retry_source_cid: bytes | None = None
+
+
+@attrs.frozen
+class SendRetry:
+    """Validate the client's address first: answer with a Retry packet
+    (RFC 9000 section 8.1.2) carrying ``token`` and our new ``source_cid``."""
+
+    version: int
+    destination_cid: bytes
+    source_cid: bytes
+    original_destination_cid: bytes
+    token: bytes
+
+
+@attrs.frozen
+class RejectToken:
+    """An Initial with an invalid or expired token: close it with
+    INVALID_TOKEN (RFC 9000 section 8.1.3)."""
+
+    version: int
 
 
 @attrs.frozen
@@ -74,7 +104,7 @@ class Drop:
     reason: DropReason
 
 
-Decision = Deliver[T] | Accept | SendVersionNegotiation | Drop
+Decision = Deliver[T] | Accept | SendVersionNegotiation | SendRetry | RejectToken | Drop
 
 
 @attrs.frozen
@@ -109,6 +139,24 @@ def parse_long_header(data: bytes) -> LongHeader | None:
         destination_cid=bytes(data[6:scid_offset]),
         source_cid=bytes(data[scid_offset + 1 : end]),
     )
+
+
+def initial_token(data: bytes, header: LongHeader) -> bytes | None:
+    """The token field of an Initial packet, or None if truncated."""
+    offset = 7 + len(header.destination_cid) + len(header.source_cid)
+    if offset >= len(data):
+        return None
+    first = data[offset]
+    size = 1 << (first >> 6)
+    if offset + size > len(data):
+        return None
+    length = first & 0x3F
+    for byte in data[offset + 1 : offset + size]:
+        length = (length << 8) | byte
+    start = offset + size
+    if start + length > len(data):
+        return None
+    return bytes(data[start : start + length])
 
 
 def is_initial(first_byte: int, version: int) -> bool:
@@ -149,7 +197,13 @@ class RoutingTable(Generic[T]):
     runs, the client's original destination connection ID.
     """
 
-    __slots__ = ("_by_cid", "accept_new", "cid_length", "supported_versions")
+    __slots__ = (
+        "_by_cid",
+        "accept_new",
+        "cid_length",
+        "retry_tokens",
+        "supported_versions",
+    )
 
     def __init__(
         self,
@@ -157,12 +211,15 @@ class RoutingTable(Generic[T]):
         cid_length: int,
         accept_new: bool,
         supported_versions: Iterable[int] = SUPPORTED_VERSIONS,
+        retry_tokens: RetryTokens | None = None,
     ) -> None:
         if not 1 <= cid_length <= MAX_CID_LENGTH:
             raise ValueError(f"cid_length must be 1..20, got {cid_length}")
         self.cid_length = cid_length
         self.accept_new = accept_new
         self.supported_versions = tuple(supported_versions)
+        #: Checks Retry tokens; None when this endpoint never sends Retry.
+        self.retry_tokens = retry_tokens
         self._by_cid: dict[bytes, T] = {}
 
     def __len__(self) -> int:
@@ -192,8 +249,17 @@ class RoutingTable(Generic[T]):
             return self._by_cid.get(data[1:end])
         return None
 
-    def route(self, data: bytes, addr: object = None) -> Decision[T]:
-        """Decide where ``data`` (one UDP payload) from ``addr`` goes."""
+    def route(
+        self,
+        data: bytes,
+        addr: Any = None,
+        now: float = 0.0,
+        *,
+        require_retry: bool = False,
+    ) -> Decision[T]:
+        """Decide where ``data`` (one UDP payload) from ``addr`` goes at time
+        ``now``; with ``require_retry``, a new client must first prove its
+        address with a Retry token (needs ``retry_tokens``)."""
         if not data:
             return Drop(DropReason.MALFORMED)
         first = data[0]
@@ -240,11 +306,36 @@ class RoutingTable(Generic[T]):
             return Drop(DropReason.NOT_INITIAL)
         if len(data) < MIN_INITIAL_DATAGRAM_SIZE:
             return Drop(DropReason.INITIAL_TOO_SMALL)
+        token = initial_token(data, header)
+        if token is None:
+            return Drop(DropReason.MALFORMED)
+        tokens = self.retry_tokens
+        if token and tokens is not None:
+            valid = tokens.validate(token, addr, now)
+            if valid is None or valid.retry_source_cid != header.destination_cid:
+                return RejectToken(version=header.version)
+            return Accept(
+                version=header.version,
+                destination_cid=header.destination_cid,
+                source_cid=header.source_cid,
+                original_destination_cid=valid.original_destination_cid,
+                retry_source_cid=valid.retry_source_cid,
+            )
         if len(header.destination_cid) < 8:
             # RFC 9000 section 7.2: a client's first DCID is at least 8 bytes.
             return Drop(DropReason.MALFORMED)
+        if require_retry and tokens is not None:
+            new_cid = os.urandom(self.cid_length)
+            return SendRetry(
+                version=header.version,
+                destination_cid=header.source_cid,
+                source_cid=new_cid,
+                original_destination_cid=header.destination_cid,
+                token=tokens.mint(addr, header.destination_cid, new_cid, now),
+            )
         return Accept(
             version=header.version,
             destination_cid=header.destination_cid,
             source_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
         )

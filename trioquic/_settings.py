@@ -8,6 +8,7 @@ from typing import Any, Literal
 import attrs
 
 CongestionControl = Literal["reno", "cubic"]
+RetryPolicy = Literal["never", "always", "under-load"]
 
 _KIB = 1024
 _MIB = 1024 * 1024
@@ -216,6 +217,20 @@ class QuicSettings:
     keylog_file: str | os.PathLike[str] | None = attrs.field(
         default=None, validator=_optional_path
     )
+    #: Server: when to validate a new client's address with a Retry round trip
+    #: first (RFC 9000 section 8.1.2): ``"never"``, ``"always"``, or
+    #: ``"under-load"`` (once ``retry_under_load_threshold`` handshakes are
+    #: pending). Costs the client one round trip; stops address spoofing.
+    retry: RetryPolicy = attrs.field(
+        default="never",
+        validator=attrs.validators.in_(("never", "always", "under-load")),
+    )
+    #: Server: pending handshakes from which ``retry="under-load"`` applies.
+    retry_under_load_threshold: int = attrs.field(
+        default=64, validator=_int_at_least(0)
+    )
+    #: Server: seconds a Retry token stays valid.
+    retry_token_lifetime: float = attrs.field(default=10.0, validator=_positive)
     #: Client: a session ticket from an earlier connection to the same server
     #: (``QuicConnection.session_ticket``), to resume the TLS session.
     session_ticket: bytes | None = attrs.field(
