@@ -913,3 +913,17 @@ async def test_zero_rtt_request_is_answered_in_one_round_trip(
             async with harness.client() as client:
                 assert (await client.request("GET", "/late")).status == 200
                 assert trio.current_time() - started >= 0.19
+
+
+async def test_request_knows_the_client_address(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[Any] = []
+
+    async def handler(request: Request) -> None:
+        seen.append(request.peer_address)
+        await hello(request)
+
+    async with http3_server(handler) as harness, harness.client() as client:
+        assert (await client.request("GET", "/")).status == 200
+    assert len(seen) == 1 and seen[0][0] == "10.0.0.2"

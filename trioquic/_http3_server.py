@@ -240,14 +240,7 @@ def _allow(method: str, allowed: tuple[str, ...]) -> None:
 
 def _peer(request: Request) -> str:
     """The client's address, for the access log (``-`` if unknown)."""
-    address: Any = getattr(request, "peer_address", None)
-    if address is None:
-        # Requests do not carry the address yet: ask their connection.
-        io = getattr(getattr(request, "_driver", None), "io", None)
-        try:
-            address = getattr(io, "peer_address", None)
-        except Exception:  # the connection is gone
-            address = None
+    address = request.peer_address
     if isinstance(address, tuple) and len(address) >= 2:
         host = str(address[0])
         return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"

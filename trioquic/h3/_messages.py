@@ -5,7 +5,7 @@ from __future__ import annotations
 import types
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from contextlib import asynccontextmanager, suppress
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import trio
 
@@ -113,6 +113,13 @@ class Request(_Body):
         return (
             f"<trioquic.h3.Request {self.method} {self.path} stream={self.stream_id}>"
         )
+
+    @property
+    def peer_address(self) -> Any:
+        """The client's current address (it follows the client if it
+        migrates), or None once the connection is gone."""
+        io = self._driver.io
+        return io.peer_address if io is not None else None
 
     async def send_informational(self, status: int, headers: HeaderInput = ()) -> None:
         """Send a 1xx informational response (e.g. 103 Early Hints)."""
