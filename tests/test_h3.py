@@ -927,3 +927,22 @@ async def test_request_knows_the_client_address(
     async with http3_server(handler) as harness, harness.client() as client:
         assert (await client.request("GET", "/")).status == 200
     assert len(seen) == 1 and seen[0][0] == "10.0.0.2"
+
+
+async def test_closing_an_unread_response_frees_it(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def big(request: Request) -> None:
+        async with request.stream_response(200) as writer:
+            for _ in range(200):
+                await writer.send(b"x" * 16384)
+
+    async with http3_server(big) as harness, harness.client() as client:
+        async with await client.request("GET", "/big") as response:
+            assert len(await response.__aiter__().__anext__()) > 0
+        # STOP_SENDING reached the server: its handler ended; nothing is kept.
+        await trio.sleep(1)
+        assert client.driver.exchanges == {}
+        # The connection carries on.
+        again = await client.request("GET", "/small")
+        assert again.status == 200

@@ -232,6 +232,25 @@ class Response(_Body):
     def __repr__(self) -> str:
         return f"<trioquic.h3.Response {self.status} stream={self.stream_id}>"
 
+    async def aclose(self) -> None:
+        """Stop reading the body: what is buffered is dropped, the server is
+        asked to stop sending (STOP_SENDING, H3_REQUEST_CANCELLED) unless the
+        body already ended, and the request's state is freed. Idempotent."""
+        driver, ex = self._driver, self._exchange
+        if not ex.eof:
+            driver.abandon_receive(ex, H3_REQUEST_CANCELLED)
+        else:
+            ex.chunks.clear()
+            ex.buffered = 0
+        driver._maybe_done(ex)
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
 
 class RequestStream:
     """A request whose body is sent piece by piece, and whose response streams
