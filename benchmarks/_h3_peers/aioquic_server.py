@@ -1,0 +1,139 @@
+"""A minimal HTTP/3 server on aioquic's asyncio layer, built like aioquic's
+example server: a ``QuicConnectionProtocol`` subclass creates an
+``H3Connection`` once ALPN "h3" is negotiated, feeds it every QUIC event, and
+answers each complete request with ``send_headers`` + ``send_data`` and one
+``transmit()``.
+
+``GET /bytes/<n>`` answers ``n`` bytes; anything else 404. The server exits
+after ``--lifetime`` seconds so that it never outlives the benchmark.
+
+Run it::
+
+    python benchmarks/_h3_peers/aioquic_server.py --port 4433 --cert C --key K
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import (
+    CONGESTION_CONTROL,
+    CONNECTION_WINDOW,
+    CONTENT_TYPE,
+    HOST,
+    IDLE_TIMEOUT,
+    MAX_UDP_PAYLOAD,
+    STREAM_WINDOW,
+    body_size,
+    payload,
+    pin_to,
+)
+
+
+def make_protocol() -> type:
+    from aioquic.asyncio import QuicConnectionProtocol
+    from aioquic.h3.connection import H3_ALPN, H3Connection
+    from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
+    from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+
+    bodies: dict[int, bytes] = {}
+
+    class Http3ServerProtocol(QuicConnectionProtocol):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)
+            self._http: H3Connection | None = None
+            # stream id -> (method, path) of requests whose body has not ended.
+            self._pending: dict[int, tuple[bytes, bytes]] = {}
+
+        def quic_event_received(self, event: QuicEvent) -> None:
+            if isinstance(event, ProtocolNegotiated) and event.alpn_protocol in H3_ALPN:
+                self._http = H3Connection(self._quic)
+            if self._http is not None:
+                for http_event in self._http.handle_event(event):
+                    self.http_event_received(http_event)
+
+        def http_event_received(self, event: H3Event) -> None:
+            if isinstance(event, HeadersReceived):
+                method = path = b""
+                for name, value in event.headers:
+                    if name == b":method":
+                        method = value
+                    elif name == b":path":
+                        path = value
+                if event.stream_ended:
+                    self.respond(event.stream_id, method, path)
+                else:
+                    self._pending[event.stream_id] = (method, path)
+            elif isinstance(event, DataReceived) and event.stream_ended:
+                request = self._pending.pop(event.stream_id, None)
+                if request is not None:
+                    self.respond(event.stream_id, *request)
+
+        def respond(self, stream_id: int, method: bytes, path: bytes) -> None:
+            assert self._http is not None
+            size = body_size(method, path)
+            if size is None:
+                status, body = b"404", b"not found\n"
+            else:
+                status = b"200"
+                body = bodies.get(size) or bodies.setdefault(size, payload(size))
+            self._http.send_headers(
+                stream_id,
+                [
+                    (b":status", status),
+                    (b"content-type", CONTENT_TYPE),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            )
+            self._http.send_data(stream_id, body, end_stream=True)
+            self.transmit()
+
+    return Http3ServerProtocol
+
+
+async def main(args: argparse.Namespace) -> None:
+    from aioquic.asyncio import serve
+    from aioquic.h3.connection import H3_ALPN
+    from aioquic.quic.configuration import QuicConfiguration
+
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=H3_ALPN,
+        max_datagram_size=MAX_UDP_PAYLOAD,
+        congestion_control_algorithm=CONGESTION_CONTROL,
+        max_data=CONNECTION_WINDOW,
+        max_stream_data=STREAM_WINDOW,
+        idle_timeout=IDLE_TIMEOUT,
+    )
+    config.load_cert_chain(args.cert, args.key)
+    server = await serve(
+        HOST, args.port, configuration=config, create_protocol=make_protocol()
+    )
+    try:
+        print(f"serving on {HOST}:{args.port}", flush=True)
+        await asyncio.sleep(args.lifetime)
+    finally:
+        server.close()
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--lifetime", type=float, default=600.0)
+    parser.add_argument("--cpu", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    pin_to(arguments.cpu)
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main(arguments))
