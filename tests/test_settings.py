@@ -41,7 +41,8 @@ def test_bad_values_raise_value_error_naming_the_field(
     [
         ("idle_timeout", "10"),
         ("connection_id_length", 8.0),
-        ("accept_backlog", True),
+        ("max_pending_handshakes", True),
+        ("max_connections", True),
         ("qlog_dir", 3),
         ("verify_peer", "yes"),
     ],

@@ -18,6 +18,7 @@ from ._errors import DatagramError as DatagramError
 from ._errors import HandshakeTimeout as HandshakeTimeout
 from ._errors import IdleTimeout as IdleTimeout
 from ._errors import QuicError as QuicError
+from ._errors import StatelessReset as StatelessReset
 from ._errors import StreamReset as StreamReset
 from ._errors import StreamStopped as StreamStopped
 from ._events import DatagramReceived as DatagramReceived

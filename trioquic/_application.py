@@ -51,6 +51,20 @@ class ConnectionIO:
             raise RuntimeError("the connection's nursery is not running")
         nursery.start_soon(fn, *args, name=name)
 
+    async def rebind(self) -> Any:
+        """Client: move the connection to a new local UDP port (see
+        :meth:`trioquic.QuicConnection.rebind`). Returns the new local
+        address."""
+        worker = self._worker
+        if worker.rebinder is None:
+            raise RuntimeError(
+                "rebind() moves a client connection to a new local port; "
+                "a server connection cannot rebind"
+            )
+        if worker.error is not None:
+            raise worker.error
+        return await worker.rebinder()
+
     # -- facts ------------------------------------------------------------
 
     @property

@@ -378,6 +378,30 @@ class QuicConnection:
         """RTT, congestion window, datagrams and bytes in and out, drops."""
         return self._io.statistics()
 
+    async def rebind(self) -> Any:
+        """Client: move this connection to a new local UDP port and keep
+        going (connection migration, RFC 9000 section 9). Returns the new
+        local address.
+
+        trioquic opens a new socket of the same address family, receives on
+        both for a short drain (so packets already on their way to the old
+        port are not lost), then closes the old one. The connection switches
+        to a fresh connection ID the server issued, so the new path cannot be
+        linked to the old one by an observer (RFC 9000 section 9.5); the
+        server validates the new path (PATH_CHALLENGE) before sending more
+        than three times what it received on it. Streams carry on: at worst
+        a few packets are retransmitted.
+
+        With a caller-owned ``socket`` (``open_quic_connection(socket=...)``)
+        the socket must have a ``rebind()`` method that moves it in place
+        (``trioquic.testing.MemorySocket`` has one); otherwise, and on server
+        connections, :exc:`RuntimeError` is raised. Raises
+        :exc:`ConnectionClosed` if the connection has ended. Not cancel-safe
+        once the new socket is in use: a cancelled call may leave the
+        connection on either port (it keeps working either way).
+        """
+        return await self._io.rebind()
+
     async def wait_closed(self) -> ConnectionClosed:
         """Wait until the connection has ended; return the exception that
         describes how."""

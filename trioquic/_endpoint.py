@@ -119,6 +119,7 @@ class _Endpoint:
                 if not is_client and settings.retry != "never"
                 else None
             ),
+            stateless_reset=not is_client and settings.stateless_reset_rate > 0,
         )
         self.counters = RouterCounters()
         self.nursery = nursery
@@ -338,10 +339,13 @@ async def _serve(
                     endpoint.table,
                     endpoint.counters,
                     accept=endpoint.accept,
-                    accept_backlog=resolved.accept_backlog,
+                    accept_backlog=resolved.max_pending_handshakes,
+                    max_connections=resolved.max_connections,
                     retry=resolved.retry,
                     retry_threshold=resolved.retry_under_load_threshold,
                     reject_token=endpoint.reject_token,
+                    stateless_reset_key=config.stateless_reset_key,
+                    stateless_reset_rate=resolved.stateless_reset_rate,
                 )
                 nursery.start_soon(router.run)
             task_status.started(server)
@@ -409,10 +413,11 @@ async def _open_client(
                 table=endpoint.table,
             )
             bind(worker)
-            router = InboundPacketRouter(socket, endpoint.table, endpoint.counters)
+            path = _ClientPath(endpoint, worker, own_socket=own_socket)
+            worker.rebinder = path.rebind
             engine.connect(remote_address, trio.current_time())
             endpoint.start(worker)
-            nursery.start_soon(router.run)
+            await path.start_router(socket, close=own_socket)
             early_data = resolved.zero_rtt and engine.early_data_ready()
             if early_data and early is not None:
                 early(worker)
@@ -440,6 +445,88 @@ async def _open_client(
             raise user_exc
         finally:
             user_exc = None
+
+
+#: Longest time a client keeps receiving on its old socket after rebind().
+_REBIND_DRAIN = 1.0
+
+
+class _ClientPath:
+    """A client endpoint's socket and its router, which
+    :meth:`QuicConnection.rebind` can move to a new socket."""
+
+    def __init__(
+        self, endpoint: _Endpoint, worker: IoWorker, *, own_socket: bool
+    ) -> None:
+        self._endpoint = endpoint
+        self._worker = worker
+        self._own_socket = own_socket
+        self._router_scope: trio.CancelScope | None = None
+        self._lock = trio.Lock()
+
+    async def start_router(self, socket: DatagramSocket, *, close: bool) -> None:
+        """Start an InboundPacketRouter on ``socket`` in the endpoint's
+        nursery (closing ``socket`` when it stops, if ``close``)."""
+        self._router_scope = await self._endpoint.nursery.start(
+            self._run_router, socket, close
+        )
+
+    async def _run_router(
+        self,
+        socket: DatagramSocket,
+        close: bool,
+        task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        endpoint = self._endpoint
+        router = InboundPacketRouter(socket, endpoint.table, endpoint.counters)
+        try:
+            with trio.CancelScope() as scope:
+                task_status.started(scope)
+                await router.run()
+        finally:
+            if close:
+                socket.close()
+
+    async def rebind(self) -> Address:
+        async with self._lock:
+            worker = self._worker
+            old = worker.socket
+            if self._own_socket and isinstance(old, UdpSocket):
+                new = UdpSocket.for_peer(
+                    old.family, buffer_size=worker.engine.settings.udp_buffer_size
+                )
+                old_scope = self._router_scope
+                try:
+                    await self.start_router(new, close=True)
+                except BaseException:
+                    new.close()
+                    raise
+                worker.socket = new
+                if old_scope is not None:
+                    # Keep receiving what is already on its way to the old
+                    # port for a few PTOs, then stop (which closes it).
+                    drain = min(_REBIND_DRAIN, 3 * worker.engine.probe_timeout())
+                    self._endpoint.nursery.start_soon(_cancel_after, old_scope, drain)
+            else:
+                rebind = getattr(old, "rebind", None)
+                if not callable(rebind):
+                    raise RuntimeError(
+                        f"cannot rebind: the connection runs over a caller-owned "
+                        f"{type(old).__name__}, which has no rebind() method"
+                    )
+                rebind()
+                await trio.lowlevel.checkpoint()
+            if worker.error is not None:
+                raise worker.error
+            # RFC 9000 section 9.5: a new path gets a new connection ID.
+            worker.engine.change_connection_id()
+            worker.wake()
+            return worker.socket.local_address
+
+
+async def _cancel_after(scope: trio.CancelScope, delay: float) -> None:
+    await trio.sleep(delay)
+    scope.cancel()
 
 
 async def _close_gracefully(worker: IoWorker) -> None:

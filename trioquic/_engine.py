@@ -8,15 +8,25 @@ aioquic's events and errors into trioquic's, and adds what aioquic lacks:
 * receive credit granted as the application *consumes* data, instead of
   aioquic's "double the window whenever half of it has arrived", so a slow
   reader holds a bounded amount of memory (``_FlowControlledConnection``);
-* a bounded outgoing datagram queue.
+* a bounded outgoing datagram queue;
+* stateless reset tokens derived from the connection ID with the endpoint's
+  static key (HMAC, RFC 9000 section 10.3.2) instead of random ones, so the
+  router can reset connections it has no state for; and the detection of
+  the peer's stateless resets, which aioquic ignores;
+* the anti-amplification limit (RFC 9000 section 8.1) applied to the
+  CONNECTION_CLOSE aioquic sends on an unvalidated path, which it exempts.
 
 These rely on aioquic internals (``_streams``, ``_local_max_data``,
 ``_write_stream_limits``, ``_write_connection_limits``, ``_close_event``,
-``_state``, and the stream sender's ``_buffer_start``, ``_buffer_stop``,
+``_state``, ``_host_cids``, ``_replenish_connection_ids``,
+``_payload_received``, ``_peer_cid``, ``_network_paths``, ``_close_end``,
+and the stream sender's ``_buffer_start``, ``_buffer_stop``,
 ``_buffer_fin`` and ``_reset_error_code``). They are pinned by the version
 range in ``pyproject.toml`` and
-``tests/test_engine.py::test_aioquic_internals_we_rely_on`` fails loudly if
-they change.
+``tests/test_engine.py::test_aioquic_internals_we_rely_on`` (and, for reset
+and amplification, ``tests/test_stateless_reset.py``'s
+``test_aioquic_internals_for_stateless_reset_and_amplification``) fails
+loudly if they change.
 """
 
 from __future__ import annotations
@@ -44,6 +54,9 @@ from aioquic.quic.connection import (
     QuicConnectionState,
 )
 from aioquic.quic.connection import (
+    END_STATES as _END_STATES,
+)
+from aioquic.quic.connection import (
     QuicConnection as _AioquicConnection,
 )
 from aioquic.quic.logger import QuicFileLogger
@@ -61,6 +74,7 @@ from ._events import (
     StreamResetReceived,
 )
 from ._settings import QuicSettings
+from ._stateless_reset import StatelessResetKey, is_stateless_reset
 
 Address = Any
 
@@ -205,6 +219,9 @@ class EndpointConfiguration:
         if is_client and settings.session_ticket is not None:
             config.session_ticket = decode_session_ticket(settings.session_ticket)
         self._base = config
+        #: Derives the stateless reset tokens of every connection ID this
+        #: endpoint issues (and the router's resets).
+        self.stateless_reset_key = StatelessResetKey(settings.stateless_reset_key)
         # Server: tickets issued, by label, each usable once (which also makes
         # 0-RTT data unreplayable across connections to this endpoint).
         self._tickets: OrderedDict[bytes, tls.SessionTicket] = OrderedDict()
@@ -285,13 +302,40 @@ class _FlowControlledConnection(_AioquicConnection):
     """
 
     def __init__(
-        self, *, stream_window: int, connection_window: int, **kwargs: Any
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        reset_key: StatelessResetKey | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.tq_stream_window = stream_window
         self.tq_connection_window = connection_window
         self.tq_consumed_total = 0
         self.tq_consumed: dict[int, int] = {}
+        #: Packets decrypted and handed to the frame parser (a stateless reset
+        #: is a datagram of which none was).
+        self.tq_packets_processed = 0
+        # Stateless reset tokens are HMAC(key, cid), not random (RFC 9000
+        # section 10.3.2), so the router can rebuild them without state. The
+        # server's first token goes out in the transport parameters, which
+        # aioquic serializes later, from _host_cids[0].
+        self.tq_reset_key = reset_key if reset_key is not None else StatelessResetKey()
+        for host_cid in self._host_cids:
+            if host_cid.stateless_reset_token is not None:  # None: client's first
+                host_cid.stateless_reset_token = self.tq_reset_key.token(host_cid.cid)
+
+    def _replenish_connection_ids(self) -> None:
+        super()._replenish_connection_ids()
+        key = self.tq_reset_key
+        for host_cid in self._host_cids:
+            if not host_cid.was_sent and host_cid.sequence_number:
+                host_cid.stateless_reset_token = key.token(host_cid.cid)
+
+    def _payload_received(self, *args: Any, **kwargs: Any) -> tuple[bool, bool]:
+        self.tq_packets_processed += 1
+        return super()._payload_received(*args, **kwargs)
 
     def consume(self, stream_id: int, count: int) -> bool:
         """Record ``count`` bytes of ``stream_id`` as read; True if a limit rose."""
@@ -453,6 +497,7 @@ class Engine:
             retry_source_connection_id=retry_source_cid,
             stream_window=settings.stream_receive_window,
             connection_window=settings.connection_receive_window,
+            reset_key=endpoint.stateless_reset_key if endpoint is not None else None,
             session_ticket_fetcher=fetcher,
             session_ticket_handler=handler,
         )
@@ -468,6 +513,10 @@ class Engine:
         self.handshake: HandshakeInfo | None = None
         self.close_reason: CloseReason | None = None
         self.idle_timed_out = False
+        #: The connection ended by the peer's stateless reset.
+        self.stateless_reset = False
+        #: Datagrams not sent because of the anti-amplification limit.
+        self.amplification_dropped = 0
         self._closed_locally = False
         self._datagram_queue_size = settings.datagram_queue_size
         self.quic_datagrams_dropped = 0
@@ -517,10 +566,66 @@ class Engine:
     def connect(self, addr: Address, now: float) -> None:
         self.quic.connect(addr, now=now)
 
+    def change_connection_id(self) -> None:
+        """Switch to the peer's next spare connection ID, retiring the one in
+        use (a no-op when the peer issued no spare one)."""
+        self.quic.change_connection_id()
+
     def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
         self.datagrams_received += 1
         self.bytes_received += len(data)
-        self.quic.receive_datagram(data, addr, now=now)
+        quic = self.quic
+        # Stateless reset (RFC 9000 section 10.3.1), which aioquic ignores.
+        # The token check comes first because it is cheap (a 16-byte
+        # constant-time comparison with the one or two tokens in use) and
+        # rarely true; then aioquic still gets the datagram, and only if it
+        # could not process a single packet of it is it a reset: a genuine
+        # packet that happens to end with the token is not lost.
+        if (
+            data
+            and not data[0] & 0x80
+            and is_stateless_reset(data, self.peer_reset_tokens())
+        ):
+            processed = quic.tq_packets_processed
+            quic.receive_datagram(data, addr, now=now)
+            if (
+                quic.tq_packets_processed == processed
+                and quic._state not in _END_STATES
+            ):
+                self._on_stateless_reset()
+            return
+        quic.receive_datagram(data, addr, now=now)
+
+    def peer_reset_tokens(self) -> tuple[bytes, ...]:
+        """The stateless reset tokens of the peer's connection IDs we use: the
+        current one, and those reserved for paths being probed (RFC 9000
+        section 10.3.1: never those of unused or retired IDs)."""
+        quic = self.quic
+        token = quic._peer_cid.stateless_reset_token
+        tokens: tuple[bytes, ...] = (token,) if token else ()
+        for path in quic._network_paths:
+            peer_cid = path.peer_cid
+            if peer_cid is not None and peer_cid.stateless_reset_token:
+                tokens += (peer_cid.stateless_reset_token,)
+        return tokens
+
+    def _on_stateless_reset(self) -> None:
+        """End the connection at once, sending nothing (RFC 9000 section
+        10.3.1: enter the draining period... which has nothing left to do)."""
+        quic = self.quic
+        self.stateless_reset = True
+        self.close_reason = CloseReason(
+            error_code=0,
+            frame_type=None,
+            reason="stateless reset",
+            by_peer=True,
+            is_transport=True,
+        )
+        if quic._close_event is None:
+            quic._close_event = aq_events.ConnectionTerminated(
+                error_code=0, frame_type=None, reason_phrase="stateless reset"
+            )
+        quic._close_end()
 
     def get_timer(self) -> float | None:
         return self.quic.get_timer()
@@ -530,7 +635,10 @@ class Engine:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         quic = self.quic
+        budget = self.amplification_budget()
         datagrams = quic.datagrams_to_send(now=now)
+        if budget is not None and datagrams:
+            datagrams = self._within_budget(datagrams, budget)
         host_cids = quic._host_cids
         if len(host_cids) != self._host_cids_seen:
             # aioquic announces a new ID (ConnectionIdIssued) while writing its
@@ -543,6 +651,36 @@ class Engine:
         for data, _ in datagrams:
             self.bytes_sent += len(data)
         return datagrams
+
+    def amplification_budget(self) -> int | None:
+        """Server, before the client's address is validated: how many more
+        bytes we may send it (RFC 9000 section 8.1: three times what it sent
+        us); None when unlimited."""
+        quic = self.quic
+        if self.is_client or not quic._network_paths:
+            return None
+        path = quic._network_paths[0]
+        if path.is_validated:
+            return None
+        return max(0, 3 * path.bytes_received - path.bytes_sent)
+
+    def _within_budget(
+        self, datagrams: list[tuple[bytes, Address]], budget: int
+    ) -> list[tuple[bytes, Address]]:
+        """aioquic keeps to the anti-amplification limit, except for the
+        CONNECTION_CLOSE it sends when closing (for example on a handshake
+        timeout, after the client went silent): drop what exceeds it. aioquic
+        has counted those bytes as sent, which only makes it stricter."""
+        address = self.quic._network_paths[0].addr
+        kept: list[tuple[bytes, Address]] = []
+        for datagram in datagrams:
+            if datagram[1] == address:
+                if len(datagram[0]) > budget:
+                    self.amplification_dropped += 1
+                    continue
+                budget -= len(datagram[0])
+            kept.append(datagram)
+        return kept
 
     def poll_events(self) -> list[QuicEvent]:
         """Drain aioquic's events: lifecycle ones are recorded on self, the
@@ -810,6 +948,48 @@ def invalid_token_close(
         reason_phrase="invalid address validation token",
     )
     return [datagram for datagram, _ in quic.datagrams_to_send(now=now)]
+
+
+def refuse_initial(
+    *,
+    version: int,
+    destination_cid: bytes,
+    source_cid: bytes,
+    error_code: int = QuicErrorCode.CONNECTION_REFUSED,
+    reason: str = "server busy",
+) -> list[bytes]:
+    """An Initial packet carrying CONNECTION_CLOSE that refuses a new client
+    (RFC 9000 section 5.2.2) without reading its ClientHello.
+
+    Stateless and cheap (the Initial keys are derived from the client's
+    destination CID, then one small packet is sealed: no TLS, no
+    connection): it is what a server at ``max_connections`` sends. The reply
+    is smaller than the 1200-byte Initial it answers, so it cannot be used
+    for amplification.
+    """
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet import QuicPacketType
+
+    crypto = CryptoPair()
+    crypto.setup_initial(cid=destination_cid, is_client=False, version=version)
+    builder = QuicPacketBuilder(
+        host_cid=os.urandom(8),
+        peer_cid=source_cid,
+        version=version,
+        is_client=False,
+        max_datagram_size=1200,
+    )
+    builder.start_packet(QuicPacketType.INITIAL, crypto)
+    reason_bytes = reason.encode()
+    buf = builder.start_frame(
+        QuicFrameType.TRANSPORT_CLOSE, capacity=3 * 8 + len(reason_bytes)
+    )
+    buf.push_uint_var(error_code)
+    buf.push_uint_var(QuicFrameType.PADDING)
+    buf.push_uint_var(len(reason_bytes))
+    buf.push_bytes(reason_bytes)
+    datagrams, _ = builder.flush()
+    return [bytes(datagram) for datagram in datagrams]
 
 
 #: Transport error codes, re-exported for callers that must not import aioquic.

@@ -65,6 +65,14 @@ class IdleTimeout(ConnectionClosed):
     """Nothing was heard from the peer for the idle timeout."""
 
 
+class StatelessReset(ConnectionClosed):
+    """The peer answered with a stateless reset (RFC 9000 section 10.3): it no
+    longer has the connection's state (it restarted, or lost the connection)
+    and said so with the token it gave us for the connection ID in use. The
+    connection ended at once, without CONNECTION_CLOSE; :attr:`reason` has
+    ``reason="stateless reset"`` and ``by_peer=True``."""
+
+
 class StreamReset(QuicError, trio.BrokenResourceError):
     """The peer reset the stream (RESET_STREAM) with :attr:`error_code`."""
 

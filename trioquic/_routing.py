@@ -2,9 +2,9 @@
 
 :class:`RoutingTable` takes a datagram's bytes and source address and answers
 with a decision (deliver to a connection, accept a new one, answer with
-Version Negotiation, or drop and why). It does no I/O and keeps no clock, so
-it is tested on bytes alone; the router task in ``_router.py`` is a thin loop
-around it.
+Version Negotiation, Retry or a stateless reset, or drop and why). It does no
+I/O and keeps no clock, so it is tested on bytes alone; the router task in
+``_router.py`` is a thin loop around it.
 
 Parsing is limited to what routing needs (RFC 9000 section 17 and RFC 8999):
 the first byte, the version and the connection IDs of long headers, and the
@@ -22,6 +22,11 @@ from typing import Any, Generic, TypeVar
 import attrs
 
 from ._retry import RetryTokens
+from ._stateless_reset import (
+    MIN_STATELESS_RESET_SIZE,
+    STATELESS_RESET_TOKEN_SIZE,
+    stateless_reset_size,
+)
 
 T = TypeVar("T")
 
@@ -100,11 +105,30 @@ class SendVersionNegotiation:
 
 
 @attrs.frozen
+class SendStatelessReset:
+    """A short-header packet for a connection ID we do not know (we lost the
+    connection's state, or it ended): answer with a stateless reset of
+    ``size`` bytes (smaller than the datagram) carrying the token of
+    ``destination_cid`` (RFC 9000 section 10.3)."""
+
+    destination_cid: bytes
+    size: int
+
+
+@attrs.frozen
 class Drop:
     reason: DropReason
 
 
-Decision = Deliver[T] | Accept | SendVersionNegotiation | SendRetry | RejectToken | Drop
+Decision = (
+    Deliver[T]
+    | Accept
+    | SendVersionNegotiation
+    | SendRetry
+    | RejectToken
+    | SendStatelessReset
+    | Drop
+)
 
 
 @attrs.frozen
@@ -199,9 +223,11 @@ class RoutingTable(Generic[T]):
 
     __slots__ = (
         "_by_cid",
+        "_by_reset_token",
         "accept_new",
         "cid_length",
         "retry_tokens",
+        "stateless_reset",
         "supported_versions",
     )
 
@@ -212,6 +238,7 @@ class RoutingTable(Generic[T]):
         accept_new: bool,
         supported_versions: Iterable[int] = SUPPORTED_VERSIONS,
         retry_tokens: RetryTokens | None = None,
+        stateless_reset: bool = False,
     ) -> None:
         if not 1 <= cid_length <= MAX_CID_LENGTH:
             raise ValueError(f"cid_length must be 1..20, got {cid_length}")
@@ -221,6 +248,13 @@ class RoutingTable(Generic[T]):
         #: Checks Retry tokens; None when this endpoint never sends Retry.
         self.retry_tokens = retry_tokens
         self._by_cid: dict[bytes, T] = {}
+        #: Answer short-header packets for unknown connection IDs with
+        #: SendStatelessReset (servers).
+        self.stateless_reset = stateless_reset
+        #: The peers' stateless reset tokens in use, by connection: a
+        #: datagram for an unknown connection ID that ends with one goes to
+        #: that connection, whose engine checks it (RFC 9000 section 10.3.1).
+        self._by_reset_token: dict[bytes, T] = {}
 
     def __len__(self) -> int:
         return len(self._by_cid)
@@ -234,9 +268,20 @@ class RoutingTable(Generic[T]):
             self._by_cid.pop(cid, None)
 
     def remove_target(self, target: T) -> None:
-        """Forget every connection ID that points at ``target``."""
+        """Forget every connection ID (and reset token) that points at ``target``."""
         for cid in [c for c, t in self._by_cid.items() if t is target]:
             del self._by_cid[cid]
+        for token in [k for k, t in self._by_reset_token.items() if t is target]:
+            del self._by_reset_token[token]
+
+    def add_reset_token(self, token: bytes, target: T) -> None:
+        """Datagrams for unknown connection IDs ending with the peer's stateless
+        reset ``token`` go to ``target``."""
+        self._by_reset_token[token] = target
+
+    def remove_reset_token(self, token: bytes, target: T | None = None) -> None:
+        if target is None or self._by_reset_token.get(token) is target:
+            self._by_reset_token.pop(token, None)
 
     def lookup(self, cid: bytes) -> T | None:
         return self._by_cid.get(cid)
@@ -248,6 +293,21 @@ class RoutingTable(Generic[T]):
         if len(data) > end and data[0] & 0xC0 == 0x40:
             return self._by_cid.get(data[1:end])
         return None
+
+    def _unknown_short_header(self, data: bytes, cid: bytes) -> Decision[T]:
+        """A short-header datagram for no connection of ours: the peer's
+        stateless reset for one of them, or a packet of a connection whose
+        state we lost (answer it with a stateless reset, servers only)."""
+        size = len(data)
+        if self._by_reset_token and size >= MIN_STATELESS_RESET_SIZE:
+            target = self._by_reset_token.get(bytes(data[-STATELESS_RESET_TOKEN_SIZE:]))
+            if target is not None:
+                return Deliver(target)
+        if self.stateless_reset:
+            reset_size = stateless_reset_size(size)
+            if reset_size is not None:
+                return SendStatelessReset(destination_cid=cid, size=reset_size)
+        return Drop(DropReason.UNKNOWN_CONNECTION_ID)
 
     def route(
         self,
@@ -268,10 +328,11 @@ class RoutingTable(Generic[T]):
             end = 1 + self.cid_length
             if len(data) < end + 1 or not first & 0x40:
                 return Drop(DropReason.MALFORMED)
-            target = self._by_cid.get(bytes(data[1:end]))
-            if target is None:
-                return Drop(DropReason.UNKNOWN_CONNECTION_ID)
-            return Deliver(target)
+            cid = bytes(data[1:end])
+            target = self._by_cid.get(cid)
+            if target is not None:
+                return Deliver(target)
+            return self._unknown_short_header(data, cid)
 
         header = parse_long_header(data)
         if header is None:

@@ -51,6 +51,38 @@ def _optional_path(
         )
 
 
+def _non_negative(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(
+            f"QuicSettings.{attribute.name} must be a number, "
+            f"got {type(value).__name__}"
+        )
+    if not 0 <= value < float("inf"):
+        raise ValueError(
+            f"QuicSettings.{attribute.name} must be finite and at least 0, "
+            f"got {value!r}"
+        )
+
+
+def _optional_reset_key(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is None:
+        return
+    if not isinstance(value, bytes):
+        raise TypeError(
+            f"QuicSettings.{attribute.name} must be bytes or None, "
+            f"got {type(value).__name__}"
+        )
+    if len(value) < 16:
+        raise ValueError(
+            f"QuicSettings.{attribute.name} must be at least 16 bytes "
+            f"(32 random bytes are best), got {len(value)}"
+        )
+
+
 def _alpn(value: Any) -> tuple[str, ...]:
     if isinstance(value, str):
         raise TypeError(
@@ -185,9 +217,18 @@ class QuicSettings:
     max_concurrent_streams: int = attrs.field(default=128, validator=_int_at_least(1))
     #: Datagrams queued for one connection before the router drops new ones.
     inbound_queue_size: int = attrs.field(default=256, validator=_int_at_least(1))
-    #: Server: connections still handshaking (not yet handed to the handler);
-    #: new Initial packets beyond it are dropped and counted.
-    accept_backlog: int = attrs.field(default=128, validator=_int_at_least(1))
+    #: Server: connections alive at once (handshaking or established). A new
+    #: client's Initial beyond it is answered with CONNECTION_CLOSE
+    #: (CONNECTION_REFUSED) and counted as ``refused_max_connections``.
+    max_connections: int = attrs.field(default=10_000, validator=_int_at_least(1))
+    #: Server: connections still handshaking (accepted by the router, not yet
+    #: handed to the handler). This is trioquic's accept backlog: ``serve_*``
+    #: starts the handler as soon as a handshake completes, so no other accept
+    #: queue exists. New Initial packets beyond it are dropped and counted
+    #: (``DropReason.BACKLOG_FULL``); with ``retry="under-load"`` keep
+    #: ``retry_under_load_threshold`` below it, so that address-validated
+    #: clients still find room while a spoofed flood is answered with Retry.
+    max_pending_handshakes: int = attrs.field(default=128, validator=_int_at_least(1))
     #: Streams the peer opened that wait for ``accept_stream``; the next ones are
     #: refused with STOP_SENDING/RESET_STREAM.
     stream_accept_backlog: int = attrs.field(default=64, validator=_int_at_least(1))
@@ -231,6 +272,20 @@ class QuicSettings:
     )
     #: Server: seconds a Retry token stays valid.
     retry_token_lifetime: float = attrs.field(default=10.0, validator=_positive)
+    #: The static key stateless reset tokens are derived from (RFC 9000
+    #: section 10.3.2: ``HMAC-SHA256(key, connection_id)[:16]``), at least 16
+    #: bytes; ``None`` makes a random key per endpoint. With a fixed key, a
+    #: server restarted after a crash can reset the connections of its
+    #: previous life, so their clients learn at once that it is gone instead
+    #: of waiting for their idle timeout. Keep it as secret as a TLS private
+    #: key: whoever knows it can reset your connections. Share it only among
+    #: servers that can never receive one another's connections' packets.
+    stateless_reset_key: bytes | None = attrs.field(
+        default=None, validator=_optional_reset_key, repr=False
+    )
+    #: Server: stateless resets sent per second at most, on average (bursts
+    #: of up to that many); ``0`` never sends one (RFC 9000 section 10.3).
+    stateless_reset_rate: float = attrs.field(default=100.0, validator=_non_negative)
     #: Client: a session ticket from an earlier connection to the same server
     #: (``QuicConnection.session_ticket``), to resume the TLS session.
     session_ticket: bytes | None = attrs.field(
@@ -263,11 +318,26 @@ class QuicSettings:
                 "QuicSettings.certificate and private_key go together: give both, "
                 "or a PEM certificate file that also holds the key"
             )
+        if (
+            self.retry == "under-load"
+            and self.retry_under_load_threshold >= self.max_pending_handshakes
+        ):
+            raise ValueError(
+                "QuicSettings.retry_under_load_threshold "
+                f"({self.retry_under_load_threshold}) must be below "
+                f"max_pending_handshakes ({self.max_pending_handshakes}): "
+                "otherwise new clients are dropped before Retry applies"
+            )
         if self.private_key is not None and self.certificate is None:
             raise ValueError(
                 "QuicSettings.private_key was given without a certificate: "
                 "set certificate too"
             )
+
+    @property
+    def accept_backlog(self) -> int:
+        """Former name of :attr:`max_pending_handshakes` (read-only alias)."""
+        return self.max_pending_handshakes
 
     def effective_keylog_file(self) -> str | os.PathLike[str] | None:
         """The key-log file in force: ``keylog_file``, else ``$SSLKEYLOGFILE``."""

@@ -24,7 +24,13 @@ _MAX_UDP_PAYLOAD = 65535
 
 
 class DatagramSocket(Protocol):
-    """What trioquic needs from a datagram socket."""
+    """What trioquic needs from a datagram socket.
+
+    A socket may also have a ``rebind()`` method that moves it to a new local
+    address in place and returns that address; a client connection over a
+    caller-owned socket needs it for :meth:`trioquic.QuicConnection.rebind`
+    (``trioquic.testing.MemorySocket`` has one).
+    """
 
     @property
     def local_address(self) -> Address: ...

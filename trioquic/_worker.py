@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -32,6 +33,7 @@ from ._errors import (
     ConnectionClosed,
     HandshakeTimeout,
     IdleTimeout,
+    StatelessReset,
 )
 from ._events import QuicEvent, StreamDataReceived
 from ._routing import RoutingTable
@@ -77,6 +79,9 @@ class IoWorker:
         self.socket = socket
         self.table = table
         self.router = router
+        #: Client: moves the connection to a new local port (set by the client
+        #: endpoint; ``None`` on servers). See ``QuicConnection.rebind``.
+        self.rebinder: Callable[[], Awaitable[Address]] | None = None
         self.io = ConnectionIO(self)
         self.nursery: trio.Nursery | None = None
         self.error: ConnectionClosed | None = None
@@ -92,6 +97,8 @@ class IoWorker:
         self._handshake_deadline = trio.current_time() + settings.handshake_timeout
         self._grace = settings.close_grace_period
         self._cids: set[bytes] = set()
+        #: The peer's stateless reset tokens registered in the table.
+        self._reset_tokens: tuple[bytes, ...] = ()
         self._closing_datagrams: list[tuple[bytes, Address]] = []
         self.register_cid(engine.host_cid)
 
@@ -239,6 +246,9 @@ class IoWorker:
         sent = await self._flush(now)
         if engine.issued_cids:
             self._register_issued()
+        tokens = engine.peer_reset_tokens()
+        if tokens != self._reset_tokens:
+            self._register_reset_tokens(tokens)
         reason = engine.close_reason
         if reason is not None:
             if not reason.by_peer:
@@ -286,6 +296,17 @@ class IoWorker:
                 self.register_cid(cid)
         engine.issued_cids.clear()
 
+    def _register_reset_tokens(self, tokens: tuple[bytes, ...]) -> None:
+        """Let the router send us datagrams for unknown connection IDs that
+        end with one of the peer's stateless reset tokens in use (a reset's
+        destination connection ID is random); the engine decides."""
+        for token in self._reset_tokens:
+            if token not in tokens:
+                self.table.remove_reset_token(token, self)
+        for token in tokens:
+            self.table.add_reset_token(token, self)
+        self._reset_tokens = tokens
+
     def nursery_start(self, fn: Any) -> None:
         if self.nursery is not None:
             self.nursery.start_soon(fn)
@@ -315,6 +336,11 @@ class IoWorker:
         pto = self.engine.probe_timeout()
         interval = pto / 4  # answer at most this often (RFC 9000 section 10.2.1)
         next_reply = trio.current_time()
+        # Before the client's address is validated, the replies count against
+        # the anti-amplification limit (RFC 9000 section 8.1), which aioquic
+        # no longer tracks once closing.
+        budget = self.engine.amplification_budget()
+        size = sum(len(datagram) for datagram, _ in datagrams)
         with trio.move_on_at(trio.current_time() + min(self._grace, 3 * pto)):
             while replies < _CLOSING_REPLIES:
                 items = [await receive.receive()]
@@ -323,11 +349,19 @@ class IoWorker:
                         items.append(receive.receive_nowait())
                     except trio.WouldBlock:
                         break
+                if budget is not None:
+                    budget += 3 * sum(len(i[0]) for i in items if i is not _WAKE)
                 now = trio.current_time()
-                if now >= next_reply and any(item is not _WAKE for item in items):
+                if (
+                    now >= next_reply
+                    and any(item is not _WAKE for item in items)
+                    and (budget is None or size <= budget)
+                ):
                     await self.socket.send_batch(datagrams)
                     replies += 1
                     next_reply = now + interval
+                    if budget is not None:
+                        budget -= size
 
     def _finish(self, reason: CloseReason) -> None:
         """The connection is over: record why and tell the application."""
@@ -335,6 +369,8 @@ class IoWorker:
             return
         if reason.reason == "handshake timeout" and not reason.by_peer:
             error: ConnectionClosed = HandshakeTimeout(reason)
+        elif self.engine.stateless_reset:
+            error = StatelessReset(reason)
         elif self.engine.idle_timed_out:
             error = IdleTimeout(reason)
         else:
@@ -364,5 +400,8 @@ class IoWorker:
         for cid in self._cids:
             self.table.remove(cid, self)
         self._cids.clear()
+        for token in self._reset_tokens:
+            self.table.remove_reset_token(token, self)
+        self._reset_tokens = ()
         if self.router is not None:
             self.router.connection_finished(self)

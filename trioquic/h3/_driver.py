@@ -653,9 +653,18 @@ class ServerH3Driver(H3Driver):
             self._finish_request(ex)
             return
         protocol = pseudo.get(b":protocol")
-        if protocol is not None and (
-            not self.http3_settings.enable_connect_protocol
-            or pseudo.get(b":method") != b"CONNECT"
+        # RFC 9114 section 4.3.1: a request other than CONNECT carries
+        # :scheme and :path (aioquic only checks :method and :authority);
+        # otherwise it is malformed.
+        incomplete = pseudo.get(b":method") != b"CONNECT" and (
+            b":scheme" not in pseudo or b":path" not in pseudo
+        )
+        if incomplete or (
+            protocol is not None
+            and (
+                not self.http3_settings.enable_connect_protocol
+                or pseudo.get(b":method") != b"CONNECT"
+            )
         ):
             self.reset(ex, H3_MESSAGE_ERROR)
             self._finish_request(ex)

@@ -35,6 +35,7 @@ sockets; :class:`LinkConditions` describes what each link does to datagrams
 
 from ._network import EPHEMERAL_PORT_START as EPHEMERAL_PORT_START
 from ._network import LinkConditions as LinkConditions
+from ._network import LinkStatistics as LinkStatistics
 from ._network import LossSchedule as LossSchedule
 from ._network import MemoryNetwork as MemoryNetwork
 from ._network import MemorySocket as MemorySocket

@@ -195,15 +195,45 @@ class NetworkStatistics:
     in_transit: int
 
 
+@attrs.frozen
+class LinkStatistics:
+    """Counters of one direction between two hosts (see
+    :meth:`MemoryNetwork.link_statistics`): what a test of byte budgets
+    (such as QUIC's anti-amplification limit) needs."""
+
+    #: Datagrams sent to a bound address on the link (before loss).
+    sent: int = 0
+    #: Their UDP payload bytes.
+    sent_bytes: int = 0
+    #: Datagrams the destination took with ``receive_batch`` (duplicates
+    #: included).
+    delivered: int = 0
+    #: Their UDP payload bytes.
+    delivered_bytes: int = 0
+
+
 class _Link:
     """The mutable state of one direction between two hosts."""
 
-    __slots__ = ("busy_until", "conditions", "in_transit", "rng")
+    __slots__ = (
+        "busy_until",
+        "conditions",
+        "delivered",
+        "delivered_bytes",
+        "in_transit",
+        "rng",
+        "sent",
+        "sent_bytes",
+    )
 
     def __init__(self, conditions: LinkConditions, rng: random.Random) -> None:
         self.conditions = conditions
         self.rng = rng
         self.busy_until = -math.inf
+        self.sent = 0
+        self.sent_bytes = 0
+        self.delivered = 0
+        self.delivered_bytes = 0
         #: Arrival times of the datagrams in transit (a heap).
         self.in_transit: list[float] = []
 
@@ -391,6 +421,20 @@ class MemoryNetwork:
             in_transit=self._in_transit,
         )
 
+    def link_statistics(self, source: str, destination: str) -> LinkStatistics:
+        """Datagrams and bytes sent from host ``source`` to host
+        ``destination`` and delivered there (one direction; zeros if nothing
+        was ever sent on it)."""
+        link = self._links.get((_host(source), _host(destination)))
+        if link is None:
+            return LinkStatistics()
+        return LinkStatistics(
+            sent=link.sent,
+            sent_bytes=link.sent_bytes,
+            delivered=link.delivered,
+            delivered_bytes=link.delivered_bytes,
+        )
+
     # -- internals --------------------------------------------------------------
 
     def _free_port(self, host: str) -> int:
@@ -429,6 +473,8 @@ class MemoryNetwork:
             return
         source = sender._address
         link = self._link(source[0], dst_host)
+        link.sent += 1
+        link.sent_bytes += len(data)
         conditions = link.conditions
         rng = link.rng
         loss = conditions.loss_at(now - self._epoch)
@@ -557,6 +603,10 @@ class MemorySocket:
                     network._unroutable += 1  # sent to an address we left
                     continue
                 batch.append((payload, source))
+                link = network._links.get((source[0], destination[0]))
+                if link is not None:
+                    link.delivered += 1
+                    link.delivered_bytes += len(payload)
             if batch:
                 network._delivered += len(batch)
                 await trio.lowlevel.cancel_shielded_checkpoint()
