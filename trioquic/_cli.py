@@ -22,8 +22,8 @@ import pathlib
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, NoReturn, TextIO
 
 import trio
 
@@ -104,6 +104,26 @@ def _check_readable(path: str, what: str) -> None:
 # -- echo-server -----------------------------------------------------------------
 
 
+async def _serve_until_signalled(
+    start: Callable[..., Awaitable[object]],
+    on_ready: Callable[[Any], None],
+    out: TextIO,
+) -> None:
+    """Start a server with ``nursery.start(start)``, hand what it reports to
+    ``on_ready``, serve until SIGINT or SIGTERM, then cancel it: that closes
+    every connection gracefully (GOAWAY for HTTP/3, then CONNECTION_CLOSE,
+    bounded by close_grace_period)."""
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            on_ready(await nursery.start(start))
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                print(f"{name} received: closing connections and stopping", file=out)
+                out.flush()
+                break
+            nursery.cancel_scope.cancel()
+
+
 async def _run_echo_server(
     host: str,
     port: int,
@@ -111,23 +131,11 @@ async def _run_echo_server(
     on_ready: Callable[[QuicServer], None],
     out: TextIO,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then close every connection gracefully."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                functools.partial(
-                    serve_quic, echo_handler, port, host=host, settings=settings
-                )
-            )
-            on_ready(server)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                print(f"{name} received: closing connections and stopping", file=out)
-                out.flush()
-                break
-            # Cancelling the endpoint sends CONNECTION_CLOSE on every
-            # connection (bounded by close_grace_period), then returns.
-            nursery.cancel_scope.cancel()
+    """The echo server, until SIGINT or SIGTERM."""
+    start = functools.partial(
+        serve_quic, echo_handler, port, host=host, settings=settings
+    )
+    await _serve_until_signalled(start, on_ready, out)
 
 
 def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
@@ -231,19 +239,13 @@ async def _run_http3_server(
     on_ready: Callable[[QuicServer, int], None],
     out: TextIO,
 ) -> None:
-    """Serve until SIGINT or SIGTERM, then close every connection gracefully."""
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            server, app = await nursery.start(run_server, config)
-            on_ready(server, app.port)
-            async for signum in signals:
-                name = signal.Signals(signum).name
-                print(f"{name} received: closing connections and stopping", file=out)
-                out.flush()
-                break
-            # Cancelling the server sends GOAWAY, then CONNECTION_CLOSE, on
-            # every connection (bounded by close_grace_period), then returns.
-            nursery.cancel_scope.cancel()
+    """The HTTP/3 server, until SIGINT or SIGTERM."""
+
+    def ready(reported: Any) -> None:
+        server, app = reported
+        on_ready(server, app.port)
+
+    await _serve_until_signalled(functools.partial(run_server, config), ready, out)
 
 
 def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
