@@ -3,9 +3,11 @@ shutdown, task hygiene, lossy networks, NAT rebinding."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import random
+from typing import Any
 
 import attrs
 import hypothesis
@@ -1036,3 +1038,54 @@ async def test_a_bad_retry_token_is_refused_with_invalid_token(
         assert server.server.statistics().connections_accepted == 0
         sock.close()
         thief.close()
+
+
+async def test_datagrams_held_for_an_idle_application_are_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """While should_act() is false the worker holds events back; QUIC
+    datagrams (not flow-controlled) are shed beyond datagram_queue_size."""
+    apps: list[trioquic.ApplicationOverQuic] = []
+    workers: list[Any] = []
+
+    class Sleepy(trioquic.ApplicationOverQuic):
+        def on_connection_established(
+            self, io: trioquic.ConnectionIO, handshake: trioquic.HandshakeInfo
+        ) -> None:
+            workers.append(io._worker)
+
+        def should_act(self) -> bool:
+            return False
+
+    def factory() -> trioquic.ApplicationOverQuic:
+        app = Sleepy()
+        apps.append(app)
+        return app
+
+    network = MemoryNetwork()
+    sock = network.socket(*SERVER)
+    settings = server_settings(max_datagram_frame_size=1200, datagram_queue_size=8)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(
+            functools.partial(
+                trioquic.serve_application,
+                factory,
+                SERVER[1],
+                settings=settings,
+                sockets=[sock],
+            )
+        )
+        async with trioquic.open_quic_connection(
+            *SERVER,
+            settings=client_settings(max_datagram_frame_size=1200),
+            socket=network.socket("10.0.0.2"),
+        ) as connection:
+            for i in range(200):
+                await connection.send_datagram(bytes([i % 256]) * 100)
+                await trio.sleep(0.001)
+            await trio.sleep(0.5)
+            (worker,) = workers
+            held = worker._pending_events
+            assert 0 < len(held) <= 2 * 8
+            assert worker.engine.quic_datagrams_dropped >= 150
+        nursery.cancel_scope.cancel()

@@ -35,7 +35,7 @@ from ._errors import (
     IdleTimeout,
     StatelessReset,
 )
-from ._events import QuicEvent, StreamDataReceived
+from ._events import DatagramReceived, QuicEvent, StreamDataReceived
 from ._routing import RoutingTable
 from ._udp import Address, DatagramSocket
 
@@ -93,6 +93,8 @@ class IoWorker:
         self._wake_pending = False
         self._stepped = trio.lowlevel.ParkingLot()
         self._pending_events: list[QuicEvent] = []
+        # Past this many held events, look for QUIC datagrams to shed.
+        self._datagram_bound = 2 * settings.datagram_queue_size
         self._manual_credit = application.manual_flow_control
         self._handshake_deadline = trio.current_time() + settings.handshake_timeout
         self._grace = settings.close_grace_period
@@ -275,7 +277,10 @@ class IoWorker:
         if engine.close_reason is not None:
             return
         if events:
-            self._pending_events.extend(events)
+            pending = self._pending_events
+            pending.extend(events)
+            if len(pending) > self._datagram_bound:
+                self._shed_datagrams()
         if app.should_act():
             if self._pending_events:
                 pending, self._pending_events = self._pending_events, []
@@ -288,6 +293,19 @@ class IoWorker:
                             engine.consume(event.stream_id, len(event.data))
                 app.process_reads(self.io, pending)
             app.process_writes(self.io)
+
+    def _shed_datagrams(self) -> None:
+        """Stream events held while the application does not act are bounded
+        by flow control; QUIC datagrams are not: keep only the newest
+        ``datagram_queue_size`` of them (datagrams are unreliable anyway)."""
+        pending = self._pending_events
+        datagrams = [e for e in pending if isinstance(e, DatagramReceived)]
+        excess = len(datagrams) - self.engine.settings.datagram_queue_size
+        if excess <= 0:
+            return
+        dropped = set(map(id, datagrams[:excess]))
+        self._pending_events = [e for e in pending if id(e) not in dropped]
+        self.engine.quic_datagrams_dropped += excess
 
     def _register_issued(self) -> None:
         engine = self.engine
