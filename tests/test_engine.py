@@ -49,6 +49,11 @@ def test_aioquic_internals_we_rely_on() -> None:
         "_state",
         "_loss",
         "_quic_logger",
+        "_crypto_buffers",
+        "_crypto_streams",
+        "_spaces",
+        "_handshake_confirmed",
+        "_cryptos",
     ):
         assert hasattr(client, attribute), attribute
     assert client._state is QuicConnectionState.FIRSTFLIGHT
@@ -195,3 +200,21 @@ def test_datagram_queue_is_bounded() -> None:
     for i in range(10):
         pair.client.send_datagram(bytes([i]) * 10)
     assert pair.client.quic_datagrams_dropped == 6
+
+
+def test_handshake_memory_is_released_once_confirmed() -> None:
+    from aioquic import tls
+
+    pair = Pair()
+    pair.pump(50)
+    for engine in (pair.client, pair.server):
+        quic = engine.quic
+        assert quic._handshake_confirmed
+        for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
+            assert quic._crypto_buffers[epoch].capacity <= 64
+        assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 16384
+    # The connection still works (session tickets after the release are
+    # tested end to end in test_connection.py).
+    pair.server.send_stream_data(1, b"after", end_stream=True)
+    pair.pump()
+    assert pair.received() == 5
