@@ -1089,3 +1089,39 @@ async def test_datagrams_held_for_an_idle_application_are_bounded(
             assert 0 < len(held) <= 2 * 8
             assert worker.engine.quic_datagrams_dropped >= 150
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.parametrize("rebind_at", [0.13, 0.2, 0.24])
+async def test_nat_rebinding_before_the_handshake_is_confirmed(
+    autojump_clock: trio.testing.MockClock, rebind_at: float
+) -> None:
+    """The client's address changes after its handshake completed but before
+    HANDSHAKE_DONE reached it (RTT 125 ms: between 0.125 s and 0.25 s). The
+    client probes with 1-RTT packets too, so the server follows it instead
+    of the connection dying at its idle timeout."""
+    network = MemoryNetwork(seed=1, conditions=LinkConditions(delay=0.0625))
+    client_socket = network.socket("10.0.0.2", 40000)
+
+    async def echo(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        await stream.send_all(await stream.receive_some())
+        await stream.send_eof()
+
+    async with (
+        open_memory_server(echo, network=network) as server,
+        trio.open_nursery() as nursery,
+    ):
+
+        async def rebind() -> None:
+            await trio.sleep(rebind_at)
+            client_socket.rebind()
+
+        nursery.start_soon(rebind)
+        started = trio.current_time()
+        async with server.connect(socket=client_socket) as connection:
+            stream = await connection.open_stream()
+            await stream.send_all(b"hi")
+            await stream.send_eof()
+            assert await stream.receive_some() == b"hi"
+        assert trio.current_time() - started < 2.0  # not the 30 s idle timeout

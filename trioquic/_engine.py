@@ -636,7 +636,21 @@ class Engine:
         return self.quic.get_timer()
 
     def handle_timer(self, now: float) -> None:
-        self.quic.handle_timer(now=now)
+        quic = self.quic
+        quic.handle_timer(now=now)
+        if (
+            self.is_client
+            and quic._handshake_complete
+            and not quic._handshake_confirmed
+            and quic._close_event is None
+        ):
+            # Between the handshake's completion and HANDSHAKE_DONE, aioquic's
+            # client probes only with Handshake packets. If its address
+            # changed meanwhile (NAT rebinding), the server cannot read those
+            # from a new address and the connection dies at its idle timeout:
+            # also probe with a 1-RTT PING, which the server can read and
+            # which moves its path to us (RFC 9001 section 4.1.2).
+            quic.send_ping(0)
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         quic = self.quic
