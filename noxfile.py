@@ -66,7 +66,17 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Bulk transfer benchmark, trioquic and aioquic's asyncio layer side by
-    side (``nox -s bench -- --quick`` for a smoke run)."""
-    session.install("-e", ".")
-    session.run("python", "benchmarks/bulk.py", *session.posargs)
+    """Every benchmark, trioquic beside its peers in the same run: bulk
+    transfer (aioquic's asyncio layer), 1 KB HTTP/3 requests (aioquic's
+    asyncio HTTP/3 server, hypercorn-trio; ngtcp2's gtlsclient when it is
+    installed), memory per idle connection. ``nox -s bench -- --quick`` runs
+    the quick variants."""
+    session.install("-e", ".[test]")
+    quick = "--quick" in session.posargs
+    session.run("python", "benchmarks/bulk.py", *(["--quick"] if quick else []))
+    session.run("python", "benchmarks/h3_requests.py", *(["--quick"] if quick else []))
+    session.run(
+        "python",
+        "benchmarks/idle_memory.py",
+        *(["--connections", "100"] if quick else []),
+    )
