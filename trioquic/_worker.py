@@ -177,21 +177,25 @@ class IoWorker:
             self._stepped.unpark_all()
             nursery.cancel_scope.cancel()
 
+    def _drain(self, items: list[Any]) -> None:
+        """Append every item queued on the inbox, without blocking."""
+        receive_nowait = self._receive_channel.receive_nowait
+        while True:
+            try:
+                items.append(receive_nowait())
+            except trio.WouldBlock:
+                return
+
     async def _loop(self) -> None:
         engine = self.engine
         receive = self._receive_channel
-        receive_nowait = receive.receive_nowait
         last_step = -math.inf
         while True:
             # Take what is queued without blocking; block (with the timer as
             # deadline) only when nothing is, so a busy connection costs one
             # checkpoint per step and no cancel scope.
             items: list[Any] = []
-            while True:
-                try:
-                    items.append(receive_nowait())
-                except trio.WouldBlock:
-                    break
+            self._drain(items)
             if items:
                 await trio.lowlevel.checkpoint()
             else:
@@ -213,11 +217,7 @@ class IoWorker:
                         items.append(await receive.receive())
                 else:
                     await trio.lowlevel.checkpoint()
-            while True:
-                try:
-                    items.append(receive_nowait())
-                except trio.WouldBlock:
-                    break
+            self._drain(items)
             last_step = trio.current_time()
             await self._step(items)
             if self._stepped:
@@ -362,11 +362,7 @@ class IoWorker:
         with trio.move_on_at(trio.current_time() + min(self._grace, 3 * pto)):
             while replies < _CLOSING_REPLIES:
                 items = [await receive.receive()]
-                while True:
-                    try:
-                        items.append(receive.receive_nowait())
-                    except trio.WouldBlock:
-                        break
+                self._drain(items)
                 if budget is not None:
                     budget += 3 * sum(len(i[0]) for i in items if i is not _WAKE)
                 now = trio.current_time()
