@@ -26,16 +26,16 @@ Two load clients, used identically against every server:
 
 * ``native``: ngtcp2's HTTP/3 test client (``gtlsclient``), so that the load
   generator costs little and the server is what is measured. One process
-  sends ``--requests`` requests on one connection (``-n``); the 10-connection
-  shape runs 10 processes in parallel with a tenth each. It cannot cap the
-  number of requests in flight: it opens as many streams as the server's
-  stream credit allows. requests/s = requests / wall time of the processes
-  (start to exit, so one handshake per connection is included). It reports
-  no per-request latency.
+  sends ``--requests`` requests on one connection (``-n``); the 4- and
+  10-connection shapes run 4 or 10 processes in parallel, each with its
+  share. It cannot cap the number of requests in flight: it opens as many
+  streams as the server's stream credit allows. requests/s = requests / wall
+  time of the processes (start to exit, so one handshake per connection is
+  included). It reports no per-request latency.
 * ``python``: aioquic's asyncio client (``_h3_peers/load_client.py``) with
-  exactly N connections x M requests in flight (1 x 50 and 10 x 10), timing
-  every request; after a warm-up, requests/s and p50/p99 latency come from a
-  ``--duration`` window. It is itself Python on one core, so it may saturate
+  exactly N connections x M requests in flight (1 x 50, 4 x 25, 10 x 10),
+  timing every request; after a warm-up, requests/s and p50/p99 latency
+  come from a ``--duration`` window. It is itself Python on one core, so it may saturate
   before the server does (its CPU share is printed): its requests/s
   understate fast servers and its latencies include its own queueing.
 
@@ -88,9 +88,16 @@ SIZE = 1024
 LOAD_TAG = "H3-LOAD "
 
 SERVERS = ("trioquic", "aioquic", "hypercorn")
-LABELS = {"trioquic": "trioquic", "aioquic": "aioquic", "hypercorn": "hypercorn-trio"}
+#: Not run by default: trioquic without GSO/GRO, for a same-run before/after.
+VARIANTS = {"trioquic-no-offload": ("trioquic", ["--no-udp-offload"])}
+LABELS = {
+    "trioquic": "trioquic",
+    "aioquic": "aioquic",
+    "hypercorn": "hypercorn-trio",
+    "trioquic-no-offload": "trioquic, no GSO/GRO",
+}
 #: Shape name -> (connections, requests in flight per connection).
-SHAPES = {"1x50": (1, 50), "10x10": (10, 10)}
+SHAPES = {"1x50": (1, 50), "4x25": (4, 25), "10x10": (10, 10)}
 CLIENTS = ("native", "python")
 NATIVE_CLIENT = "gtlsclient"
 
@@ -295,10 +302,12 @@ def server_command(name: str, port: int, args: argparse.Namespace) -> list[str]:
             "warning",
             "hypercorn_app:app",
         ]
-    script = PEERS / f"{name}_server.py"
+    base, extra = VARIANTS.get(name, (name, []))
+    script = PEERS / f"{base}_server.py"
     return [
         sys.executable,
         str(script),
+        *extra,
         "--port",
         str(port),
         "--cert",
@@ -576,7 +585,7 @@ def choose_cpus(pin: bool) -> tuple[int | None, int | None]:
 def available_servers(names: list[str]) -> tuple[list[str], dict[str, str]]:
     missing: dict[str, str] = {}
     for name in names:
-        if name == "trioquic":
+        if VARIANTS.get(name, (name,))[0] == "trioquic":
             try:
                 from trioquic.h3 import serve_http3  # noqa: F401
             except ImportError as exc:
@@ -596,8 +605,9 @@ def run(args: argparse.Namespace) -> int:
     servers = [s.strip() for s in args.servers.split(",") if s.strip()]
     clients = [c.strip() for c in args.clients.split(",") if c.strip()]
     for name in servers:
-        if name not in SERVERS:
-            raise SystemExit(f"unknown server {name!r}; choose from {SERVERS}")
+        if name not in SERVERS and name not in VARIANTS:
+            choices = (*SERVERS, *VARIANTS)
+            raise SystemExit(f"unknown server {name!r}; choose from {choices}")
     for name in clients:
         if name not in CLIENTS:
             raise SystemExit(f"unknown client {name!r}; choose from {CLIENTS}")
@@ -860,7 +870,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(SERVERS),
-        help="comma-separated: trioquic,aioquic,hypercorn",
+        help="comma-separated: trioquic,aioquic,hypercorn (and "
+        "trioquic-no-offload: trioquic without GSO/GRO)",
     )
     parser.add_argument(
         "--clients", default=",".join(CLIENTS), help="comma-separated: native,python"

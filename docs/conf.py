@@ -26,7 +26,10 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.viewcode",
     "sphinxcontrib_trio",
+    # docs/performance.md is Markdown (MyST): its tables are benchmark output.
+    "myst_parser",
 ]
+myst_enable_extensions = ["colon_fence"]
 
 # trioquic.testing is documented from its docstrings; should the module be
 # missing from a build, its page says so instead of failing the build.

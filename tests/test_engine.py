@@ -7,6 +7,7 @@ or tasks, so they show the state machine's behaviour exactly.
 from __future__ import annotations
 
 import aioquic
+import pytest
 from aioquic.quic.connection import QuicConnection as AioquicConnection
 from aioquic.quic.connection import QuicConnectionState
 from aioquic.quic.stream import QuicStream, QuicStreamSender
@@ -72,6 +73,10 @@ def test_aioquic_internals_we_rely_on() -> None:
     ):
         assert hasattr(sender, attribute), attribute
     assert hasattr(client._loss, "_rtt_smoothed") and hasattr(client._loss, "_rtt_min")
+    # The engine replaces the pacer (see test_pacer_allows_bursts...).
+    pacer = client._loss._pacer
+    for attribute in ("bucket_max", "packet_time", "update_rate"):
+        assert hasattr(pacer, attribute), attribute
 
 
 class Pair:
@@ -212,9 +217,27 @@ def test_handshake_memory_is_released_once_confirmed() -> None:
         assert quic._handshake_confirmed
         for epoch in (tls.Epoch.INITIAL, tls.Epoch.HANDSHAKE):
             assert quic._crypto_buffers[epoch].capacity <= 64
-        assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 16384
+        # The 1-RTT buffer shrinks too (the server's NewSessionTicket went
+        # out with the handshake's end).
+        assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 2048
     # The connection still works (session tickets after the release are
     # tested end to end in test_connection.py).
     pair.server.send_stream_data(1, b"after", end_stream=True)
     pair.pump()
     assert pair.received() == 5
+
+
+def test_pacer_allows_bursts_of_two_milliseconds() -> None:
+    """aioquic's pacer bursts at most 16 packets, which an event loop's
+    1 ms timers cannot keep up with; the engine's pacer holds 2 ms of the
+    pacing rate (a regression test: it was once defined but not installed)."""
+    pair = Pair()
+    pacer = pair.server.quic._loss._pacer
+    pacer.update_rate(congestion_window=120_000, smoothed_rtt=0.0016)
+    assert pacer.packet_time is not None
+    assert pacer.bucket_max == pytest.approx(0.002)
+    assert pacer.bucket_max / pacer.packet_time > 16
+    # A slow path keeps aioquic's own, larger bound: a quarter of the
+    # window at the pacing rate (5,000 bytes at 100,000 bytes/s).
+    pacer.update_rate(congestion_window=20_000, smoothed_rtt=0.2)
+    assert pacer.bucket_max == pytest.approx(0.05)

@@ -321,7 +321,12 @@ async def _serve(
     try:
         if sockets is None:
             sockets = list(
-                await UdpSocket.bind(host, port, buffer_size=resolved.udp_buffer_size)
+                await UdpSocket.bind(
+                    host,
+                    port,
+                    buffer_size=resolved.udp_buffer_size,
+                    offload=resolved.udp_offload,
+                )
             )
     except BaseException:
         config.close()
@@ -388,7 +393,11 @@ async def _open_client(
     own_socket = socket is None
     if socket is None:
         family, remote_address = await _resolve(host, port)
-        socket = UdpSocket.for_peer(family, buffer_size=resolved.udp_buffer_size)
+        socket = UdpSocket.for_peer(
+            family,
+            buffer_size=resolved.udp_buffer_size,
+            offload=resolved.udp_offload,
+        )
     else:
         if not isinstance(host, str):
             raise TypeError(f"host must be a str, got {type(host).__name__}")
@@ -492,8 +501,11 @@ class _ClientPath:
             worker = self._worker
             old = worker.socket
             if self._own_socket and isinstance(old, UdpSocket):
+                settings = worker.engine.settings
                 new = UdpSocket.for_peer(
-                    old.family, buffer_size=worker.engine.settings.udp_buffer_size
+                    old.family,
+                    buffer_size=settings.udp_buffer_size,
+                    offload=settings.udp_offload,
                 )
                 old_scope = self._router_scope
                 try:

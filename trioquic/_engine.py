@@ -81,6 +81,11 @@ Address = Any
 
 #: Capacity left to the TLS buffers of discarded packet number spaces.
 _SPENT_BUFFER_SIZE = 64
+#: Capacity left to the 1-RTT TLS buffer once the handshake is confirmed
+#: (aioquic gives it 16 KiB): all TLS writes there after the handshake is a
+#: server's NewSessionTicket (a few hundred bytes), and that is written
+#: together with the handshake's end.
+_ONE_RTT_BUFFER_SIZE = 2048
 
 #: Longest burst the pacer allows, in seconds of the pacing rate.
 _PACING_BURST = 0.002
@@ -314,6 +319,8 @@ class _FlowControlledConnection(_AioquicConnection):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        # Pace in bursts an event loop's timers can keep up with.
+        self._loss._pacer = _BurstPacer(max_datagram_size=self._max_datagram_size)
         self.tq_stream_window = stream_window
         self.tq_connection_window = connection_window
         self.tq_consumed_total = 0
@@ -733,7 +740,8 @@ class Engine:
         """Once the handshake is confirmed the Initial and Handshake spaces are
         discarded, but aioquic keeps their 16 KiB TLS buffers and their
         crypto streams (with any unacknowledged handshake data) for the
-        connection's life. Give that memory back: a third of what an idle
+        connection's life. Give that memory back, and shrink the 1-RTT TLS
+        buffer (16 KiB, empty by now) too: about 40 % of what an idle
         connection costs."""
         self._handshake_memory_released = True
         quic = self.quic
@@ -745,6 +753,15 @@ class Engine:
                 quic._crypto_buffers[epoch] = Buffer(capacity=_SPENT_BUFFER_SIZE)
             if epoch in quic._crypto_streams:
                 quic._crypto_streams[epoch] = _AioquicStream()
+        one_rtt = quic._crypto_buffers.get(tls.Epoch.ONE_RTT)
+        if (
+            one_rtt is not None
+            and one_rtt.tell() == 0
+            and one_rtt.capacity > (_ONE_RTT_BUFFER_SIZE)
+        ):
+            quic._crypto_buffers[tls.Epoch.ONE_RTT] = Buffer(
+                capacity=_ONE_RTT_BUFFER_SIZE
+            )
 
     def _note_early_data(self) -> None:
         """Server: when the client's 0-RTT data was accepted, the connection

@@ -1,21 +1,57 @@
 """Transport events an :class:`~trioquic.ApplicationOverQuic` receives.
 
 They are trioquic's own small value classes, so applications never see the
-QUIC engine's types.
+QUIC engine's types. The two made for every stream frame or datagram
+received (:class:`StreamDataReceived`, :class:`DatagramReceived`) are plain
+slotted classes, cheaper to create than attrs' frozen ones: they compare
+equal by type and fields, print their fields, and are read-only by
+convention.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 
 
-@attrs.frozen
-class StreamDataReceived:
+class EventValue:
+    """Base of the small event classes: equality, hashing and repr from the
+    fields named in ``_field_names`` (in order)."""
+
+    __slots__ = ()
+    _field_names: tuple[str, ...] = ()
+
+    def _fields(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, name) for name in self._field_names)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        assert isinstance(other, EventValue)
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash((type(self), self._fields()))
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{name}={getattr(self, name)!r}" for name in self._field_names
+        )
+        return f"{type(self).__name__}({fields})"
+
+
+class StreamDataReceived(EventValue):
     """Data arrived on a stream, in order; ``end_stream`` marks the FIN."""
 
-    stream_id: int
-    data: bytes
-    end_stream: bool
+    __slots__ = ("data", "end_stream", "stream_id")
+    _field_names = ("stream_id", "data", "end_stream")
+    __match_args__ = ("stream_id", "data", "end_stream")
+
+    def __init__(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.end_stream = end_stream
 
 
 @attrs.frozen
@@ -37,11 +73,15 @@ class StopSendingReceived:
     error_code: int
 
 
-@attrs.frozen
-class DatagramReceived:
+class DatagramReceived(EventValue):
     """A QUIC datagram (RFC 9221) arrived."""
 
-    data: bytes
+    __slots__ = ("data",)
+    _field_names = ("data",)
+    __match_args__ = ("data",)
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
 
 
 QuicEvent = (

@@ -459,7 +459,12 @@ class Http3ServerApp:
 
 
 async def bind_udp_sockets(
-    host: str | None, port: int, *, buffer_size: int = 0, attempts: int = 5
+    host: str | None,
+    port: int,
+    *,
+    buffer_size: int = 0,
+    offload: bool = True,
+    attempts: int = 5,
 ) -> list[UdpSocket]:
     """Bind one UDP socket per address ``host`` resolves to, all on the same
     port (port 0: the one the kernel picks for the first address).
@@ -514,7 +519,7 @@ async def bind_udp_sockets(
                     raise
                 if chosen == 0:
                     chosen = sock.getsockname()[1]
-                sockets.append(UdpSocket(sock, buffer_size))
+                sockets.append(UdpSocket(sock, buffer_size, offload=offload))
         except OSError as exc:
             for s in sockets:
                 s.close()
@@ -562,7 +567,10 @@ async def run_server(
     """Serve the built-in application until cancelled (cancelling sends
     GOAWAY and CONNECTION_CLOSE to every client)."""
     sockets = await bind_udp_sockets(
-        config.host, config.port, buffer_size=config.settings.udp_buffer_size
+        config.host,
+        config.port,
+        buffer_size=config.settings.udp_buffer_size,
+        offload=config.settings.udp_offload,
     )
     try:
         port = int(sockets[0].local_address[1])

@@ -167,10 +167,23 @@ class InboundPacketRouter:
 
     async def run(self) -> None:
         socket = self.socket
+        counters = self.counters
+        short_header_target = self.table.short_header_target
+        queue_full = DropReason.QUEUE_FULL.value
         while True:
             batch = await socket.receive_batch()
             replies: list[tuple[bytes, Address]] = []
             for data, addr in batch:
+                # The fast path, inline: a short-header packet of a known
+                # connection goes straight to its worker's inbox.
+                target = short_header_target(data)
+                if target is not None:
+                    counters.received += 1
+                    if target.deliver(data, addr):
+                        counters.delivered += 1
+                    else:
+                        counters.dropped[queue_full] += 1
+                    continue
                 try:
                     reply = self.route(data, addr)
                 except Exception:  # never let one datagram take the router down

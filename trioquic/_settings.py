@@ -245,6 +245,14 @@ class QuicSettings:
     #: opens (``SO_SNDBUF`` / ``SO_RCVBUF``; the kernel may cap it). Small
     #: buffers drop datagrams in bursts, which QUIC reads as congestion.
     udp_buffer_size: int = attrs.field(default=4 * _MIB, validator=_int_at_least(0))
+    #: Use the kernel's UDP offloads where it offers them (Linux): a batch of
+    #: same-size datagrams to one address leaves in one ``sendmsg`` (GSO,
+    #: ``UDP_SEGMENT``) and runs of received datagrams arrive coalesced (GRO,
+    #: ``UDP_GRO``). ``False`` sends and receives one datagram per system
+    #: call. Either way a refused segmented send falls back by itself.
+    udp_offload: bool = attrs.field(
+        default=True, validator=attrs.validators.instance_of(bool)
+    )
     #: Congestion controller: ``"reno"`` or ``"cubic"``.
     congestion_control: CongestionControl = attrs.field(
         default="reno", validator=_congestion

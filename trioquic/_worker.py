@@ -17,7 +17,6 @@ drives QUIC time in tests.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -44,8 +43,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trioquic")
 
-_WAKE: Any = object()  # inbox item that only asks for a step
-
 #: How long to wait before handling the engine's timer again when handling it
 #: left it due (RFC 9002's timer granularity).
 _TIMER_GRANULARITY = 0.001
@@ -55,13 +52,72 @@ _TIMER_GRANULARITY = 0.001
 _CLOSING_REPLIES = 8
 
 
+class _Inbox:
+    """A worker's input: datagrams queued by the router (bounded: ``put``
+    refuses when full, never blocks) and the application's wake-up flag.
+
+    The worker takes everything at once; only the first arrival while it
+    waits reschedules it, so a burst of datagrams costs one task switch.
+    """
+
+    __slots__ = ("_waiter", "capacity", "closed", "datagrams", "woken")
+
+    def __init__(self, capacity: int) -> None:
+        self.datagrams: list[tuple[bytes, Address]] = []
+        self.capacity = capacity
+        self.woken = False
+        self.closed = False
+        self._waiter: trio.lowlevel.Task | None = None
+
+    def put(self, datagram: tuple[bytes, Address]) -> bool:
+        datagrams = self.datagrams
+        if self.closed or len(datagrams) >= self.capacity:
+            return False
+        datagrams.append(datagram)
+        if self._waiter is not None:
+            self._notify()
+        return True
+
+    def wake(self) -> None:
+        self.woken = True
+        if self._waiter is not None:
+            self._notify()
+
+    def _notify(self) -> None:
+        task, self._waiter = self._waiter, None
+        assert task is not None
+        trio.lowlevel.reschedule(task)
+
+    def ready(self) -> bool:
+        return self.woken or bool(self.datagrams)
+
+    def take(self) -> list[tuple[bytes, Address]]:
+        """Every datagram queued (and clear the wake-up flag)."""
+        datagrams = self.datagrams
+        self.datagrams = []
+        self.woken = False
+        return datagrams
+
+    async def wait(self) -> None:
+        """Return once something is queued; a checkpoint (cancellable)."""
+        if self.ready():
+            await trio.lowlevel.checkpoint()
+            return
+        self._waiter = trio.lowlevel.current_task()
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            self._waiter = None
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+
 class IoWorker:
     """Drives one :class:`Engine` and its :class:`ApplicationOverQuic`.
 
-    Datagrams arrive on a bounded memory channel fed by the
-    InboundPacketRouter (:meth:`deliver` never blocks: a full queue drops);
-    the application asks for steps with :meth:`wake`, which puts a marker on
-    the same channel.
+    Datagrams arrive in a bounded inbox fed by the InboundPacketRouter
+    (:meth:`deliver` never blocks: a full inbox drops); the application asks
+    for steps with :meth:`wake`, which sets a flag in the same inbox.
     """
 
     def __init__(
@@ -87,9 +143,7 @@ class IoWorker:
         self.error: ConnectionClosed | None = None
         self.established = trio.Event()
         self.finished = trio.Event()
-        self._send_channel, self._receive_channel = trio.open_memory_channel[Any](
-            settings.inbound_queue_size
-        )
+        self._inbox = _Inbox(settings.inbound_queue_size)
         self._wake_pending = False
         self._stepped = trio.lowlevel.ParkingLot()
         self._pending_events: list[QuicEvent] = []
@@ -108,23 +162,17 @@ class IoWorker:
 
     def deliver(self, data: bytes, addr: Address) -> bool:
         """Queue a datagram for this connection; False (dropped) when full."""
-        try:
-            self._send_channel.send_nowait((data, addr))
-        except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-            self.engine.datagrams_dropped += 1
-            return False
-        return True
+        if self._inbox.put((data, addr)):
+            return True
+        self.engine.datagrams_dropped += 1
+        return False
 
     def wake(self) -> None:
         """Request a driver step (idempotent until the step runs)."""
         if self._wake_pending or self.error is not None:
             return
         self._wake_pending = True
-        # A full queue means a step is coming anyway.
-        with contextlib.suppress(
-            trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError
-        ):
-            self._send_channel.send_nowait(_WAKE)
+        self._inbox.wake()
 
     def close(self, error_code: int, reason: str, *, transport: bool = False) -> None:
         if self.error is None and self.engine.close_reason is None:
@@ -172,36 +220,24 @@ class IoWorker:
                 self.engine.end_logging()
             except Exception:  # a full disk must not break the shutdown
                 logger.exception("trioquic: could not write the qlog trace")
-            self._receive_channel.close()
+            self._inbox.closed = True
             self.finished.set()
             self._stepped.unpark_all()
             nursery.cancel_scope.cancel()
 
-    def _drain(self, items: list[Any]) -> None:
-        """Append every item queued on the inbox, without blocking."""
-        receive_nowait = self._receive_channel.receive_nowait
-        while True:
-            try:
-                items.append(receive_nowait())
-            except trio.WouldBlock:
-                return
-
     async def _loop(self) -> None:
         engine = self.engine
-        receive = self._receive_channel
+        inbox = self._inbox
         last_step = -math.inf
         while True:
-            # Take what is queued without blocking; block (with the timer as
-            # deadline) only when nothing is, so a busy connection costs one
-            # checkpoint per step and no cancel scope.
-            items: list[Any] = []
-            self._drain(items)
-            if items:
+            # Block (with the timer as deadline) only when nothing is queued,
+            # so a busy connection costs one checkpoint per step and no
+            # cancel scope. One timer per connection, re-armed here.
+            timer = engine.get_timer()
+            if inbox.ready():
                 await trio.lowlevel.checkpoint()
             else:
-                deadline = engine.get_timer()
-                if deadline is None:
-                    deadline = math.inf
+                deadline = math.inf if timer is None else timer
                 if engine.handshake is None and self._handshake_deadline < deadline:
                     deadline = self._handshake_deadline
                 if deadline <= last_step:
@@ -212,29 +248,36 @@ class IoWorker:
                     # real one); wait a timer granularity, when the threshold
                     # has surely passed.
                     deadline = last_step + _TIMER_GRANULARITY
-                if deadline > trio.current_time():
+                if deadline == math.inf:
+                    await inbox.wait()
+                elif deadline > trio.current_time():
                     with trio.move_on_at(deadline):
-                        items.append(await receive.receive())
+                        await inbox.wait()
                 else:
                     await trio.lowlevel.checkpoint()
-            self._drain(items)
-            last_step = trio.current_time()
-            await self._step(items)
+            items = inbox.take()
+            last_step = now = trio.current_time()
+            await self._step(items, now, timer is not None and timer <= now)
             if self._stepped:
                 self._stepped.unpark_all()
             if self.error is not None:
                 return
 
-    async def _step(self, items: list[Any]) -> None:
+    async def _step(
+        self, datagrams: list[tuple[bytes, Address]], now: float, timer_due: bool
+    ) -> None:
+        """One step (see the module docstring). ``timer_due``: the engine's
+        timer, as armed before the datagrams, is due. Datagrams can only
+        postpone a timer (what they make overdue, aioquic handles as it
+        receives them), so the timer is looked at again only then."""
         engine = self.engine
-        now = trio.current_time()
         self._wake_pending = False
-        for item in items:
-            if item is not _WAKE:
-                engine.receive_datagram(item[0], item[1], now)
-        timer = engine.get_timer()
-        if timer is not None and timer <= now:
-            engine.handle_timer(now)
+        for data, addr in datagrams:
+            engine.receive_datagram(data, addr, now)
+        if timer_due:
+            timer = engine.get_timer()
+            if timer is not None and timer <= now:
+                engine.handle_timer(now)
         self._dispatch()
         if (
             engine.handshake is None
@@ -349,7 +392,7 @@ class IoWorker:
         self._closing_datagrams = []
         if not datagrams:
             return
-        receive = self._receive_channel
+        inbox = self._inbox
         replies = 0
         pto = self.engine.probe_timeout()
         interval = pto / 4  # answer at most this often (RFC 9000 section 10.2.1)
@@ -361,14 +404,14 @@ class IoWorker:
         size = sum(len(datagram) for datagram, _ in datagrams)
         with trio.move_on_at(trio.current_time() + min(self._grace, 3 * pto)):
             while replies < _CLOSING_REPLIES:
-                items = [await receive.receive()]
-                self._drain(items)
+                await inbox.wait()
+                received = inbox.take()
                 if budget is not None:
-                    budget += 3 * sum(len(i[0]) for i in items if i is not _WAKE)
+                    budget += 3 * sum(len(data) for data, _ in received)
                 now = trio.current_time()
                 if (
                     now >= next_reply
-                    and any(item is not _WAKE for item in items)
+                    and received
                     and (budget is None or size <= budget)
                 ):
                     await self.socket.send_batch(datagrams)

@@ -1,8 +1,14 @@
-"""What every peer of the HTTP/3 request benchmark shares.
+"""What every peer of the HTTP/3 benchmarks (requests and bulk) shares.
 
 The QUIC settings are aioquic's defaults because hypercorn cannot change
 them (it builds its ``QuicConfiguration`` from defaults); the other servers
-use the same values so that all three negotiate the same transport.
+and the Python clients use the same values so that all negotiate the same
+transport.
+
+Bodies up to :data:`CHUNK` bytes are answered in one piece (cached per size);
+larger ones are sent as :data:`CHUNK`-byte pieces of one cached block, so a
+50 MB body never exists in one piece in the server (what a stack buffers of
+it is its own affair).
 """
 
 from __future__ import annotations
@@ -10,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+from collections.abc import Iterator
+from typing import Any
 
 HOST = "127.0.0.1"
 #: aioquic's defaults (``QuicConfiguration``), which hypercorn uses as they are.
@@ -21,10 +29,14 @@ IDLE_TIMEOUT = 60.0
 #: Bidirectional streams a peer may open at once: aioquic's fixed value.
 MAX_STREAMS = 128
 #: Largest body a server will produce for ``GET /bytes/<n>``.
-MAX_BODY = 1024 * 1024
+MAX_BODY = 1024 * 1024 * 1024
+#: Bodies larger than this are sent in pieces of this size.
+CHUNK = 64 * 1024
 CONTENT_TYPE = b"application/octet-stream"
+NOT_FOUND = b"not found\n"
 
-_PATH = re.compile(rb"/bytes/(\d{1,7})")
+_PATH = re.compile(rb"/bytes/(\d{1,10})")
+_small: dict[int, bytes] = {}
 
 
 def body_size(method: bytes, path: bytes) -> int | None:
@@ -40,6 +52,86 @@ def payload(size: int) -> bytes:
     # Content does not change the cost (AEAD is content-blind); fixed for
     # reproducibility.
     return (bytes(range(256)) * (size // 256 + 1))[:size]
+
+
+def small_body(size: int) -> bytes:
+    """The body of ``size`` <= :data:`CHUNK` bytes, cached."""
+    assert size <= CHUNK
+    return _small.get(size) or _small.setdefault(size, payload(size))
+
+
+def body_chunks(size: int) -> Iterator[bytes]:
+    """The body of ``size`` bytes as :data:`CHUNK`-byte pieces (the last one
+    shorter); joined they equal ``payload(size)``."""
+    block = small_body(CHUNK)
+    whole, rest = divmod(size, CHUNK)
+    for _ in range(whole):
+        yield block
+    if rest:
+        yield block[:rest]
+
+
+def answer(
+    method: bytes, path: bytes
+) -> tuple[int, list[tuple[bytes, bytes]], Iterator[tuple[bytes, bool]]]:
+    """Status, headers (no pseudo-headers) and body pieces of the response to
+    a request, each piece with a flag that says whether it is the last one.
+    A body of at most :data:`CHUNK` bytes is one piece."""
+    size = body_size(method, path)
+    pieces: Iterator[bytes]
+    if size is None:
+        status, size, pieces = 404, len(NOT_FOUND), iter([NOT_FOUND])
+    elif size <= CHUNK:
+        status, pieces = 200, iter([small_body(size)])
+    else:
+        status, pieces = 200, body_chunks(size)
+    headers = [
+        (b"content-type", CONTENT_TYPE),
+        (b"content-length", str(size).encode()),
+    ]
+    return status, headers, _mark_last(pieces)
+
+
+def _mark_last(pieces: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
+    previous = next(pieces)
+    for piece in pieces:
+        yield previous, False
+        previous = piece
+    yield previous, True
+
+
+def aioquic_configuration(*, is_client: bool) -> Any:
+    """aioquic's ``QuicConfiguration`` with the shared settings (ALPN h3)."""
+    from aioquic.h3.connection import H3_ALPN
+    from aioquic.quic.configuration import QuicConfiguration
+
+    return QuicConfiguration(
+        is_client=is_client,
+        alpn_protocols=H3_ALPN,
+        max_datagram_size=MAX_UDP_PAYLOAD,
+        congestion_control_algorithm=CONGESTION_CONTROL,
+        max_data=CONNECTION_WINDOW,
+        max_stream_data=STREAM_WINDOW,
+        idle_timeout=IDLE_TIMEOUT,
+    )
+
+
+def trioquic_settings(**tls: Any) -> Any:
+    """trioquic's ``QuicSettings`` with the shared settings (ALPN h3), plus
+    ``certificate``/``private_key`` (server) or ``ca_certs`` (client)."""
+    import trioquic
+
+    return trioquic.QuicSettings(
+        alpn_protocols=["h3"],
+        max_udp_payload_size=MAX_UDP_PAYLOAD,
+        congestion_control=CONGESTION_CONTROL,
+        connection_receive_window=CONNECTION_WINDOW,
+        stream_receive_window=STREAM_WINDOW,
+        idle_timeout=IDLE_TIMEOUT,
+        # The kernel's default socket buffers, as the other servers get.
+        udp_buffer_size=0,
+        **tls,
+    )
 
 
 def pin_to(cpu: int | None) -> None:

@@ -2,7 +2,10 @@
 example server: a ``QuicConnectionProtocol`` subclass creates an
 ``H3Connection`` once ALPN "h3" is negotiated, feeds it every QUIC event, and
 answers each complete request with ``send_headers`` + ``send_data`` and one
-``transmit()``.
+``transmit()``. A body larger than 64 KiB is handed over as 64 KiB
+``send_data`` calls in one go (aioquic's H3 layer has no backpressure, so it
+buffers the whole body, as the example server does for an ASGI app that
+sends it at once).
 
 ``GET /bytes/<n>`` answers ``n`` bytes; anything else 404. The server exits
 after ``--lifetime`` seconds so that it never outlives the benchmark.
@@ -22,18 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import (
-    CONGESTION_CONTROL,
-    CONNECTION_WINDOW,
-    CONTENT_TYPE,
-    HOST,
-    IDLE_TIMEOUT,
-    MAX_UDP_PAYLOAD,
-    STREAM_WINDOW,
-    body_size,
-    payload,
-    pin_to,
-)
+from _shared import HOST, aioquic_configuration, answer, pin_to
 
 
 def make_protocol() -> type:
@@ -41,8 +33,6 @@ def make_protocol() -> type:
     from aioquic.h3.connection import H3_ALPN, H3Connection
     from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
     from aioquic.quic.events import ProtocolNegotiated, QuicEvent
-
-    bodies: dict[int, bytes] = {}
 
     class Http3ServerProtocol(QuicConnectionProtocol):
         def __init__(self, *args: object, **kwargs: object) -> None:
@@ -76,22 +66,12 @@ def make_protocol() -> type:
                     self.respond(event.stream_id, *request)
 
         def respond(self, stream_id: int, method: bytes, path: bytes) -> None:
-            assert self._http is not None
-            size = body_size(method, path)
-            if size is None:
-                status, body = b"404", b"not found\n"
-            else:
-                status = b"200"
-                body = bodies.get(size) or bodies.setdefault(size, payload(size))
-            self._http.send_headers(
-                stream_id,
-                [
-                    (b":status", status),
-                    (b"content-type", CONTENT_TYPE),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            )
-            self._http.send_data(stream_id, body, end_stream=True)
+            http = self._http
+            assert http is not None
+            status, headers, pieces = answer(method, path)
+            http.send_headers(stream_id, [(b":status", str(status).encode()), *headers])
+            for piece, last in pieces:
+                http.send_data(stream_id, piece, end_stream=last)
             self.transmit()
 
     return Http3ServerProtocol
@@ -99,18 +79,8 @@ def make_protocol() -> type:
 
 async def main(args: argparse.Namespace) -> None:
     from aioquic.asyncio import serve
-    from aioquic.h3.connection import H3_ALPN
-    from aioquic.quic.configuration import QuicConfiguration
 
-    config = QuicConfiguration(
-        is_client=False,
-        alpn_protocols=H3_ALPN,
-        max_datagram_size=MAX_UDP_PAYLOAD,
-        congestion_control_algorithm=CONGESTION_CONTROL,
-        max_data=CONNECTION_WINDOW,
-        max_stream_data=STREAM_WINDOW,
-        idle_timeout=IDLE_TIMEOUT,
-    )
+    config = aioquic_configuration(is_client=False)
     config.load_cert_chain(args.cert, args.key)
     server = await serve(
         HOST, args.port, configuration=config, create_protocol=make_protocol()

@@ -1,4 +1,5 @@
-"""A tiny ASGI application for hypercorn: ``GET /bytes/<n>`` answers ``n`` bytes,
+"""A tiny ASGI application for hypercorn: ``GET /bytes/<n>`` answers ``n`` bytes
+(in 64 KiB ``http.response.body`` messages with ``more_body`` when larger),
 anything else 404. Served by the benchmark as::
 
     hypercorn --workers 0 --worker-class trio --quic-bind 127.0.0.1:PORT \
@@ -14,9 +15,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import CONTENT_TYPE, body_size, payload
-
-_bodies: dict[int, bytes] = {}
+from _shared import answer
 
 
 async def app(
@@ -39,20 +38,8 @@ async def app(
         message = await receive()
         if message["type"] != "http.request" or not message.get("more_body"):
             break
-    size = body_size(scope["method"].encode(), scope["raw_path"])
-    if size is None:
-        status, body = 404, b"not found\n"
-    else:
-        status = 200
-        body = _bodies.get(size) or _bodies.setdefault(size, payload(size))
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [
-                (b"content-type", CONTENT_TYPE),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
+    status, headers, pieces = answer(scope["method"].encode(), scope["raw_path"])
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    # A body larger than 64 KiB goes in 64 KiB messages with more_body.
+    for body, last in pieces:
+        await send({"type": "http.response.body", "body": body, "more_body": not last})

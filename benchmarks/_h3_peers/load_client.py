@@ -33,15 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import (
-    CONGESTION_CONTROL,
-    CONNECTION_WINDOW,
-    HOST,
-    IDLE_TIMEOUT,
-    MAX_UDP_PAYLOAD,
-    STREAM_WINDOW,
-    pin_to,
-)
+from _shared import HOST, aioquic_configuration, pin_to
 
 TAG = "H3-LOAD "
 
@@ -136,18 +128,8 @@ def make_protocol() -> type:
 
 async def run(args: argparse.Namespace) -> None:
     from aioquic.asyncio import connect
-    from aioquic.h3.connection import H3_ALPN
-    from aioquic.quic.configuration import QuicConfiguration
 
-    config = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=H3_ALPN,
-        max_datagram_size=MAX_UDP_PAYLOAD,
-        congestion_control_algorithm=CONGESTION_CONTROL,
-        max_data=CONNECTION_WINDOW,
-        max_stream_data=STREAM_WINDOW,
-        idle_timeout=IDLE_TIMEOUT,
-    )
+    config = aioquic_configuration(is_client=True)
     config.load_verify_locations(args.cert)
     authority = f"{HOST}:{args.port}".encode()
     path = args.path.encode()

@@ -1,6 +1,9 @@
 """trioquic's HTTP/3 server (``trioquic.h3.serve_http3``) answering
 ``GET /bytes/<n>`` with ``n`` bytes (anything else 404), with the QUIC
-settings every server of the request benchmark uses. It exits after
+settings every server of the HTTP/3 benchmarks uses. A body of up to 64 KiB
+is sent with ``request.respond``, a larger one streamed in 64 KiB pieces with
+``request.stream_response`` (which waits while the stream's send buffer is
+full). It exits after
 ``--lifetime`` seconds so that it never outlives the benchmark.
 
 Run it::
@@ -18,59 +21,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import (
-    CONGESTION_CONTROL,
-    CONNECTION_WINDOW,
-    CONTENT_TYPE,
-    HOST,
-    IDLE_TIMEOUT,
-    MAX_STREAMS,
-    MAX_UDP_PAYLOAD,
-    STREAM_WINDOW,
-    body_size,
-    payload,
-    pin_to,
-)
+from _shared import HOST, MAX_STREAMS, answer, pin_to, trioquic_settings
 
 
 async def main(args: argparse.Namespace) -> None:
     import trio
 
-    import trioquic
     from trioquic.h3 import Http3Settings, Request, serve_http3
 
-    settings = trioquic.QuicSettings(
-        alpn_protocols=["h3"],
+    settings = trioquic_settings(
         certificate=args.cert,
         private_key=args.key,
-        max_udp_payload_size=MAX_UDP_PAYLOAD,
-        congestion_control=CONGESTION_CONTROL,
-        connection_receive_window=CONNECTION_WINDOW,
-        stream_receive_window=STREAM_WINDOW,
-        idle_timeout=IDLE_TIMEOUT,
-        # The kernel's default socket buffers, as the other servers get.
-        udp_buffer_size=0,
+        udp_offload=not args.no_udp_offload,
     )
     # serve_http3 sets the QUIC limit on concurrent request streams from this.
     http3_settings = Http3Settings(max_concurrent_requests=MAX_STREAMS)
-    bodies: dict[int, bytes] = {}
 
     async def handler(request: Request) -> None:
         await request.read()
-        size = body_size(request.method.encode(), request.path.encode())
-        if size is None:
-            status, body = 404, b"not found\n"
-        else:
-            status = 200
-            body = bodies.get(size) or bodies.setdefault(size, payload(size))
-        await request.respond(
-            status,
-            headers=[
-                (b"content-type", CONTENT_TYPE),
-                (b"content-length", str(len(body)).encode()),
-            ],
-            body=body,
-        )
+        status, headers, pieces = answer(request.method.encode(), request.path.encode())
+        body, last = next(pieces)
+        if last:
+            await request.respond(status, headers=headers, body=body)
+            return
+        # A large body: streamed, waiting while the send buffer is full.
+        async with request.stream_response(status, headers) as writer:
+            await writer.send(body)
+            for body, _ in pieces:
+                await writer.send(body)
 
     with trio.move_on_after(args.lifetime):
         async with trio.open_nursery() as nursery:
@@ -94,6 +72,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--key", required=True)
     parser.add_argument("--lifetime", type=float, default=600.0)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument(
+        "--no-udp-offload",
+        action="store_true",
+        help="one system call per datagram (QuicSettings.udp_offload=False)",
+    )
     return parser.parse_args(argv)
 
 

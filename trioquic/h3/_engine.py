@@ -41,6 +41,7 @@ from aioquic.quic.connection import QuicConnection as _AioquicConnection
 
 from .._events import (
     DatagramReceived,
+    EventValue,
     QuicEvent,
     StopSendingReceived,
     StreamDataReceived,
@@ -86,17 +87,28 @@ class HeadersReceived:
     stream_ended: bool
 
 
-@attrs.frozen
-class DataReceived:
-    stream_id: int
-    data: bytes
-    stream_ended: bool
+class DataReceived(EventValue):
+    """DATA on a request stream (one per QUIC stream frame: slotted, not
+    attrs, to be cheap)."""
+
+    __slots__ = ("data", "stream_ended", "stream_id")
+    _field_names = ("stream_id", "data", "stream_ended")
+
+    def __init__(self, stream_id: int, data: bytes, stream_ended: bool) -> None:
+        self.stream_id = stream_id
+        self.data = data
+        self.stream_ended = stream_ended
 
 
-@attrs.frozen
-class H3DatagramReceived:
-    stream_id: int
-    data: bytes
+class H3DatagramReceived(EventValue):
+    """An HTTP datagram (RFC 9297) for a request stream."""
+
+    __slots__ = ("data", "stream_id")
+    _field_names = ("stream_id", "data")
+
+    def __init__(self, stream_id: int, data: bytes) -> None:
+        self.stream_id = stream_id
+        self.data = data
 
 
 @attrs.frozen

@@ -1,0 +1,123 @@
+"""The Python clients of the HTTP/3 bulk benchmark: one ``GET`` on one
+connection, the body read to its end and counted, never kept.
+
+* ``--impl trioquic``: ``trioquic.h3.open_http3_client`` and
+  ``client.request``, the body read with ``async for``;
+* ``--impl aioquic``: aioquic's asyncio layer in the shape of its example
+  client (a ``QuicConnectionProtocol`` feeding an ``H3Connection``; the
+  protocol class of the request benchmark's load client, which counts body
+  bytes as ``DataReceived`` events arrive).
+
+Both use the QUIC settings every peer of the HTTP/3 benchmarks uses
+(``_shared.py``) and verify the server's certificate against ``--cert``.
+The clock and the CPU count start just before connecting and stop at the
+last body byte: the handshake is included, the interpreter's start and the
+connection's close are not. Prints one line, ``H3-BULK {json}`` (status,
+bytes, seconds, cpu_s), and exits. Run it::
+
+    python benchmarks/_h3_peers/bulk_client.py --impl trioquic --port 4433 \
+        --cert C --path /bytes/52428800
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _shared import HOST, aioquic_configuration, pin_to, trioquic_settings
+
+TAG = "H3-BULK "
+IMPLEMENTATIONS = ("trioquic", "aioquic")
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Clock:
+    """Wall and CPU seconds from construction to :meth:`stop`."""
+
+    def __init__(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), cpu_seconds()
+
+    def stop(self) -> dict[str, float]:
+        return {
+            "seconds": time.perf_counter() - self.wall,
+            "cpu_s": cpu_seconds() - self.cpu,
+        }
+
+
+async def trioquic_get(args: argparse.Namespace) -> dict[str, Any]:
+    import trio
+
+    from trioquic.h3 import open_http3_client
+
+    settings = trioquic_settings(ca_certs=args.cert)
+    with trio.fail_after(args.timeout):
+        clock = Clock()
+        async with open_http3_client(HOST, args.port, settings=settings) as client:
+            response = await client.request("GET", args.path)
+            received = 0
+            async for chunk in response:
+                received += len(chunk)
+            measured = clock.stop()
+    return {"status": response.status, "bytes": received, **measured}
+
+
+async def aioquic_get(args: argparse.Namespace) -> dict[str, Any]:
+    import asyncio
+
+    from aioquic.asyncio import connect
+    from load_client import make_protocol
+
+    config = aioquic_configuration(is_client=True)
+    config.load_verify_locations(args.cert)
+    authority = f"{HOST}:{args.port}".encode()
+    async with asyncio.timeout(args.timeout):
+        clock = Clock()
+        async with connect(
+            HOST, args.port, configuration=config, create_protocol=make_protocol()
+        ) as protocol:
+            status, received = await protocol.get(authority, args.path.encode())
+            measured = clock.stop()
+    return {"status": int(status or 0), "bytes": received, **measured}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--impl", choices=IMPLEMENTATIONS, required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--path", default="/bytes/52428800")
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="seconds allowed in all"
+    )
+    parser.add_argument("--cpu", type=int, default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    pin_to(args.cpu)
+    if args.impl == "trioquic":
+        import trio
+
+        result = trio.run(trioquic_get, args)
+    else:
+        import asyncio
+
+        result = asyncio.run(aioquic_get(args))
+    print(TAG + json.dumps({"impl": args.impl, **result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
