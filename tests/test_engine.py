@@ -55,6 +55,10 @@ def test_aioquic_internals_we_rely_on() -> None:
         "_spaces",
         "_handshake_confirmed",
         "_cryptos",
+        "_host_cids",
+        "_host_cid_seq",
+        "_local_active_connection_id_limit",
+        "_remote_active_connection_id_limit",
     ):
         assert hasattr(client, attribute), attribute
     assert client._state is QuicConnectionState.FIRSTFLIGHT
@@ -219,7 +223,7 @@ def test_handshake_memory_is_released_once_confirmed() -> None:
             assert quic._crypto_buffers[epoch].capacity <= 64
         # The 1-RTT buffer shrinks too (the server's NewSessionTicket went
         # out with the handshake's end).
-        assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 2048
+        assert quic._crypto_buffers[tls.Epoch.ONE_RTT].capacity == 1024
     # The connection still works (session tickets after the release are
     # tested end to end in test_connection.py).
     pair.server.send_stream_data(1, b"after", end_stream=True)

@@ -91,9 +91,10 @@ class QuicServer:
 
 
 async def _run_connection(worker: IoWorker) -> None:
-    """One connection's child nursery: the IoWorker and the application's tasks."""
+    """One connection's child nursery: the IoWorker runs in the task that
+    owns it (one task fewer per connection), the application's tasks in it."""
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(worker.run, nursery)
+        await worker.run(nursery)
 
 
 class _Endpoint:

@@ -35,10 +35,12 @@ import base64
 import contextlib
 import dataclasses
 import datetime
+import functools
 import json
 import os
 import pathlib
 import ssl
+import types
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import IO, Any
@@ -47,11 +49,13 @@ import attrs
 from aioquic import tls
 from aioquic._buffer import Buffer
 from aioquic.buffer import size_uint_var
+from aioquic.quic import connection as _aioquic_connection_module
 from aioquic.quic import events as aq_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import (
     CONNECTION_LIMIT_FRAME_CAPACITY,
     MAX_STREAM_DATA_FRAME_CAPACITY,
+    QuicConnectionId,
     QuicConnectionState,
 )
 from aioquic.quic.connection import (
@@ -60,6 +64,7 @@ from aioquic.quic.connection import (
 from aioquic.quic.connection import (
     QuicConnection as _AioquicConnection,
 )
+from aioquic.quic.crypto import NoCallback
 from aioquic.quic.logger import QuicFileLogger
 from aioquic.quic.packet import QuicErrorCode, QuicFrameType, encode_quic_retry
 from aioquic.quic.packet_builder import QuicPacketBuilder
@@ -85,7 +90,7 @@ _SPENT_BUFFER_SIZE = 64
 #: (aioquic gives it 16 KiB): all TLS writes there after the handshake is a
 #: server's NewSessionTicket (a few hundred bytes), and that is written
 #: together with the handshake's end.
-_ONE_RTT_BUFFER_SIZE = 2048
+_ONE_RTT_BUFFER_SIZE = 1024
 
 #: Longest burst the pacer allows, in seconds of the pacing rate.
 _PACING_BURST = 0.002
@@ -244,6 +249,11 @@ class EndpointConfiguration:
         return self._tickets.pop(label, None)
 
     def for_connection(self, server_name: str | None = None) -> QuicConfiguration:
+        """The configuration of one connection. aioquic only reads it, so a
+        server's connections share the endpoint's; a client's gets a copy
+        with its server name."""
+        if not self.is_client:
+            return self._base
         config = _copy_configuration(self._base)
         if server_name is not None and config.server_name is None:
             config.server_name = server_name
@@ -299,6 +309,53 @@ def _load_certificate(config: QuicConfiguration, settings: QuicSettings) -> None
             config.private_key = private_key
 
 
+# aioquic builds, in every connection's __init__, a table of its 33 frame
+# handlers, each with a new frozenset of the packet spaces it is allowed in:
+# about 11 KiB per connection and 33 set constructions per handshake. The
+# sets are pure functions of a constant string: compute each once (the same
+# immutable values, so aioquic behaves exactly as before), and
+# _FlowControlledConnection shares one table per class instead of a dict of
+# bound methods per connection.
+_aioquic_connection_module.EPOCHS = functools.cache(_aioquic_connection_module.EPOCHS)
+_FRAME_HANDLERS_ATTRIBUTE = "_QuicConnection__frame_handlers"
+
+
+class _FrameHandlers:
+    """aioquic's per-connection frame-handler table, as a view of one table
+    per class: ``table[frame_type]`` is ``(bound handler, allowed epochs)``
+    and a KeyError for an unknown type, as aioquic's dict gives."""
+
+    __slots__ = ("_connection", "_table")
+
+    def __init__(
+        self,
+        connection: _AioquicConnection,
+        table: dict[int, tuple[Callable[..., None], frozenset[tls.Epoch]]],
+    ) -> None:
+        self._connection = connection
+        self._table = table
+
+    def __getitem__(self, frame_type: int) -> tuple[Any, frozenset[tls.Epoch]]:
+        function, epochs = self._table[frame_type]
+        return types.MethodType(function, self._connection), epochs
+
+
+_frame_tables: dict[
+    type, dict[int, tuple[Callable[..., None], frozenset[tls.Epoch]]]
+] = {}
+
+
+def _share_frame_handlers(connection: _AioquicConnection) -> None:
+    handlers = getattr(connection, _FRAME_HANDLERS_ATTRIBUTE)
+    table = _frame_tables.get(type(connection))
+    if table is None:
+        table = _frame_tables[type(connection)] = {
+            frame_type: (handler.__func__, epochs)
+            for frame_type, (handler, epochs) in handlers.items()
+        }
+    setattr(connection, _FRAME_HANDLERS_ATTRIBUTE, _FrameHandlers(connection, table))
+
+
 class _FlowControlledConnection(_AioquicConnection):
     """aioquic's connection, granting receive credit on consumption.
 
@@ -316,9 +373,15 @@ class _FlowControlledConnection(_AioquicConnection):
         stream_window: int,
         connection_window: int,
         reset_key: StatelessResetKey | None = None,
+        connection_id_limit: int = 2,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        _share_frame_handlers(self)
+        # Announced in the transport parameters (serialized later) and the
+        # bound on the IDs we issue (aioquic: 8 both ways).
+        self._local_active_connection_id_limit = connection_id_limit
+        self.tq_connection_id_limit = connection_id_limit
         # Pace in bursts an event loop's timers can keep up with.
         self._loss._pacer = _BurstPacer(max_datagram_size=self._max_datagram_size)
         self.tq_stream_window = stream_window
@@ -337,12 +400,34 @@ class _FlowControlledConnection(_AioquicConnection):
             if host_cid.stateless_reset_token is not None:  # None: client's first
                 host_cid.stateless_reset_token = self.tq_reset_key.token(host_cid.cid)
 
+    def _initialize(self, peer_cid: bytes) -> None:
+        super()._initialize(peer_cid)
+        if self._quic_logger is None:
+            # The key-update callbacks only log to qlog: without one, share
+            # aioquic's no-op instead of 12 partials of bound methods.
+            for pair in self._cryptos.values():
+                for context in (pair.recv, pair.send):
+                    context._setup_cb = context._teardown_cb = NoCallback
+
     def _replenish_connection_ids(self) -> None:
-        super()._replenish_connection_ids()
+        """Issue IDs up to the smaller of our limit and the peer's (aioquic:
+        the peer's, at most 8), their reset tokens derived from the key."""
+        limit = min(
+            self.tq_connection_id_limit, self._remote_active_connection_id_limit
+        )
+        host_cids = self._host_cids
         key = self.tq_reset_key
-        for host_cid in self._host_cids:
-            if not host_cid.was_sent and host_cid.sequence_number:
-                host_cid.stateless_reset_token = key.token(host_cid.cid)
+        length = self._configuration.connection_id_length
+        while len(host_cids) < limit:
+            cid = os.urandom(length)
+            host_cids.append(
+                QuicConnectionId(
+                    cid=cid,
+                    sequence_number=self._host_cid_seq,
+                    stateless_reset_token=key.token(cid),
+                )
+            )
+            self._host_cid_seq += 1
 
     def _payload_received(self, *args: Any, **kwargs: Any) -> tuple[bool, bool]:
         self.tq_packets_processed += 1
@@ -509,6 +594,7 @@ class Engine:
             stream_window=settings.stream_receive_window,
             connection_window=settings.connection_receive_window,
             reset_key=endpoint.stateless_reset_key if endpoint is not None else None,
+            connection_id_limit=settings.active_connection_id_limit,
             session_ticket_fetcher=fetcher,
             session_ticket_handler=handler,
         )

@@ -197,6 +197,13 @@ class QuicSettings:
     #: Length of the connection IDs this endpoint issues; the router parses
     #: short-header packets with it.
     connection_id_length: int = attrs.field(default=8, validator=_cid_length)
+    #: How many connection IDs of each side may be in use at once (the
+    #: ``active_connection_id_limit`` transport parameter, at least 2): we
+    #: accept that many from the peer and issue at most that many. Each spare
+    #: ID lets a peer change its address (migration, ``rebind()``) without
+    #: being linked; each costs a frame, a stateless reset token and a routing
+    #: entry per connection. 2 (one spare), as quiche has it; aioquic uses 8.
+    active_connection_id_limit: int = attrs.field(default=2, validator=_int_at_least(2))
     #: Connection-level flow-control window (MAX_DATA): unread bytes the peer
     #: may have in flight across all streams.
     connection_receive_window: int = attrs.field(

@@ -316,7 +316,9 @@ class IoWorker:
             if self.router is not None:
                 self.router.handshake_finished(self)
             app.on_connection_established(self.io, engine.handshake)
-            self.nursery_start(self._wait_for_data_loop)
+            if type(app).wait_for_data is not ApplicationOverQuic.wait_for_data:
+                # The default never returns: no task for it.
+                self.nursery_start(self._wait_for_data_loop)
         if engine.close_reason is not None:
             return
         if events:

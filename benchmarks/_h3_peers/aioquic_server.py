@@ -5,7 +5,8 @@ answers each complete request with ``send_headers`` + ``send_data`` and one
 ``transmit()``. A body larger than 64 KiB is handed over as 64 KiB
 ``send_data`` calls in one go (aioquic's H3 layer has no backpressure, so it
 buffers the whole body, as the example server does for an ASGI app that
-sends it at once).
+sends it at once). Like the example server it issues session tickets and
+keeps them in a store (each usable once).
 
 ``GET /bytes/<n>`` answers ``n`` bytes; anything else 404. The server exits
 after ``--lifetime`` seconds so that it never outlives the benchmark.
@@ -22,6 +23,7 @@ import asyncio
 import contextlib
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -77,13 +79,34 @@ def make_protocol() -> type:
     return Http3ServerProtocol
 
 
+class SessionTicketStore:
+    """Session tickets issued, each usable once: aioquic's example server
+    keeps one of these, so its server issues a ticket per connection (as
+    trioquic's does)."""
+
+    def __init__(self) -> None:
+        self.tickets: dict[bytes, Any] = {}
+
+    def add(self, ticket: Any) -> None:
+        self.tickets[ticket.ticket] = ticket
+
+    def pop(self, label: bytes) -> Any:
+        return self.tickets.pop(label, None)
+
+
 async def main(args: argparse.Namespace) -> None:
     from aioquic.asyncio import serve
 
     config = aioquic_configuration(is_client=False)
     config.load_cert_chain(args.cert, args.key)
+    tickets = SessionTicketStore()
     server = await serve(
-        HOST, args.port, configuration=config, create_protocol=make_protocol()
+        HOST,
+        args.port,
+        configuration=config,
+        create_protocol=make_protocol(),
+        session_ticket_fetcher=tickets.pop,
+        session_ticket_handler=tickets.add,
     )
     try:
         print(f"serving on {HOST}:{args.port}", flush=True)

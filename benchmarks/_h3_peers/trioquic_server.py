@@ -29,11 +29,8 @@ async def main(args: argparse.Namespace) -> None:
 
     from trioquic.h3 import Http3Settings, Request, serve_http3
 
-    settings = trioquic_settings(
-        certificate=args.cert,
-        private_key=args.key,
-        udp_offload=not args.no_udp_offload,
-    )
+    offload = {"udp_offload": False} if args.no_udp_offload else {}
+    settings = trioquic_settings(certificate=args.cert, private_key=args.key, **offload)
     # serve_http3 sets the QUIC limit on concurrent request streams from this.
     http3_settings = Http3Settings(max_concurrent_requests=MAX_STREAMS)
 

@@ -572,6 +572,7 @@ class ServerH3Driver(H3Driver):
         super().__init__(http3_settings, quic_settings)
         self.handler = handler
         self.requests_seen = 0
+        self._post_accept_scope = trio.CancelScope()
         self.active = 0
         self._highest_request = -4
         self.shutting_down = False
@@ -593,7 +594,9 @@ class ServerH3Driver(H3Driver):
     async def _post_accept_timeout(self) -> None:
         timeout = self.http3_settings.post_accept_timeout
         assert timeout is not None
-        await trio.sleep(timeout)
+        # Cancelled at the first request: no task is left per connection.
+        with self._post_accept_scope:
+            await trio.sleep(timeout)
         if self.requests_seen == 0:
             logger.debug("trioquic.h3: no request within the post-accept timeout")
             self.begin_shutdown()
@@ -643,6 +646,7 @@ class ServerH3Driver(H3Driver):
 
         request = Request._from_exchange(self, ex, pseudo, headers)
         self.requests_seen += 1
+        self._post_accept_scope.cancel()
         self.active += 1
         limit = self.http3_settings.max_requests_per_connection
         if limit is not None and self.requests_seen >= limit:
