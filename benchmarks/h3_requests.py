@@ -832,7 +832,10 @@ def summarize(
                 if notes:
                     line += f" [{'; '.join(notes)}; medians of the other runs]"
                 print(line)
-    print("targets: trioquic >= 1.5x hypercorn-trio and >= 1.0x aioquic (requests/s)")
+    print(
+        "targets (4 connections, native client): trioquic >= 1.3x aioquic and "
+        ">= 3x hypercorn-trio (requests/s)"
+    )
     # Only the measurements kept count here.
     shares = [noise_share(m) for runs in results.values() for m in runs]
     if shares and max(shares) > 0.1:

@@ -30,6 +30,7 @@ extensions = [
     "myst_parser",
 ]
 myst_enable_extensions = ["colon_fence"]
+myst_heading_anchors = 3
 
 # trioquic.testing is documented from its docstrings; should the module be
 # missing from a build, its page says so instead of failing the build.

@@ -245,3 +245,55 @@ def test_pacer_allows_bursts_of_two_milliseconds() -> None:
     # window at the pacing rate (5,000 bytes at 100,000 bytes/s).
     pacer.update_rate(congestion_window=20_000, smoothed_rtt=0.2)
     assert pacer.bucket_max == pytest.approx(0.05)
+
+
+@pytest.mark.parametrize("limit", [2, 4])
+def test_connection_ids_in_use_follow_the_setting(limit: int) -> None:
+    pair = Pair(active_connection_id_limit=limit)
+    pair.pump(50)
+    for engine, peer in ((pair.server, pair.client), (pair.client, pair.server)):
+        # Announced to the peer, and the bound on what each side issues.
+        assert peer.quic._remote_active_connection_id_limit == limit
+        assert len(engine.quic._host_cids) == limit
+        # The reset tokens of issued IDs are derived from the key.
+        for host_cid in engine.quic._host_cids[1:]:
+            assert host_cid.stateless_reset_token == engine.quic.tq_reset_key.token(
+                host_cid.cid
+            )
+
+
+def test_frame_handlers_are_shared_and_behave_as_aioquic_s() -> None:
+    from aioquic.quic.connection import QuicConnectionError
+
+    first, second = Pair(), Pair()
+    table = first.server.quic._QuicConnection__frame_handlers  # type: ignore[attr-defined]
+    other = second.server.quic._QuicConnection__frame_handlers  # type: ignore[attr-defined]
+    assert table._table is other._table
+    handler, epochs = table[0x01]  # PING: allowed in every packet space
+    assert handler.__self__ is first.server.quic
+    assert len(epochs) == 4
+    with pytest.raises(KeyError):
+        table[0x1F_FFFF]
+    # The connection still works through the shared table, and an unknown
+    # frame type is still a FRAME_ENCODING_ERROR.
+    first.server.send_stream_data(1, b"still works", end_stream=True)
+    first.pump()
+    assert first.received() == len(b"still works")
+    with pytest.raises(QuicConnectionError):
+        first.server.quic._payload_received(
+            _one_rtt_context(first.server.quic), b"\x1f"
+        )
+
+
+def _one_rtt_context(quic: AioquicConnection) -> object:
+    from aioquic import tls
+    from aioquic.quic.connection import QuicReceiveContext
+
+    return QuicReceiveContext(
+        epoch=tls.Epoch.ONE_RTT,
+        host_cid=quic.host_cid,
+        network_path=quic._network_paths[0],
+        quic_logger_frames=None,
+        time=0.0,
+        version=quic._version,
+    )

@@ -26,6 +26,7 @@ def test_defaults_are_valid() -> None:
         ("max_udp_payload_size", 1000, "at least 1200"),
         ("congestion_control", "bbr", "'reno' or 'cubic'"),
         ("max_datagram_frame_size", 0, "at least 1"),
+        ("active_connection_id_limit", 1, "at least 2"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(
@@ -45,6 +46,7 @@ def test_bad_values_raise_value_error_naming_the_field(
         ("max_connections", True),
         ("qlog_dir", 3),
         ("verify_peer", "yes"),
+        ("udp_offload", 1),
     ],
 )
 def test_wrong_types_raise_type_error(field: str, value: object) -> None:
