@@ -13,6 +13,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from helpers import all_tasks
 
 import trioquic
 from trioquic import h3
@@ -442,6 +443,32 @@ async def test_post_accept_timeout_closes_idle_connection(
             assert error.reason.error_code == h3.H3_NO_ERROR
             assert error.reason.by_peer
             assert client.goaway_received
+
+
+async def test_post_accept_timer_ends_with_the_first_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once a request has arrived, no task waits out the post-accept timeout
+    (a request in the handshake's flight means no timer task at all; one
+    that comes later ends it), and the connection stays open past it."""
+
+    def timer_tasks() -> list[trio.lowlevel.Task]:
+        return [t for t in all_tasks() if "_post_accept_timeout" in t.name]
+
+    with trio.fail_after(30):
+        async with (
+            http3_server(hello, Http3Settings(post_accept_timeout=5)) as harness,
+            harness.client() as client,
+        ):
+            await trio.sleep(1)  # idle: the timer runs
+            assert len(timer_tasks()) == 1
+            response = await client.request("GET", "/")
+            assert await response.read() == b"hello /"
+            await trio.sleep(0.1)
+            assert timer_tasks() == []
+            await trio.sleep(10)  # past the timeout: still open
+            response = await client.request("GET", "/again")
+            assert await response.read() == b"hello /again"
 
 
 # -- GOAWAY ------------------------------------------------------------------------

@@ -572,6 +572,7 @@ class ServerH3Driver(H3Driver):
         super().__init__(http3_settings, quic_settings)
         self.handler = handler
         self.requests_seen = 0
+        self._post_accept_deadline: float | None = None
         self._post_accept_scope = trio.CancelScope()
         self.active = 0
         self._highest_request = -4
@@ -585,18 +586,28 @@ class ServerH3Driver(H3Driver):
         self, io: ConnectionIO, handshake: HandshakeInfo
     ) -> None:
         super().on_connection_established(io, handshake)
-        if self.http3_settings.post_accept_timeout is not None:
-            io.start_soon(self._post_accept_timeout)
+        timeout = self.http3_settings.post_accept_timeout
+        if timeout is not None:
+            # The timer task starts at the end of this step only if no
+            # request came with the handshake (clients usually send theirs
+            # in the same flight): most connections never need it.
+            self._post_accept_deadline = trio.current_time() + timeout
         if self.shutting_down:
             self.shutting_down = False
             self.begin_shutdown()
 
-    async def _post_accept_timeout(self) -> None:
-        timeout = self.http3_settings.post_accept_timeout
-        assert timeout is not None
+    def process_writes(self, io: ConnectionIO) -> None:
+        super().process_writes(io)
+        deadline = self._post_accept_deadline
+        if deadline is not None:
+            self._post_accept_deadline = None
+            if self.requests_seen == 0:
+                io.start_soon(self._post_accept_timeout, deadline)
+
+    async def _post_accept_timeout(self, deadline: float) -> None:
         # Cancelled at the first request: no task is left per connection.
         with self._post_accept_scope:
-            await trio.sleep(timeout)
+            await trio.sleep_until(deadline)
         if self.requests_seen == 0:
             logger.debug("trioquic.h3: no request within the post-accept timeout")
             self.begin_shutdown()
