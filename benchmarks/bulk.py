@@ -66,9 +66,16 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from _bench_common import (
+    own_and_children_seconds,
+    system_busy_seconds,
+    udp_counters,
+    use_self_signed_certificate,
+)
 
 HOST = "127.0.0.1"
 ALPN = "bulk"
@@ -110,37 +117,6 @@ def report(**values: Any) -> None:
     print(TAG + json.dumps(values), flush=True)
 
 
-def udp_counters() -> dict[str, int]:
-    """The kernel's UDP counters (Linux), to count datagrams dropped because a
-    socket's receive buffer was full; empty where unavailable."""
-    try:
-        with open("/proc/net/snmp") as fp:
-            rows = [line.split() for line in fp if line.startswith("Udp:")]
-        return dict(zip(rows[0][1:], map(int, rows[1][1:]), strict=True))
-    except (OSError, IndexError, ValueError):
-        return {}
-
-
-def system_busy_seconds() -> float | None:
-    """CPU seconds every process on the machine spent in user and system mode
-    (Linux ``/proc/stat``); None where unavailable."""
-    try:
-        with open("/proc/stat") as fp:
-            fields = fp.readline().split()
-        user, nice, system = (int(x) for x in fields[1:4])
-    except (OSError, ValueError, IndexError):
-        return None
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
-
-
-def own_and_children_seconds() -> float:
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
-
-
 def parse_request(request: bytes) -> int:
     if not request.startswith(b"GET ") or not request.endswith(b"\n"):
         raise ValueError(f"bad request {request!r}")
@@ -150,10 +126,40 @@ def parse_request(request: bytes) -> int:
     return size
 
 
+async def read_request(receive: Callable[[int], Awaitable[bytes]]) -> int:
+    """Read a request with ``receive`` (trio's or asyncio's) until EOF and
+    parse it."""
+    request = b""
+    while data := await receive(MAX_REQUEST):
+        request += data
+        if len(request) > MAX_REQUEST:
+            raise ValueError("request too long")
+    return parse_request(request)
+
+
+async def read_all(receive: Callable[[int], Awaitable[bytes]]) -> int:
+    """Read with ``receive`` (trio's or asyncio's) until EOF; the byte count."""
+    received = 0
+    while data := await receive(READ_SIZE):
+        received += len(data)
+    return received
+
+
 def payload_block() -> bytes:
     # Content does not change the cost (AEAD is content-blind); fixed for
     # reproducibility.
     return bytes(range(256)) * (BLOCK_SIZE // 256)
+
+
+def payload_chunks(size: int) -> Iterator[bytes | memoryview]:
+    """``size`` bytes of payload as :data:`BLOCK_SIZE` pieces of one block."""
+    block = payload_block()
+    view = memoryview(block)
+    remaining = size
+    while remaining:
+        count = min(remaining, BLOCK_SIZE)
+        yield block if count == BLOCK_SIZE else view[:count]
+        remaining -= count
 
 
 def pin_to(cpu: int | None) -> None:
@@ -213,20 +219,10 @@ def trioquic_server(args: argparse.Namespace) -> None:
     async def handler(connection: trioquic.QuicConnection) -> None:
         stream = await connection.accept_stream()
         assert isinstance(stream, trioquic.QuicStream)
-        request = b""
-        while data := await stream.receive_some(MAX_REQUEST):
-            request += data
-            if len(request) > MAX_REQUEST:
-                raise ValueError("request too long")
-        size = parse_request(request)
+        size = await read_request(stream.receive_some)
         user0, sys0 = cpu_seconds()
-        block = payload_block()
-        view = memoryview(block)
-        remaining = size
-        while remaining:
-            count = min(remaining, BLOCK_SIZE)
-            await stream.send_all(block if count == BLOCK_SIZE else view[:count])
-            remaining -= count
+        for chunk in payload_chunks(size):
+            await stream.send_all(chunk)
         await stream.send_eof()
         # Stay until the client has read everything and closed the connection.
         with trio.move_on_after(args.timeout):
@@ -279,9 +275,7 @@ def trioquic_client(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 await stream.send_all(b"GET %d\n" % args.size)
                 await stream.send_eof()
-                received = 0
-                while data := await stream.receive_some(READ_SIZE):
-                    received += len(data)
+                received = await read_all(stream.receive_some)
                 t1 = time.perf_counter()
                 user1, sys1 = cpu_seconds()
                 stats = connection.statistics()
@@ -348,21 +342,11 @@ def aioquic_server(args: argparse.Namespace) -> None:
         async def serve_stream(
             reader: asyncio.StreamReader, writer: asyncio.StreamWriter
         ) -> None:
-            request = b""
-            while data := await reader.read(MAX_REQUEST):
-                request += data
-                if len(request) > MAX_REQUEST:
-                    raise ValueError("request too long")
-            size = parse_request(request)
+            size = await read_request(reader.read)
             start_cpu.append(cpu_seconds())
-            block = payload_block()
-            view = memoryview(block)
-            remaining = size
-            while remaining:
-                count = min(remaining, BLOCK_SIZE)
-                writer.write(block if count == BLOCK_SIZE else view[:count])
+            for chunk in payload_chunks(size):
+                writer.write(chunk)
                 await writer.drain()
-                remaining -= count
             writer.write_eof()
             result["bytes_sent"] = size
 
@@ -418,9 +402,7 @@ def aioquic_client(args: argparse.Namespace) -> None:
                 t0 = time.perf_counter()
                 writer.write(b"GET %d\n" % args.size)
                 writer.write_eof()
-                received = 0
-                while data := await reader.read(READ_SIZE):
-                    received += len(data)
+                received = await read_all(reader.read)
                 t1 = time.perf_counter()
                 user1, sys1 = cpu_seconds()
                 result.update(
@@ -740,13 +722,7 @@ def run_parent(args: argparse.Namespace) -> int:
     results: dict[str, list[Measurement]] = {code: [] for code in codes}
     budget_end = time.monotonic() + args.budget
     with tempfile.TemporaryDirectory() as directory:
-        import trioquic
-
-        certificate = trioquic.generate_self_signed_certificate(
-            ["localhost", HOST], directory
-        )
-        args.cert = str(certificate.certificate_path)
-        args.key = str(certificate.private_key_path)
+        use_self_signed_certificate(args, directory, HOST)
         print(
             f"size {args.size} bytes, {args.repeat} repeat(s), "
             f"CPUs {cpus if cpus else 'not pinned'}",

@@ -541,6 +541,12 @@ class BulkSender:
         self._block = payload(BLOCK_SIZE)
         self.remaining = 0
 
+    def start(self, size: int) -> None:
+        """Begin a body of ``size`` bytes; an empty one ends the stream at once."""
+        self.remaining = size
+        if size == 0:
+            self._write(b"", True)
+
     def pump(self, quic: QuicConnection, stream_id: int) -> None:
         while self.remaining:
             count = min(self.remaining, BLOCK_SIZE)
@@ -572,9 +578,7 @@ class RawBulkServer(Application):
         if event.end_stream:
             size = parse_request(self.request)
             self.stream_id = event.stream_id
-            self.sender.remaining = size
-            if size == 0:
-                self._write(b"", True)
+            self.sender.start(size)
 
     def pump(self) -> None:
         if self.stream_id is not None and self.quic is not None:
@@ -686,9 +690,7 @@ class H3BulkServer(H3Application):
                 (b"content-length", str(size).encode()),
             ],
         )
-        self.sender.remaining = size
-        if size == 0:
-            self._write(b"", True)
+        self.sender.start(size)
 
     def pump(self) -> None:
         if self.stream_id is not None and self.quic is not None:

@@ -83,6 +83,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import h3_requests as h3  # noqa: E402 - the sibling benchmark, for its helpers
+from _bench_common import use_self_signed_certificate  # noqa: E402
 from h3_requests import (  # noqa: E402
     HOST,
     PEERS,
@@ -492,13 +493,7 @@ def run(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory() as directory,
         tempfile.TemporaryDirectory(dir=scratch_root(args.size)) as scratch,
     ):
-        import trioquic
-
-        certificate = trioquic.generate_self_signed_certificate(
-            ["localhost", HOST], directory
-        )
-        args.cert = str(certificate.certificate_path)
-        args.key = str(certificate.private_key_path)
+        use_self_signed_certificate(args, directory, HOST)
         args.scratch = scratch
         args.docroot = Path(scratch) / "htdocs"
         args.docroot.mkdir()

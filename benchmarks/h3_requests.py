@@ -66,7 +66,6 @@ import contextlib
 import importlib.util
 import json
 import os
-import resource
 import select
 import shutil
 import signal
@@ -79,6 +78,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from _bench_common import (
+    own_and_children_seconds,
+    system_busy_seconds,
+    udp_counters,
+    use_self_signed_certificate,
+)
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "_h3_peers"
@@ -174,33 +180,7 @@ def cpu_seconds_of(pid: int) -> float | None:
 
 def udp_receive_drops() -> int | None:
     """Datagrams the kernel dropped because a receive buffer was full."""
-    try:
-        with open("/proc/net/snmp") as fp:
-            rows = [line.split() for line in fp if line.startswith("Udp:")]
-        return int(dict(zip(rows[0][1:], rows[1][1:], strict=True))["RcvbufErrors"])
-    except (OSError, IndexError, ValueError, KeyError):
-        return None
-
-
-def system_busy_seconds() -> float | None:
-    """CPU seconds every process on the machine spent in user and system mode
-    (Linux ``/proc/stat``)."""
-    try:
-        with open("/proc/stat") as fp:
-            fields = fp.readline().split()
-        user, nice, system = (int(x) for x in fields[1:4])
-    except (OSError, ValueError, IndexError):
-        return None
-    return (user + nice + system) / os.sysconf("SC_CLK_TCK")
-
-
-def own_and_children_seconds() -> float:
-    """CPU seconds of this process and of the children it has waited for."""
-    total = 0.0
-    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
-        usage = resource.getrusage(who)
-        total += usage.ru_utime + usage.ru_stime
-    return total
+    return udp_counters().get("RcvbufErrors")
 
 
 @dataclass
@@ -625,13 +605,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[Key, list[Measurement]] = {}
     budget_end = time.monotonic() + args.budget
     with tempfile.TemporaryDirectory() as directory:
-        import trioquic
-
-        certificate = trioquic.generate_self_signed_certificate(
-            ["localhost", HOST], directory
-        )
-        args.cert = str(certificate.certificate_path)
-        args.key = str(certificate.private_key_path)
+        use_self_signed_certificate(args, directory, HOST)
         print(
             f"GET {PATH} ({SIZE} bytes); servers "
             f"{', '.join(LABELS[s] for s in servers)}; "

@@ -72,6 +72,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import h3_requests as h3  # noqa: E402
+from _bench_common import use_self_signed_certificate  # noqa: E402
 from h3_requests import Measurement  # noqa: E402
 
 SWARM = h3.PEERS / "swarm_client.py"
@@ -121,8 +122,6 @@ def each_server(
     did not start. Servers run on one CPU; this process, and the clients it
     starts, on ``args.client_cpu``, another (unless ``--no-pin``). Prints
     ``what`` first, with the servers, repeats and CPUs."""
-    import trioquic
-
     cpu, args.client_cpu = h3.choose_cpus(args.pin)
     if args.client_cpu is not None:
         os.sched_setaffinity(0, {args.client_cpu})
@@ -133,11 +132,7 @@ def each_server(
     )
     budget_end = time.monotonic() + args.budget
     with tempfile.TemporaryDirectory() as directory:
-        generated = trioquic.generate_self_signed_certificate(
-            ["localhost", h3.HOST], directory
-        )
-        args.cert = str(generated.certificate_path)
-        args.key = str(generated.private_key_path)
+        use_self_signed_certificate(args, directory, h3.HOST)
         for index in range(args.repeat * len(servers)):
             repeat, position = divmod(index, len(servers))
             name = servers[(position + repeat) % len(servers)]

@@ -8,8 +8,9 @@ implementations.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -237,3 +238,25 @@ class ApplicationOverQuic:
 
     def on_connection_close(self, io: ConnectionIO, reason: CloseReason) -> None:
         """The connection ended (``io.error`` is what waiters should raise)."""
+
+
+_T = TypeVar("_T")
+
+
+async def take_when_ready(
+    queue: deque[_T], lot: trio.lowlevel.ParkingLot, check: Callable[[], None]
+) -> _T:
+    """Pop the oldest item of ``queue``, parking on ``lot`` while it is empty
+    (whoever appends unparks it); ``check()`` raises when waiting can no
+    longer succeed (the connection ended, ...). A checkpoint either way, and
+    cancel-safe: a cancelled wait takes nothing."""
+    await trio.lowlevel.checkpoint_if_cancelled()
+    blocked = False
+    while not queue:
+        check()
+        blocked = True
+        await lot.park()
+    item = queue.popleft()
+    if not blocked:
+        await trio.lowlevel.cancel_shielded_checkpoint()
+    return item

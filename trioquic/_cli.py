@@ -23,7 +23,7 @@ import shlex
 import signal
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import Any, NoReturn, TextIO, TypeVar
 
 import trio
 
@@ -43,6 +43,8 @@ from ._http3_get import (
 )
 from ._http3_server import ServerConfig, run_server
 from ._settings import QuicSettings
+
+_T = TypeVar("_T")
 
 #: Exit status for failures (argparse uses 2 for usage errors).
 EXIT_FAILURE = 1
@@ -101,6 +103,54 @@ def _check_readable(path: str, what: str) -> None:
         raise CommandError(f"{what} file not found: {path}")
 
 
+def _server_certificate(
+    args: argparse.Namespace,
+) -> tuple[str, str, bool]:
+    """(certificate path, key path, generated?) for a server command."""
+    if (args.certificate is None) != (args.private_key is None):
+        raise CommandError("--certificate and --private-key go together: give both")
+    if args.certificate is not None:
+        _check_readable(args.certificate, "certificate")
+        _check_readable(args.private_key, "private key")
+        return (
+            os.path.abspath(args.certificate),
+            os.path.abspath(args.private_key),
+            False,
+        )
+    cert = generate_self_signed_certificate(DEFAULT_NAMES)
+    return str(cert.certificate_path), str(cert.private_key_path), True
+
+
+def _certificate_spki(certificate_path: str) -> str:
+    """The certificate's SPKI SHA-256 (base64), or a one-line failure."""
+    try:
+        return spki_sha256(certificate_path)
+    except ValueError as exc:
+        raise CommandError(
+            f"cannot read the certificate {certificate_path}: {exc}"
+        ) from None
+
+
+def _print_listening(server: QuicServer, what: str, out: TextIO) -> None:
+    """One line per address the server is bound to."""
+    for address in server.addresses:
+        where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+        print(
+            f"trioquic {what} listening on {where}:{address[1]} (UDP)",
+            file=out,
+        )
+
+
+def _print_certificate(
+    certificate_path: str, key_path: str, generated: bool, spki: str, out: TextIO
+) -> None:
+    """The server's certificate, key and SPKI hash."""
+    kind = "self-signed development certificate" if generated else "certificate"
+    print(f"{kind}: {certificate_path}", file=out)
+    print(f"private key: {key_path}", file=out)
+    print(f"certificate SPKI SHA-256 (base64): {spki}", file=out)
+
+
 # -- echo-server -----------------------------------------------------------------
 
 
@@ -139,25 +189,8 @@ async def _run_echo_server(
 
 
 def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
-    if (args.certificate is None) != (args.private_key is None):
-        raise CommandError("--certificate and --private-key go together: give both")
-    if args.certificate is not None:
-        _check_readable(args.certificate, "certificate")
-        _check_readable(args.private_key, "private key")
-        certificate_path = os.path.abspath(args.certificate)
-        key_path = os.path.abspath(args.private_key)
-        generated = False
-    else:
-        cert = generate_self_signed_certificate(DEFAULT_NAMES)
-        certificate_path = str(cert.certificate_path)
-        key_path = str(cert.private_key_path)
-        generated = True
-    try:
-        spki = spki_sha256(certificate_path)
-    except ValueError as exc:
-        raise CommandError(
-            f"cannot read the certificate {certificate_path}: {exc}"
-        ) from None
+    certificate_path, key_path, generated = _server_certificate(args)
+    spki = _certificate_spki(certificate_path)
     settings = QuicSettings(
         alpn_protocols=[ECHO_ALPN],
         certificate=certificate_path,
@@ -165,16 +198,8 @@ def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     )
 
     def on_ready(server: QuicServer) -> None:
-        for address in server.addresses:
-            where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
-            print(
-                f"trioquic echo server listening on {where}:{address[1]} (UDP)",
-                file=out,
-            )
-        kind = "self-signed development certificate" if generated else "certificate"
-        print(f"{kind}: {certificate_path}", file=out)
-        print(f"private key: {key_path}", file=out)
-        print(f"certificate SPKI SHA-256 (base64): {spki}", file=out)
+        _print_listening(server, "echo server", out)
+        _print_certificate(certificate_path, key_path, generated, spki, out)
         client = [
             *_self_command(prog),
             "echo-client",
@@ -195,24 +220,6 @@ def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
 
 
 # -- serve -------------------------------------------------------------------------
-
-
-def _server_certificate(
-    args: argparse.Namespace,
-) -> tuple[str, str, bool]:
-    """(certificate path, key path, generated?) for a server command."""
-    if (args.certificate is None) != (args.private_key is None):
-        raise CommandError("--certificate and --private-key go together: give both")
-    if args.certificate is not None:
-        _check_readable(args.certificate, "certificate")
-        _check_readable(args.private_key, "private key")
-        return (
-            os.path.abspath(args.certificate),
-            os.path.abspath(args.private_key),
-            False,
-        )
-    cert = generate_self_signed_certificate(DEFAULT_NAMES)
-    return str(cert.certificate_path), str(cert.private_key_path), True
 
 
 def _url_host(host: str | None) -> str:
@@ -256,12 +263,7 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
             raise CommandError(f"--root is not a directory: {args.root}")
         root = root.resolve()
     certificate_path, key_path, generated = _server_certificate(args)
-    try:
-        spki = spki_sha256(certificate_path)
-    except ValueError as exc:
-        raise CommandError(
-            f"cannot read the certificate {certificate_path}: {exc}"
-        ) from None
+    spki = _certificate_spki(certificate_path)
     settings = QuicSettings(
         alpn_protocols=["h3"],
         certificate=certificate_path,
@@ -276,19 +278,11 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     _configure_access_log()
 
     def on_ready(server: QuicServer, port: int) -> None:
-        for address in server.addresses:
-            where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
-            print(
-                f"trioquic HTTP/3 server listening on {where}:{address[1]} (UDP)",
-                file=out,
-            )
+        _print_listening(server, "HTTP/3 server", out)
         url = f"https://{_url_host(args.host)}:{port}/"
         print(f"serving: {root if root is not None else 'the built-in page'}", file=out)
         print(f"URL: {url}", file=out)
-        kind = "self-signed development certificate" if generated else "certificate"
-        print(f"{kind}: {certificate_path}", file=out)
-        print(f"private key: {key_path}", file=out)
-        print(f"certificate SPKI SHA-256 (base64): {spki}", file=out)
+        _print_certificate(certificate_path, key_path, generated, spki, out)
         client = [*_self_command(prog), "get", url, "--ca-certs", certificate_path]
         print(f"try it with: {shlex.join(client)}", file=out)
         host = _url_host(args.host)
@@ -435,34 +429,76 @@ def _cmd_cert(args: argparse.Namespace, prog: str, out: TextIO) -> int:
 # -- parser ----------------------------------------------------------------------------
 
 
-def _port(text: str) -> int:
+def _convert(text: str, convert: Callable[[str], _T], what: str) -> _T:
+    """``convert(text)``, or a usage error that says what was wanted."""
     try:
-        value = int(text)
+        return convert(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+
+
+def _port(text: str) -> int:
+    value = _convert(text, int, "a port number")
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0..65535, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    value = _convert(text, float, "a number")
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
     return value
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    value = _convert(text, int, "an integer")
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _add_server_arguments(
+    parser: argparse.ArgumentParser, *, host: str, host_help: str
+) -> None:
+    """--host, --port, --certificate and --private-key of a server command."""
+    parser.add_argument("--host", default=host, help=host_help)
+    parser.add_argument(
+        "--port", type=_port, default=4433, help="UDP port (default: 4433; 0 = any)"
+    )
+    parser.add_argument("--certificate", metavar="PEM", help="certificate chain file")
+    parser.add_argument("--private-key", metavar="PEM", help="private key file")
+
+
+def _add_trust_arguments(parser: argparse.ArgumentParser) -> None:
+    """--ca-certs or --insecure: how a client checks the server's certificate."""
+    trust = parser.add_mutually_exclusive_group()
+    trust.add_argument(
+        "--ca-certs",
+        metavar="PEM",
+        help="trust the certificates in this file (e.g. the server's cert.pem)",
+    )
+    trust.add_argument(
+        "--insecure",
+        action="store_true",
+        help="do not verify the server's certificate (development only)",
+    )
+
+
+def _add_handshake_arguments(
+    parser: argparse.ArgumentParser, *, default_name: str
+) -> None:
+    """--server-name and --timeout of a client command."""
+    parser.add_argument(
+        "--server-name",
+        help=f"name the server's certificate must carry (default: {default_name})",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=10.0,
+        help="handshake timeout in seconds (default: 10)",
+    )
 
 
 def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
@@ -489,16 +525,11 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
             "server gracefully (GOAWAY, then CONNECTION_CLOSE)."
         ),
     )
-    serve.add_argument(
-        "--host",
-        default="localhost",
-        help="address to bind (default: localhost, i.e. 127.0.0.1 and ::1)",
+    _add_server_arguments(
+        serve,
+        host="localhost",
+        host_help="address to bind (default: localhost, i.e. 127.0.0.1 and ::1)",
     )
-    serve.add_argument(
-        "--port", type=_port, default=4433, help="UDP port (default: 4433; 0 = any)"
-    )
-    serve.add_argument("--certificate", metavar="PEM", help="certificate chain file")
-    serve.add_argument("--private-key", metavar="PEM", help="private key file")
     serve.add_argument("--root", metavar="DIR", help="directory to serve files from")
     serve.add_argument(
         "--retry",
@@ -543,17 +574,7 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
         metavar="FILE",
         help="save the body of the (single) URL in FILE",
     )
-    get_trust = fetch.add_mutually_exclusive_group()
-    get_trust.add_argument(
-        "--ca-certs",
-        metavar="PEM",
-        help="trust the certificates in this file (e.g. the server's cert.pem)",
-    )
-    get_trust.add_argument(
-        "--insecure",
-        action="store_true",
-        help="do not verify the server's certificate (development only)",
-    )
+    _add_trust_arguments(fetch)
     fetch.add_argument(
         "--method", metavar="M", help="request method (default: GET, POST with data)"
     )
@@ -570,15 +591,7 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
         metavar="'K: V'",
         help="add a request header (repeatable)",
     )
-    fetch.add_argument(
-        "--server-name", help="name the server's certificate must carry (default: host)"
-    )
-    fetch.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=10.0,
-        help="handshake timeout in seconds (default: 10)",
-    )
+    _add_handshake_arguments(fetch, default_name="host")
     fetch.add_argument(
         "--session-ticket",
         metavar="FILE",
@@ -608,14 +621,11 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
             "and ::1 is generated. Ctrl-C stops the server gracefully."
         ),
     )
-    server.add_argument(
-        "--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)"
+    _add_server_arguments(
+        server,
+        host="127.0.0.1",
+        host_help="address to bind (default: 127.0.0.1)",
     )
-    server.add_argument(
-        "--port", type=_port, default=4433, help="UDP port (default: 4433; 0 = any)"
-    )
-    server.add_argument("--certificate", metavar="PEM", help="certificate chain file")
-    server.add_argument("--private-key", metavar="PEM", help="private key file")
     server.add_argument(
         "-v", "--verbose", action="store_true", help="log connections and streams"
     )
@@ -629,26 +639,8 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
     client.add_argument("host", metavar="HOST")
     client.add_argument("port", metavar="PORT", type=_port)
     client.add_argument("message", metavar="MESSAGE", nargs="+")
-    trust = client.add_mutually_exclusive_group()
-    trust.add_argument(
-        "--ca-certs",
-        metavar="PEM",
-        help="trust the certificates in this file (e.g. the server's cert.pem)",
-    )
-    trust.add_argument(
-        "--insecure",
-        action="store_true",
-        help="do not verify the server's certificate (development only)",
-    )
-    client.add_argument(
-        "--server-name", help="name the server's certificate must carry (default: HOST)"
-    )
-    client.add_argument(
-        "--timeout",
-        type=_positive_float,
-        default=10.0,
-        help="handshake timeout in seconds (default: 10)",
-    )
+    _add_trust_arguments(client)
+    _add_handshake_arguments(client, default_name="HOST")
     client.add_argument(
         "-v", "--verbose", action="store_true", help="log what the client does"
     )

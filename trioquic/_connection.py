@@ -10,7 +10,7 @@ from typing import Any
 
 import trio
 
-from ._application import ApplicationOverQuic, ConnectionIO
+from ._application import ApplicationOverQuic, ConnectionIO, take_when_ready
 from ._engine import ConnectionStatistics, HandshakeInfo
 from ._errors import CloseReason, ConnectionClosed, DatagramError
 from ._events import (
@@ -190,9 +190,7 @@ class StreamApplication(ApplicationOverQuic):
         await trio.lowlevel.checkpoint_if_cancelled()
         blocked = False
         while True:
-            error = self.io.error
-            if error is not None:
-                raise error
+            self._raise_if_closed()
             stream_id = self.io.open_stream(unidirectional=unidirectional)
             if stream_id is not None:
                 break
@@ -206,33 +204,20 @@ class StreamApplication(ApplicationOverQuic):
             await trio.lowlevel.cancel_shielded_checkpoint()
         return state
 
+    def _raise_if_closed(self) -> None:
+        error = self.io.error
+        if error is not None:
+            raise error
+
     async def accept(self) -> StreamState:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        blocked = False
-        while not self._accept_queue:
-            error = self.io.error
-            if error is not None:
-                raise error
-            blocked = True
-            await self._accept_lot.park()
-        state = self._accept_queue.popleft()
-        if not blocked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return state
+        return await take_when_ready(
+            self._accept_queue, self._accept_lot, self._raise_if_closed
+        )
 
     async def receive_datagram(self) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        blocked = False
-        while not self._datagrams:
-            error = self.io.error
-            if error is not None:
-                raise error
-            blocked = True
-            await self._datagram_lot.park()
-        data = self._datagrams.popleft()
-        if not blocked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+        return await take_when_ready(
+            self._datagrams, self._datagram_lot, self._raise_if_closed
+        )
 
 
 class QuicConnection:

@@ -169,20 +169,16 @@ class InboundPacketRouter:
         socket = self.socket
         counters = self.counters
         short_header_target = self.table.short_header_target
-        queue_full = DropReason.QUEUE_FULL.value
         while True:
             batch = await socket.receive_batch()
             replies: list[tuple[bytes, Address]] = []
             for data, addr in batch:
-                # The fast path, inline: a short-header packet of a known
-                # connection goes straight to its worker's inbox.
+                counters.received += 1
+                # The fast path: a short-header packet of a known connection
+                # goes straight to its worker's inbox.
                 target = short_header_target(data)
                 if target is not None:
-                    counters.received += 1
-                    if target.deliver(data, addr):
-                        counters.delivered += 1
-                    else:
-                        counters.dropped[queue_full] += 1
+                    self._deliver(target, data, addr)
                     continue
                 try:
                     reply = self.route(data, addr)
@@ -202,27 +198,24 @@ class InboundPacketRouter:
             return self.counters.pending_handshakes >= self._retry_threshold
         return False
 
+    def _deliver(self, target: IoWorker, data: bytes, addr: Address) -> None:
+        if target.deliver(data, addr):
+            self.counters.delivered += 1
+        else:
+            self.counters.dropped[DropReason.QUEUE_FULL.value] += 1
+
     def route(self, data: bytes, addr: Address) -> list[bytes] | None:
-        """Route one datagram; returns the replies to send, if any."""
+        """Route a datagram the short-header fast path did not take (a long
+        header, or a connection ID the table does not know); returns the
+        replies to send, if any."""
         counters = self.counters
-        counters.received += 1
-        target = self.table.short_header_target(data)
-        if target is not None:
-            if target.deliver(data, addr):
-                counters.delivered += 1
-            else:
-                counters.dropped[DropReason.QUEUE_FULL.value] += 1
-            return None
         decision = self.table.route(
             data, addr, trio.current_time(), require_retry=self._require_retry()
         )
         cls = type(decision)
         if cls is Deliver:
             assert isinstance(decision, Deliver)
-            if decision.target.deliver(data, addr):
-                counters.delivered += 1
-            else:
-                counters.dropped[DropReason.QUEUE_FULL.value] += 1
+            self._deliver(decision.target, data, addr)
             return None
         if cls is Drop:
             assert isinstance(decision, Drop)

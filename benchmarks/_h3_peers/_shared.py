@@ -13,6 +13,7 @@ it is its own affair).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import re
@@ -138,3 +139,14 @@ def pin_to(cpu: int | None) -> None:
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         with contextlib.suppress(OSError):
             os.sched_setaffinity(0, {cpu})
+
+
+def server_parser(description: str) -> argparse.ArgumentParser:
+    """A parser with the options every server peer takes."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--cert", required=True)
+    parser.add_argument("--key", required=True)
+    parser.add_argument("--lifetime", type=float, default=600.0)
+    parser.add_argument("--cpu", type=int, default=None)
+    return parser

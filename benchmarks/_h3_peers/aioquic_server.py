@@ -27,7 +27,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import HOST, aioquic_configuration, answer, pin_to
+from _shared import HOST, aioquic_configuration, answer, pin_to, server_parser
 
 
 def make_protocol() -> type:
@@ -116,12 +116,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--lifetime", type=float, default=600.0)
-    parser.add_argument("--cpu", type=int, default=None)
+    parser = server_parser(__doc__.splitlines()[0])
     return parser.parse_args(argv)
 
 

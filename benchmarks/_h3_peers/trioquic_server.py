@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import HOST, MAX_STREAMS, answer, pin_to, trioquic_settings
+from _shared import HOST, MAX_STREAMS, answer, pin_to, server_parser, trioquic_settings
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -63,12 +63,7 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--cert", required=True)
-    parser.add_argument("--key", required=True)
-    parser.add_argument("--lifetime", type=float, default=600.0)
-    parser.add_argument("--cpu", type=int, default=None)
+    parser = server_parser(__doc__.splitlines()[0])
     parser.add_argument(
         "--no-udp-offload",
         action="store_true",

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .._application import ApplicationOverQuic, ConnectionIO
+from .._application import ApplicationOverQuic, ConnectionIO, take_when_ready
 from .._engine import HandshakeInfo
 from .._errors import CloseReason, ConnectionClosed, DatagramError
 from .._events import QuicEvent, StreamDataReceived, StreamResetReceived
@@ -534,18 +534,12 @@ class H3Driver(ApplicationOverQuic):
         self.io.send_datagram(payload)
 
     async def receive_datagram(self, ex: Exchange) -> bytes:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        blocked = False
-        while not ex.datagrams:
+        def check() -> None:
             self._raise_if_closed()
             if ex.failure is not None:
                 raise ex.failure
-            blocked = True
-            await ex.datagram_lot.park()
-        data = ex.datagrams.popleft()
-        if not blocked:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-        return data
+
+        return await take_when_ready(ex.datagrams, ex.datagram_lot, check)
 
     async def wait_settings(self) -> None:
         """Wait until the peer's SETTINGS arrived."""
