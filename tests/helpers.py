@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -115,3 +116,53 @@ def all_tasks() -> set[trio.lowlevel.Task]:
     found.add(top)
     found.update(walk(top))
     return found
+
+
+class RecordingSocket:
+    """A datagram socket (any ``trioquic.lowlevel.DatagramSocket``) that keeps
+    a copy of every datagram it sends, with the local address it left from,
+    and passes ``rebind()`` through: what a packet capture on the client's
+    side of the network shows, with public API only."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        #: ``(data, local_address, destination)`` of every datagram sent.
+        self.sent: list[tuple[bytes, Any, Any]] = []
+
+    @property
+    def local_address(self) -> Any:
+        return self.inner.local_address
+
+    async def receive_batch(self) -> list[tuple[bytes, Any]]:
+        return await self.inner.receive_batch()  # type: ignore[no-any-return]
+
+    async def send_batch(self, datagrams: Any) -> None:
+        source = self.inner.local_address
+        for data, destination in datagrams:
+            self.sent.append((bytes(data), source, destination))
+        await self.inner.send_batch(datagrams)
+
+    def rebind(self) -> Any:
+        return self.inner.rebind()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def short_header_dcids(self, cid_length: int = 8) -> list[tuple[bytes, Any]]:
+        """The destination connection ID of every short-header (1-RTT) packet
+        sent, with the local address it left from, in order."""
+        return [
+            (data[1 : 1 + cid_length], source)
+            for data, source, _ in self.sent
+            if len(data) > cid_length and data[0] & 0xC0 == 0x40
+        ]
+
+
+def short_header(dcid: bytes, size: int) -> bytes:
+    """A short-header (1-RTT) datagram of ``size`` bytes for ``dcid``, with a
+    random, undecryptable rest."""
+    return (
+        bytes([0x40 | (os.urandom(1)[0] & 0x3F)])
+        + dcid
+        + os.urandom(size - 1 - len(dcid))
+    )

@@ -9,6 +9,12 @@ import pathlib
 import subprocess
 import sys
 
+import pytest
+
+#: Starts servers and load clients as subprocesses: not in the default run
+#: (``pytest -m bench``, or ``nox -s bench -- --quick``).
+pytestmark = pytest.mark.bench
+
 BENCHMARK = pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "ceiling.py"
 
 

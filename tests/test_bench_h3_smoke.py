@@ -11,6 +11,10 @@ import sys
 
 import pytest
 
+#: Starts servers and load clients as subprocesses: not in the default run
+#: (``pytest -m bench``, or ``nox -s bench -- --quick``).
+pytestmark = pytest.mark.bench
+
 BENCHMARK = (
     pathlib.Path(__file__).resolve().parent.parent / "benchmarks" / "h3_requests.py"
 )

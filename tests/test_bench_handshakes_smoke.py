@@ -12,6 +12,10 @@ import sys
 
 import pytest
 
+#: Starts servers and load clients as subprocesses: not in the default run
+#: (``pytest -m bench``, or ``nox -s bench -- --quick``).
+pytestmark = pytest.mark.bench
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parent.parent / "benchmarks"
 
 

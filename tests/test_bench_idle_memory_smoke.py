@@ -8,6 +8,10 @@ import re
 import pytest
 from test_bench_handshakes_smoke import peers_missing, run_benchmark
 
+#: Starts servers and load clients as subprocesses: not in the default run
+#: (``pytest -m bench``, or ``nox -s bench -- --quick``).
+pytestmark = pytest.mark.bench
+
 
 @pytest.mark.skipif(peers_missing() is not None, reason=str(peers_missing()))
 def test_idle_memory_http3_quick() -> None:

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import os
 import random
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -14,11 +15,18 @@ import hypothesis
 import pytest
 import trio
 import trio.testing
-from helpers import all_tasks, bidirectional_pair, connected_pair
+from helpers import (
+    RecordingSocket,
+    all_tasks,
+    bidirectional_pair,
+    connected_pair,
+    short_header,
+)
 from hypothesis import strategies as st
 
 import trioquic
 from trioquic.testing import (
+    TEST_SERVER_NAME,
     LinkConditions,
     MemoryNetwork,
     client_settings,
@@ -595,42 +603,121 @@ async def test_leaving_the_client_block_delivers_what_was_written(
     assert received == [size]
 
 
+class StuckTimerEngine:
+    """A QuicEngine (``trioquic.lowlevel.QuicEngine``) whose timer stays due
+    while ``stuck`` is set, as the real engine's loss timer can when a
+    rounding error leaves it a hair short of the loss threshold; everything
+    else is the wrapped engine's."""
+
+    def __init__(self, engine: trioquic.lowlevel.QuicEngine) -> None:
+        self._engine = engine
+        self.stuck: float | None = None
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def get_timer(self) -> float | None:
+        timer = self._engine.get_timer()
+        if self.stuck is None:
+            return timer
+        return self.stuck if timer is None else min(timer, self.stuck)
+
+    def handle_timer(self, now: float) -> None:
+        if self.stuck is not None:
+            self.calls += 1
+            if self.calls > 100_000:
+                raise RuntimeError("the worker spins on a due timer")
+        self._engine.handle_timer(now)
+
+
+class CollectStreamData(trioquic.ApplicationOverQuic):
+    """Keeps the stream data it reads; ``ended`` is set on a FIN."""
+
+    def __init__(self) -> None:
+        self.received = bytearray()
+        self.ended = trio.Event()
+
+    def attach(self, io: trioquic.ConnectionIO) -> None:
+        self.io = io
+
+    def process_reads(
+        self, io: trioquic.ConnectionIO, events: Sequence[trioquic.QuicEvent]
+    ) -> None:
+        for event in events:
+            if isinstance(event, trioquic.StreamDataReceived):
+                self.received += event.data
+                if event.end_stream:
+                    self.ended.set()
+
+
 async def test_a_timer_that_stays_due_does_not_spin(
     autojump_clock: trio.testing.MockClock,
 ):
-    # The engine's loss timer can stay due after being handled (a rounding
-    # error short of the loss threshold); under a mock clock, time then never
-    # advances unless the worker waits before retrying.
+    # Under a mock clock, a timer that stays due after being handled stops
+    # time unless the worker waits before retrying. The client is assembled
+    # from trioquic.lowlevel's building blocks around an engine whose timer
+    # stays due on demand.
+    from trioquic import lowlevel
+
+    async def echo(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        async for data in stream:
+            await stream.send_all(data)
+        await stream.send_eof()
+        await connection.wait_closed()
+
     with trio.fail_after(30):
-        async with connected_pair() as pair:
-            engine = pair.client._io._worker.engine
-            real_get_timer = engine.get_timer
-            real_handle_timer = engine.handle_timer
-            stuck = trio.current_time()
-            calls = 0
+        async with (
+            open_memory_server(echo) as server,
+            trio.open_nursery() as nursery,
+        ):
+            settings = server.client_settings
+            endpoint = lowlevel.create_endpoint_engine(settings, is_client=True)
+            engine = StuckTimerEngine(endpoint.client_connection(TEST_SERVER_NAME))
+            sock = server.network.socket("10.0.0.2")
+            table = lowlevel.RoutingTable[lowlevel.IoWorker](
+                cid_length=settings.connection_id_length, accept_new=False
+            )
+            router = lowlevel.InboundPacketRouter(
+                sock, table, lowlevel.RouterCounters(), endpoint
+            )
+            app = CollectStreamData()
+            worker = lowlevel.IoWorker(
+                engine=engine,
+                application=app,
+                socket=sock,
+                table=table,
+                settings=settings,
+            )
+            nursery.start_soon(router.run)
 
-            def get_timer() -> float | None:
-                timer = real_get_timer()
-                return stuck if timer is None else min(timer, stuck)
+            async def run_worker() -> None:
+                async with trio.open_nursery() as connection_nursery:
+                    await worker.run(connection_nursery)
 
-            def handle_timer(now: float) -> None:
-                nonlocal calls
-                calls += 1
-                if calls > 100_000:
-                    raise RuntimeError("the worker spins on a due timer")
-                real_handle_timer(now)
+            engine.connect(server.address, trio.current_time())
+            nursery.start_soon(run_worker)
+            app.io.wake()
+            await app.io.wait_handshake()
 
-            engine.get_timer = get_timer  # type: ignore[method-assign]
-            engine.handle_timer = handle_timer  # type: ignore[method-assign]
-            pair.client._io.wake()
+            engine.stuck = trio.current_time()
+            app.io.wake()
             await trio.sleep(1)
-            engine.get_timer = real_get_timer  # type: ignore[method-assign]
-            engine.handle_timer = real_handle_timer  # type: ignore[method-assign]
+            engine.stuck = None
             # About one retry per millisecond, and the connection still works.
-            assert 100 <= calls <= 1100
-            a, b = await bidirectional_pair(pair)
-            await b.send_all(b"fine")
-            assert await a.receive_some() == b"fine"
+            assert 100 <= engine.calls <= 1100
+            stream_id = app.io.open_stream()
+            assert stream_id is not None
+            app.io.send_stream_data(stream_id, b"fine", end_stream=True)
+            await app.ended.wait()
+            assert app.received == b"fine"
+            app.io.close()
+            await app.io.wait_closed()
+            nursery.cancel_scope.cancel()
+    endpoint.close()
+    sock.close()
 
 
 async def test_handler_failure_closes_only_its_connection(
@@ -846,33 +933,75 @@ async def test_a_lost_connection_close_is_repeated_while_closing(
 async def test_router_follows_connection_id_changes(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    """The router's table tracks the IDs the server issues and retires; a
-    client that moves to a new connection ID keeps its connection."""
-    async with connected_pair() as pair:
-        a, b = await bidirectional_pair(pair)
-        server_worker = pair.server._io._worker
-        table = server_worker.table
-        issued = set(server_worker._cids)
-        # The handshake is done: the server has issued spare IDs, all routed.
-        assert len(issued) > 2
-        assert all(table.lookup(cid) is server_worker for cid in issued)
-        await trio.sleep(0.5)  # the client receives the NEW_CONNECTION_ID frames
-        client_quic = pair.client._io._worker.engine.quic
-        old = client_quic._peer_cid.cid
-        assert old in issued
-        client_quic.change_connection_id()
-        new = client_quic._peer_cid.cid
-        assert new != old and new in issued
-        await a.send_all(b"after the switch")
-        assert await b.receive_some() == b"after the switch"
-        await b.send_all(b"and back")
-        assert await a.receive_some() == b"and back"
-        await trio.sleep(1)  # RETIRE_CONNECTION_ID arrives and is acknowledged
-        assert table.lookup(old) is None
-        assert old not in server_worker._cids
-        assert table.lookup(new) is server_worker
-    # Once the connection ended, none of its IDs is routed any more.
-    assert all(table.lookup(cid) is None for cid in issued | {new})
+    """The router follows the connection IDs the server issues and retires:
+    a client that moves to a fresh ID (rebind) keeps its connection, again
+    and again, and nothing it sends is dropped for an unknown ID; a retired
+    ID is no longer routed, nor any ID once the connection ended."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.01))
+    client_socket = RecordingSocket(network.socket("10.0.0.2"))
+    probe = network.socket("10.0.0.7")
+
+    async def echo(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        async for data in stream:
+            await stream.send_all(data)
+        await connection.wait_closed()
+
+    def unknown_cid_drops() -> int:
+        return server.server.statistics().dropped.get("unknown_connection_id", 0)
+
+    async def probe_with(cids: list[bytes]) -> tuple[int, int]:
+        """Send a short-header datagram for each of ``cids``: how many the
+        router dropped for an unknown ID, and how many it delivered."""
+        before = server.server.statistics()
+        await probe.send_batch(
+            [(short_header(cid, 100), server.address) for cid in cids]
+        )
+        await trio.sleep(0.1)
+        after = server.server.statistics()
+        return (
+            after.dropped.get("unknown_connection_id", 0)
+            - before.dropped.get("unknown_connection_id", 0),
+            after.datagrams_delivered - before.datagrams_delivered,
+        )
+
+    with trio.fail_after(60):
+        async with open_memory_server(echo, network=network) as server:
+            async with server.connect(socket=client_socket) as client:  # type: ignore[arg-type]
+                stream = await client.open_stream()
+                await stream.send_all(b"first")
+                assert await stream.receive_some() == b"first"
+                (server_side,) = server.server.connections
+                used = [client_socket.short_header_dcids()[-1][0]]
+                for _ in range(3):
+                    # The client receives the NEW_CONNECTION_ID frames.
+                    await trio.sleep(0.5)
+                    new_address = await client.rebind()
+                    await stream.send_all(b"after the switch")
+                    assert await stream.receive_some() == b"after the switch"
+                    # From the new address, only a fresh connection ID.
+                    after_switch = {
+                        cid
+                        for cid, source in client_socket.short_header_dcids()
+                        if source == new_address
+                    }
+                    assert after_switch and after_switch.isdisjoint(used)
+                    (new,) = after_switch
+                    used.append(new)
+                # RETIRE_CONNECTION_ID frames arrive and are acknowledged.
+                await trio.sleep(1)
+                assert unknown_cid_drops() == 0
+                # The retired IDs are no longer routed; the one in use is.
+                assert await probe_with(used[:-1]) == (len(used) - 1, 0)
+                assert await probe_with(used[-1:]) == (0, 1)
+                await stream.send_all(b"still fine")
+                assert await stream.receive_some() == b"still fine"
+            await server_side.wait_closed()
+            assert server.server.connection_count == 0
+            # Once the connection ended, none of its IDs is routed any more.
+            assert await probe_with(used) == (len(used), 0)
+    probe.close()
 
 
 async def test_session_resumption_and_zero_rtt(
@@ -964,10 +1093,10 @@ async def test_a_ticket_is_single_use_for_zero_rtt(
 
 
 def test_malformed_session_ticket_is_a_clear_error() -> None:
-    from trioquic._engine import EndpointConfiguration
+    from trioquic.lowlevel import create_endpoint_engine
 
     with pytest.raises(ValueError, match="session ticket"):
-        EndpointConfiguration(
+        create_endpoint_engine(
             client_settings(session_ticket=b"not a ticket"), is_client=True
         )
 
@@ -1050,17 +1179,23 @@ async def test_datagrams_held_for_an_idle_application_are_bounded(
 ) -> None:
     """While should_act() is false the worker holds events back; QUIC
     datagrams (not flow-controlled) are shed beyond datagram_queue_size."""
-    apps: list[trioquic.ApplicationOverQuic] = []
-    workers: list[Any] = []
+    apps: list[Sleepy] = []
 
     class Sleepy(trioquic.ApplicationOverQuic):
-        def on_connection_established(
-            self, io: trioquic.ConnectionIO, handshake: trioquic.HandshakeInfo
-        ) -> None:
-            workers.append(io._worker)
+        def __init__(self) -> None:
+            self.acting = False
+            self.batches: list[list[trioquic.QuicEvent]] = []
+
+        def attach(self, io: trioquic.ConnectionIO) -> None:
+            self.io = io
 
         def should_act(self) -> bool:
-            return False
+            return self.acting
+
+        def process_reads(
+            self, io: trioquic.ConnectionIO, events: Sequence[trioquic.QuicEvent]
+        ) -> None:
+            self.batches.append(list(events))
 
     def factory() -> trioquic.ApplicationOverQuic:
         app = Sleepy()
@@ -1089,10 +1224,17 @@ async def test_datagrams_held_for_an_idle_application_are_bounded(
                 await connection.send_datagram(bytes([i % 256]) * 100)
                 await trio.sleep(0.001)
             await trio.sleep(0.5)
-            (worker,) = workers
-            held = worker._pending_events
+            (app,) = apps
+            assert app.batches == []
+            assert app.io.statistics().quic_datagrams_receive_dropped >= 150
+            # Once it acts, the application gets what was held: bounded, and
+            # the newest datagrams.
+            app.acting = True
+            app.io.wake()
+            await trio.sleep(0.1)
+            held = app.batches[0]
             assert 0 < len(held) <= 2 * 8
-            assert worker.engine.quic_datagrams_dropped >= 150
+            assert held[-1] == trioquic.DatagramReceived(bytes([199]) * 100)
         nursery.cancel_scope.cancel()
 
 

@@ -1,86 +1,29 @@
-"""The aioquic seam: the internals it relies on, and receive credit on consumption.
+"""The aioquic engine (``trioquic._aioquic``) on its own: receive credit on
+consumption, bounded queues, memory release, the pacer, connection IDs.
 
 These tests drive two engines against each other in memory, without sockets
-or tasks, so they show the state machine's behaviour exactly.
+or tasks, through the engine interface, so they show the state machine's
+behaviour exactly. (What aioquic internals the engine uses is pinned in
+test_aioquic_pins.py.)
 """
 
 from __future__ import annotations
 
-import aioquic
 import pytest
 from aioquic.quic.connection import QuicConnection as AioquicConnection
-from aioquic.quic.connection import QuicConnectionState
-from aioquic.quic.stream import QuicStream, QuicStreamSender
 
-from trioquic import QuicSettings, StreamDataReceived, generate_self_signed_certificate
-from trioquic._engine import EndpointConfiguration, Engine
+from trioquic import (
+    CloseCause,
+    QuicSettings,
+    StreamDataReceived,
+    StreamStateError,
+    generate_self_signed_certificate,
+)
+from trioquic._aioquic import AioquicEndpoint
 
 CERT = generate_self_signed_certificate()
 CLIENT_ADDR = ("10.0.0.2", 5555)
 SERVER_ADDR = ("10.0.0.1", 4433)
-
-
-def test_aioquic_internals_we_rely_on() -> None:
-    """Fails loudly when an aioquic upgrade moves what _engine.py uses."""
-    assert aioquic.__version__.split(".")[0] == "1", aioquic.__version__
-    for name in (
-        "_write_stream_limits",
-        "_write_connection_limits",
-        "_on_max_stream_data_delivery",
-        "_on_connection_limit_delivery",
-        "_get_or_create_stream_for_send",
-    ):
-        assert callable(getattr(AioquicConnection, name)), name
-    client = AioquicConnection(
-        configuration=EndpointConfiguration(
-            QuicSettings(), is_client=True
-        ).for_connection("localhost")
-    )
-    for attribute in (
-        "_streams",
-        "_local_max_data",
-        "_local_max_streams_bidi",
-        "_local_max_streams_uni",
-        "_remote_max_streams_bidi",
-        "_remote_max_streams_uni",
-        "_remote_max_datagram_frame_size",
-        "_datagrams_pending",
-        "_max_datagram_size",
-        "_close_event",
-        "_state",
-        "_loss",
-        "_quic_logger",
-        "_crypto_buffers",
-        "_crypto_streams",
-        "_spaces",
-        "_handshake_confirmed",
-        "_cryptos",
-        "_host_cids",
-        "_host_cid_seq",
-        "_local_active_connection_id_limit",
-        "_remote_active_connection_id_limit",
-    ):
-        assert hasattr(client, attribute), attribute
-    assert client._state is QuicConnectionState.FIRSTFLIGHT
-    for attribute in ("value", "sent", "used"):
-        assert hasattr(client._local_max_data, attribute)
-    stream = QuicStream(stream_id=0, max_stream_data_local=10)
-    assert hasattr(stream, "max_stream_data_local_sent")
-    assert hasattr(stream.receiver, "highest_offset")
-    sender = QuicStreamSender(stream_id=0, writable=True)
-    for attribute in (
-        "_buffer_start",
-        "_buffer_stop",
-        "_buffer_fin",
-        "_reset_error_code",
-        "is_finished",
-    ):
-        assert hasattr(sender, attribute), attribute
-    assert hasattr(client._loss, "_rtt_smoothed") and hasattr(client._loss, "_rtt_min")
-    # The engine replaces the pacer (see test_pacer_allows_bursts...).
-    pacer = client._loss._pacer
-    for attribute in ("bucket_max", "packet_time", "update_rate"):
-        assert hasattr(pacer, attribute), attribute
 
 
 class Pair:
@@ -95,20 +38,15 @@ class Pair:
         )
         client_settings = QuicSettings(ca_certs=CERT.certificate_path, **common)  # type: ignore[arg-type]
         self.now = 0.0
-        self.client = Engine(
-            EndpointConfiguration(client_settings, is_client=True).for_connection(
-                "localhost"
-            ),
-            client_settings,
-        )
+        self.client = AioquicEndpoint(
+            client_settings, is_client=True
+        ).client_connection("localhost")
         self.client.connect(SERVER_ADDR, self.now)
         first = self.client.datagrams_to_send(self.now)
         dcid = self.client.quic._peer_cid.cid
-        self.server = Engine(
-            EndpointConfiguration(server_settings, is_client=False).for_connection(),
-            server_settings,
-            original_destination_cid=dcid,
-        )
+        self.server = AioquicEndpoint(
+            server_settings, is_client=False
+        ).server_connection(original_destination_cid=dcid, retry_source_cid=None)
         for data, _ in first:
             self.server.receive_datagram(data, CLIENT_ADDR, self.now)
         self.client_events: list[object] = []
@@ -198,9 +136,37 @@ def test_peer_close_is_reported_as_by_peer() -> None:
     pair.pump()
     reason = pair.client.close_reason
     assert reason is not None
-    assert reason.by_peer and reason.error_code == 0x42 and reason.reason == "bye"
+    assert reason.cause is CloseCause.CLOSED_BY_PEER and reason.by_peer
+    assert reason.error_code == 0x42 and reason.reason == "bye"
     assert not reason.is_transport
-    assert pair.server.close_reason is not None and not pair.server.close_reason.by_peer
+    local = pair.server.close_reason
+    assert local is not None and local.cause is CloseCause.CLOSED_LOCALLY
+    assert not local.by_peer
+
+
+def test_idle_timeout_is_recorded_as_its_cause() -> None:
+    pair = Pair(idle_timeout=5.0)
+    timer = pair.client.get_timer()
+    while timer is not None and pair.client.close_reason is None:
+        pair.client.handle_timer(timer)
+        pair.client.poll_events()
+        pair.client.datagrams_to_send(timer)
+        timer = pair.client.get_timer()
+    reason = pair.client.close_reason
+    assert reason is not None and reason.cause is CloseCause.IDLE_TIMEOUT
+    assert reason.reason == "idle timeout" and not reason.by_peer
+
+
+def test_misuse_raises_stream_state_error_not_aioquic_s() -> None:
+    pair = Pair()
+    # The client's stream 3 would be the server's unidirectional stream...
+    pair.server.send_stream_data(3, b"x", end_stream=False)
+    pair.pump()
+    with pytest.raises(StreamStateError, match="cannot send on stream 3"):
+        pair.client.send_stream_data(3, b"back", end_stream=False)
+    pair.client.send_stream_data(0, b"done", end_stream=True)
+    with pytest.raises(StreamStateError):
+        pair.client.send_stream_data(0, b"after FIN", end_stream=False)
 
 
 def test_datagram_queue_is_bounded() -> None:
@@ -208,7 +174,7 @@ def test_datagram_queue_is_bounded() -> None:
     assert pair.client.max_datagram_size() > 1000
     for i in range(10):
         pair.client.send_datagram(bytes([i]) * 10)
-    assert pair.client.quic_datagrams_dropped == 6
+    assert pair.client.statistics().quic_datagrams_send_dropped == 6
 
 
 def test_handshake_memory_is_released_once_confirmed() -> None:

@@ -3,7 +3,7 @@ GOAWAY, limits, extended CONNECT and datagrams."""
 
 from __future__ import annotations
 
-import functools
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -21,7 +21,9 @@ from trioquic.h3 import Http3Settings, Request
 from trioquic.testing import (
     LinkConditions,
     MemoryNetwork,
+    MemoryServer,
     client_settings,
+    open_memory_server,
     server_settings,
 )
 
@@ -29,28 +31,88 @@ SERVER = ("10.0.0.1", 443)
 Handler = Callable[[Request], Awaitable[None]]
 
 
+@asynccontextmanager
+async def h3_client(
+    network: MemoryNetwork, http3_settings: Http3Settings | None = None, **quic: Any
+) -> AsyncIterator[h3.Http3Client]:
+    """An HTTP/3 client from 10.0.0.2 to SERVER."""
+    sock = network.socket("10.0.0.2")
+    try:
+        async with h3.open_http3_client(
+            SERVER[0],
+            SERVER[1],
+            settings=client_settings(alpn_protocols=[], **quic),
+            http3_settings=http3_settings,
+            socket=sock,
+        ) as client:
+            yield client
+    finally:
+        sock.close()
+
+
+@asynccontextmanager
+async def raw_quic_client(
+    network: MemoryNetwork,
+) -> AsyncIterator[trioquic.QuicConnection]:
+    """A QUIC client with ALPN h3 that writes raw bytes on its streams: what
+    trioquic's HTTP/3 client never would send."""
+    sock = network.socket("10.0.0.2")
+    try:
+        async with trioquic.open_quic_connection(
+            *SERVER, settings=client_settings(alpn_protocols=["h3"]), socket=sock
+        ) as connection:
+            yield connection
+    finally:
+        sock.close()
+
+
+@asynccontextmanager
+async def raw_quic_server(
+    handler: Callable[[trioquic.QuicConnection], Awaitable[object]],
+) -> AsyncIterator[MemoryServer]:
+    """A QUIC server on SERVER with ALPN h3 whose ``handler`` writes raw bytes
+    on its streams: a peer that does what trioquic's HTTP/3 server never
+    would."""
+    async with open_memory_server(
+        handler,
+        host=SERVER[0],
+        port=SERVER[1],
+        server_settings=server_settings(alpn_protocols=["h3"]),
+    ) as server:
+        yield server
+
+
+async def accept_request_stream(
+    connection: trioquic.QuicConnection,
+) -> trioquic.QuicStream:
+    """The client's first bidirectional stream (its control and QPACK streams,
+    unidirectional, are left unread)."""
+    while True:
+        stream = await connection.accept_stream()
+        if isinstance(stream, trioquic.QuicStream):
+            return stream
+
+
 class Harness:
-    def __init__(self, network: MemoryNetwork, server: trioquic.QuicServer) -> None:
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        server: trioquic.QuicServer,
+        serving: trio.CancelScope,
+    ) -> None:
         self.network = network
         self.server = server
-        self.cancel_scope: trio.CancelScope = trio.CancelScope()
+        self._serving = serving
 
-    @asynccontextmanager
-    async def client(
+    def stop_serving(self) -> None:
+        """Cancel ``serve_http3`` (a graceful shutdown: GOAWAY, requests in
+        flight finish, connections close); the test carries on."""
+        self._serving.cancel()
+
+    def client(
         self, http3_settings: Http3Settings | None = None, **quic: Any
-    ) -> AsyncIterator[h3.Http3Client]:
-        sock = self.network.socket("10.0.0.2")
-        try:
-            async with h3.open_http3_client(
-                SERVER[0],
-                SERVER[1],
-                settings=client_settings(alpn_protocols=[], **quic),
-                http3_settings=http3_settings,
-                socket=sock,
-            ) as client:
-                yield client
-        finally:
-            sock.close()
+    ) -> contextlib.AbstractAsyncContextManager[h3.Http3Client]:
+        return h3_client(self.network, http3_settings, **quic)
 
 
 @asynccontextmanager
@@ -64,21 +126,25 @@ async def http3_server(
     if network is None:
         network = MemoryNetwork()
     sock = network.socket(*SERVER)
+    # serve_http3 runs in a scope of its own: stop_serving() cancels it
+    # alone, not the test's body (which runs inside this nursery).
+    serving = trio.CancelScope()
+
+    async def serve(task_status: trio.TaskStatus[trioquic.QuicServer]) -> None:
+        with serving:
+            await h3.serve_http3(
+                handler,
+                SERVER[1],
+                settings=server_settings(alpn_protocols=[], **quic),
+                http3_settings=http3_settings,
+                sockets=[sock],
+                task_status=task_status,
+            )
+
     try:
         async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                functools.partial(
-                    h3.serve_http3,
-                    handler,
-                    SERVER[1],
-                    settings=server_settings(alpn_protocols=[], **quic),
-                    http3_settings=http3_settings,
-                    sockets=[sock],
-                )
-            )
-            harness = Harness(network, server)
-            harness.cancel_scope = nursery.cancel_scope
-            yield harness
+            server = await nursery.start(serve)
+            yield Harness(network, server, serving)
             nursery.cancel_scope.cancel()
     finally:
         sock.close()
@@ -124,12 +190,11 @@ async def test_alpn_is_h3(autojump_clock: trio.testing.MockClock) -> None:
     with trio.fail_after(30):
         async with http3_server(hello) as harness, harness.client() as client:
             assert (await client.request("GET", "/")).status == 200
-            worker = next(iter(harness.server.connections))
-            assert worker.engine.handshake is not None
-            assert worker.engine.handshake.alpn_protocol == "h3"
-            client_io = client.driver.io
-            assert client_io is not None and client_io.handshake is not None
-            assert client_io.handshake.alpn_protocol == "h3"
+            (connection,) = harness.server.connections
+            assert connection.handshake is not None
+            assert connection.handshake.alpn_protocol == "h3"
+            assert client.handshake is not None
+            assert client.handshake.alpn_protocol == "h3"
 
 
 async def test_post_body_and_trailers_both_ways(
@@ -328,7 +393,7 @@ async def test_handler_exception_after_headers_resets_stream(
             assert response.status == 200
             with pytest.raises(h3.H3Error) as info:
                 await response.read()
-            assert info.value.error_code == h3.H3_INTERNAL_ERROR
+            assert info.value.error_code == h3.H3ErrorCode.INTERNAL_ERROR
             response = await client.request("GET", "/ok")
             assert await response.read() == b"hello /ok"
 
@@ -362,16 +427,24 @@ async def test_client_reset_cancels_handler(
 async def test_server_reset_surfaces_on_client(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async def handler(request: Request) -> None:
-        assert request._driver.io is not None
-        request._driver.reset(request._exchange, h3.H3_REQUEST_REJECTED)
-        await trio.sleep(1)
+    """A server that resets a request stream with H3_REQUEST_REJECTED (no
+    handler can choose a reset code: a raw QUIC peer does it) fails that
+    request with RequestRejected."""
+
+    async def reject(connection: trioquic.QuicConnection) -> None:
+        stream = await accept_request_stream(connection)
+        assert await stream.receive_some()  # the request's HEADERS frame
+        stream.reset(h3.H3ErrorCode.REQUEST_REJECTED)
+        await trio.sleep_forever()
 
     with trio.fail_after(30):
-        async with http3_server(handler) as harness, harness.client() as client:
+        async with (
+            raw_quic_server(reject) as server,
+            h3_client(server.network) as client,
+        ):
             with pytest.raises(h3.RequestRejected) as info:
                 await client.request("GET", "/")
-            assert info.value.error_code == h3.H3_REQUEST_REJECTED
+            assert info.value.error_code == h3.H3ErrorCode.REQUEST_REJECTED
 
 
 # -- limits ------------------------------------------------------------------------
@@ -421,7 +494,7 @@ async def test_huge_header_block_is_refused_before_it_is_complete(
         ):
             with pytest.raises(h3.H3Error) as info:
                 await client.request("GET", "/", headers=[(b"x-huge", b"q" * 50_000)])
-            assert info.value.error_code == h3.H3_EXCESSIVE_LOAD
+            assert info.value.error_code == h3.H3ErrorCode.EXCESSIVE_LOAD
             assert (await client.request("GET", "/")).status == 200
 
 
@@ -434,13 +507,11 @@ async def test_post_accept_timeout_closes_idle_connection(
             harness.client() as client,
         ):
             start = trio.current_time()
-            io = client.driver.io
-            assert io is not None
-            await io._worker.finished.wait()
-            error = io.error
-            assert error is not None
+            error = await client.wait_closed()
             assert 2 <= trio.current_time() - start < 3
-            assert error.reason.error_code == h3.H3_NO_ERROR
+            assert client.is_closed
+            assert client.close_reason == error.reason
+            assert error.reason.error_code == h3.H3ErrorCode.NO_ERROR
             assert error.reason.by_peer
             assert client.goaway_received
 
@@ -453,6 +524,8 @@ async def test_post_accept_timer_ends_with_the_first_request(
     that comes later ends it), and the connection stays open past it."""
 
     def timer_tasks() -> list[trio.lowlevel.Task]:
+        # private: a task is known only by its name (the server driver's
+        # _post_accept_timeout method); no public API counts the timers.
         return [t for t in all_tasks() if "_post_accept_timeout" in t.name]
 
     with trio.fail_after(30):
@@ -490,11 +563,11 @@ async def test_max_requests_per_connection_sends_goaway(
             assert client.goaway_received
             with pytest.raises(h3.ConnectionGoingAway):
                 await client.request("GET", "/3")
-            io = client.driver.io
-            assert io is not None
-            await io._worker.finished.wait()
-            assert io.error is not None
-            assert io.error.reason.error_code == h3.H3_NO_ERROR
+            error = await client.wait_closed()
+            assert client.is_closed
+            assert client.close_reason == error.reason
+            assert error.reason.error_code == h3.H3ErrorCode.NO_ERROR
+            assert error.reason.by_peer
 
 
 async def test_shutdown_sends_goaway_and_lets_requests_finish(
@@ -522,18 +595,15 @@ async def test_shutdown_sends_goaway_and_lets_requests_finish(
                 nursery.start_soon(slow)
                 await started.wait()
                 start = trio.current_time()
-                harness.cancel_scope.cancel()  # stop serving
+                harness.stop_serving()
                 await trio.sleep(0.5)
                 assert client.goaway_received
                 with pytest.raises(h3.ConnectionGoingAway):
                     await client.request("GET", "/new")
             assert results == [b"done /slow"]
-            io = client.driver.io
-            assert io is not None
-            await io._worker.finished.wait()
-            assert io.error is not None
-            assert io.error.reason.error_code == h3.H3_NO_ERROR
-            assert io.error.reason.by_peer
+            error = await client.wait_closed()
+            assert error.reason.error_code == h3.H3ErrorCode.NO_ERROR
+            assert error.reason.by_peer
             assert trio.current_time() - start < 3
 
 
@@ -553,37 +623,69 @@ async def test_shutdown_grace_period_is_bounded(
                 async def stuck() -> None:
                     with pytest.raises(trioquic.ConnectionClosed) as info:
                         await client.request("GET", "/stuck")
-                    assert info.value.reason.error_code == h3.H3_NO_ERROR
+                    assert info.value.reason.error_code == h3.H3ErrorCode.NO_ERROR
 
                 nursery.start_soon(stuck)
                 await trio.sleep(0.5)
                 start = trio.current_time()
-                harness.cancel_scope.cancel()
+                harness.stop_serving()
             assert 1 <= trio.current_time() - start < 2
+
+
+async def test_wait_closed_returns_when_the_server_closes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """wait_closed() waits while the connection is open, and returns once the
+    server closes it (here its shutdown: GOAWAY, then CONNECTION_CLOSE with
+    H3_NO_ERROR); is_closed and close_reason then say the same."""
+    with trio.fail_after(30):
+        async with http3_server(hello) as harness, harness.client() as client:
+            response = await client.request("GET", "/")
+            assert await response.read() == b"hello /"
+            assert client.active_requests == 0
+            with trio.move_on_after(5) as still_open:
+                await client.wait_closed()
+            assert still_open.cancelled_caught
+            assert not client.is_closed
+            assert client.close_reason is None
+            start = trio.current_time()
+            harness.stop_serving()
+            error = await client.wait_closed()
+            assert trio.current_time() - start < 1
+            assert isinstance(error, trioquic.ConnectionClosed)
+            assert client.is_closed
+            assert client.close_reason == error.reason
+            assert error.reason.error_code == h3.H3ErrorCode.NO_ERROR
+            assert error.reason.cause is trioquic.CloseCause.CLOSED_BY_PEER
+            assert error.reason.by_peer
+            assert not error.reason.is_transport
+            assert client.goaway_received
+            # Once closed, it returns at once, the same every time.
+            assert await client.wait_closed() is error
 
 
 async def test_requests_above_goaway_id_are_rejected(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # The server starts shutting down (GOAWAY(4)) on receiving request 0,
-    # while requests 4 and 8 are on their way: they fail with
-    # RequestRejected (the server refuses them too), request 0 completes.
+    # The server starts shutting down (GOAWAY(4)) on receiving request 0
+    # (its max_requests_per_connection), while requests 4 and 8 are on their
+    # way: they fail with RequestRejected (the server refuses them too),
+    # request 0 completes.
     gate = trio.Event()
     handled: list[str] = []
 
     async def handler(request: Request) -> None:
         handled.append(request.path)
         if request.path == "/first":
-            driver = request._driver
-            assert isinstance(driver, h3.ServerH3Driver)
-            driver.begin_shutdown()
             await gate.wait()
         await hello(request)
 
     network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
     with trio.fail_after(30):
         async with (
-            http3_server(handler, network=network) as harness,
+            http3_server(
+                handler, Http3Settings(max_requests_per_connection=1), network=network
+            ) as harness,
             harness.client() as client,
         ):
             first: list[int] = []
@@ -616,34 +718,36 @@ async def test_data_before_headers_closes_with_frame_unexpected(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     with trio.fail_after(30):
-        async with http3_server(hello) as harness, harness.client() as client:
-            io = client.driver.io
-            assert io is not None
-            sid = io.open_stream()
-            assert sid is not None
-            io.send_stream_data(sid, b"\x00\x03abc")  # a DATA frame first
-            await io._worker.finished.wait()
-            assert io.error is not None
-            assert io.error.reason.error_code == h3.H3_FRAME_UNEXPECTED
-            assert io.error.reason.by_peer
+        async with (
+            http3_server(hello) as harness,
+            raw_quic_client(harness.network) as connection,
+        ):
+            stream = await connection.open_stream()
+            await stream.send_all(b"\x00\x03abc")  # a DATA frame first
+            error = await connection.wait_closed()
+            assert error.reason.error_code == h3.H3ErrorCode.FRAME_UNEXPECTED
+            assert error.reason.by_peer
 
 
 async def test_bad_goaway_from_server_is_an_id_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    async def handler(request: Request) -> None:
-        driver = request._driver
-        assert isinstance(driver, h3.ServerH3Driver)
-        assert driver.engine is not None and driver.io is not None
-        driver.engine.send_goaway(5)  # not a client bidi stream ID
-        driver.io.wake()
+    async def bad_goaway(connection: trioquic.QuicConnection) -> None:
+        await accept_request_stream(connection)
+        control = await connection.open_unidirectional_stream()
+        # A control stream (type 0x0): an empty SETTINGS frame, then GOAWAY
+        # with ID 5, which is not a client-initiated bidirectional stream ID.
+        await control.send_all(b"\x00" + b"\x04\x00" + b"\x07\x01\x05")
         await trio.sleep_forever()
 
     with trio.fail_after(30):
-        async with http3_server(handler) as harness, harness.client() as client:
+        async with (
+            raw_quic_server(bad_goaway) as server,
+            h3_client(server.network) as client,
+        ):
             with pytest.raises(trioquic.ConnectionClosed) as info:
                 await client.request("GET", "/")
-            assert info.value.reason.error_code == h3.H3_ID_ERROR
+            assert info.value.reason.error_code == h3.H3ErrorCode.ID_ERROR
 
 
 # -- extended CONNECT and datagrams -------------------------------------------------
@@ -855,25 +959,23 @@ async def test_open_request_exception_cancels_request(
 async def test_client_sends_goaway_when_leaving(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    drivers: list[h3.ServerH3Driver] = []
+    drivers: list[h3.H3Driver] = []
 
     async def handler(request: Request) -> None:
-        driver = request._driver
-        assert isinstance(driver, h3.ServerH3Driver)
-        drivers.append(driver)
+        # private: nothing public on the server side reports a client's GOAWAY
+        drivers.append(request._driver)
         await hello(request)
 
     with trio.fail_after(30):
         async with http3_server(handler) as harness:
             async with harness.client() as client:
                 assert (await client.request("GET", "/")).status == 200
+                (connection,) = harness.server.connections
+            error = await connection.wait_closed()
+            assert error.reason.error_code == h3.H3ErrorCode.NO_ERROR
+            assert error.reason.by_peer
             (driver,) = drivers
-            await driver.closed.wait()
             assert driver.goaway_id == 0
-            assert driver.io is not None and driver.io.error is not None
-            reason = driver.io.error.reason
-            assert reason.error_code == h3.H3_NO_ERROR
-            assert reason.by_peer
 
 
 async def test_requests_over_a_lossy_network(
@@ -969,7 +1071,83 @@ async def test_closing_an_unread_response_frees_it(
             assert len(await response.__aiter__().__anext__()) > 0
         # STOP_SENDING reached the server: its handler ended; nothing is kept.
         await trio.sleep(1)
-        assert client.driver.exchanges == {}
+        assert client.active_requests == 0
         # The connection carries on.
         again = await client.request("GET", "/small")
         assert again.status == 200
+
+
+# -- misuse fails at the call, and only its own request ---------------------------
+
+
+async def test_send_informational_after_the_response_started(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A handler that sends a 1xx after it started a streamed body gets a
+    RuntimeError at that call; its stream alone is reset (the client sees
+    H3_INTERNAL_ERROR on that request), and the next request on the same
+    connection is served."""
+    seen: list[BaseException] = []
+
+    async def handler(request: Request) -> None:
+        if request.path == "/misuse":
+            async with request.stream_response(200) as writer:
+                await writer.send(b"partial")
+                try:
+                    await request.send_informational(103)
+                except RuntimeError as exc:
+                    seen.append(exc)
+                    raise
+        else:
+            await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with pytest.raises(h3.H3Error) as info:
+                # The reset may overtake the headers: either call can raise.
+                response = await client.request("GET", "/misuse")
+                await response.read()
+            assert info.value.error_code == h3.H3ErrorCode.INTERNAL_ERROR
+            # The connection keeps serving.
+            again = await client.request("GET", "/next")
+            assert again.status == 200
+            assert await again.read() == b"hello /next"
+            assert not client.is_closed
+    (error,) = seen
+    assert "before respond()" in str(error)
+
+
+async def test_send_informational_before_the_response(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        await request.send_informational(103, [("link", "</a.css>; rel=preload")])
+        await request.send_informational(100)
+        await request.respond(200, body=b"ok")
+        with pytest.raises(RuntimeError, match="before respond"):
+            await request.send_informational(103)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request("GET", "/")
+            assert [status for status, _ in response.informational] == [103, 100]
+            assert await response.read() == b"ok"
+
+
+async def test_endless_informational_responses_fail_the_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The client keeps a bounded number of 1xx responses per request; a
+    server that sends more fails that request with H3_EXCESSIVE_LOAD."""
+
+    async def handler(request: Request) -> None:
+        for _ in range(100):
+            await request.send_informational(103)
+        await request.respond(200, body=b"late")
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with pytest.raises(h3.H3Error) as info:
+                await client.request("GET", "/")
+            assert info.value.error_code == h3.H3ErrorCode.EXCESSIVE_LOAD
+            assert client.active_requests == 0

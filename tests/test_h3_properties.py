@@ -296,7 +296,7 @@ def malformed_headers(draw: st.DrawFn) -> Case:
     return Case(
         name=f"headers:{kind}",
         request=(frame(0x1, block), True),
-        error=h3.H3_MESSAGE_ERROR,
+        error=h3.H3ErrorCode.MESSAGE_ERROR,
     )
 
 
@@ -363,7 +363,9 @@ def wrong_frames(draw: st.DrawFn) -> Case:
             data = frame(0x0, payload + b"x")
             whole, last = good + data, len(data)
         cut = draw(st.integers(1, last - 1))
-        return Case(kind, request=(whole[:-cut], True), error=h3.H3_FRAME_ERROR)
+        return Case(
+            kind, request=(whole[:-cut], True), error=h3.H3ErrorCode.FRAME_ERROR
+        )
     if kind == "reserved-frame-on-request":
         frame_type = reserved(draw(st.integers(0, 1000)))
         return Case(kind, request=(frame(frame_type, payload) + good, True))
@@ -372,7 +374,7 @@ def wrong_frames(draw: st.DrawFn) -> Case:
         return Case(
             kind,
             uni=((CONTROL + frame(first, b"\x00"), False),),
-            error=h3.H3_MISSING_SETTINGS,
+            error=h3.H3ErrorCode.MISSING_SETTINGS,
         )
     if kind == "request-frame-on-control":
         frame_type = draw(st.sampled_from([0x0, 0x1]))
@@ -404,30 +406,36 @@ def wrong_frames(draw: st.DrawFn) -> Case:
         identifier = draw(st.sampled_from([0x2, 0x3, 0x4, 0x5]))
         settings = frame(0x4, encode_uint_var(identifier) + b"\x00")
         return Case(
-            kind, uni=((CONTROL + settings, False),), error=h3.H3_SETTINGS_ERROR
+            kind,
+            uni=((CONTROL + settings, False),),
+            error=h3.H3ErrorCode.SETTINGS_ERROR,
         )
     if kind == "duplicate-setting":
         one = b"\x06" + encode_uint_var(draw(st.integers(0, 10_000)))
         return Case(
             kind,
             uni=((CONTROL + frame(0x4, one + one), False),),
-            error=h3.H3_SETTINGS_ERROR,
+            error=h3.H3ErrorCode.SETTINGS_ERROR,
         )
     if kind == "truncated-settings":
         # A setting identifier without its value.
         return Case(kind, uni=((CONTROL + frame(0x4, b"\x06"), False),), error=0x106)
     if kind == "control-closed":
         content = draw(st.sampled_from([CONTROL, CONTROL + SETTINGS]))
-        return Case(kind, uni=((content, True),), error=h3.H3_CLOSED_CRITICAL_STREAM)
+        return Case(
+            kind, uni=((content, True),), error=h3.H3ErrorCode.CLOSED_CRITICAL_STREAM
+        )
     if kind == "second-control":
         return Case(
             kind,
             uni=((CONTROL + SETTINGS, False), (CONTROL + SETTINGS, False)),
-            error=h3.H3_STREAM_CREATION_ERROR,
+            error=h3.H3ErrorCode.STREAM_CREATION_ERROR,
         )
     if kind == "push-stream-from-client":
         return Case(
-            kind, uni=((b"\x01" + payload, False),), error=h3.H3_STREAM_CREATION_ERROR
+            kind,
+            uni=((b"\x01" + payload, False),),
+            error=h3.H3ErrorCode.STREAM_CREATION_ERROR,
         )
     if kind == "reserved-stream-type":
         stream_type = reserved(draw(st.integers(0, 1000)))
@@ -489,14 +497,14 @@ async def hello(request: Request) -> None:
     case=Case(
         "headers:missing-scheme",
         request=(frame(0x1, header_block([GOOD_REQUEST[0], *GOOD_REQUEST[2:]])), True),
-        error=h3.H3_MESSAGE_ERROR,
+        error=h3.H3ErrorCode.MESSAGE_ERROR,
     )
 )
 @hypothesis.example(
     case=Case(
         "headers:missing-scheme-and-path",
         request=(frame(0x1, header_block([GOOD_REQUEST[0], GOOD_REQUEST[2]])), True),
-        error=h3.H3_MESSAGE_ERROR,
+        error=h3.H3ErrorCode.MESSAGE_ERROR,
     )
 )
 @hypothesis.given(case=st.one_of(malformed_headers(), wrong_frames()))
@@ -529,7 +537,7 @@ def test_property_malformed_http3_input_gets_the_right_error(case: Case) -> None
                     if case.error is None:
                         assert await answered(connection)
                         assert connection.close_reason is None
-                    elif case.error == h3.H3_MESSAGE_ERROR:
+                    elif case.error == h3.H3ErrorCode.MESSAGE_ERROR:
                         # A malformed message is a stream error (RFC 9114
                         # section 4.1.2), which a server may escalate to a
                         # connection error: either, with that code.

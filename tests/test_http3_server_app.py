@@ -10,7 +10,6 @@ import os
 import pathlib
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,14 +20,17 @@ import trio
 
 import trioquic
 import trioquic.testing
-from trioquic._http3_get import OrderedOutput, output_name, parse_header, parse_url
-from trioquic._http3_get import UsageError as GetUsageError
-from trioquic._http3_server import (
+
+# private: the serve and get commands' own parts (routing, paths, content
+# types, URL and header parsing, ordered output as pure functions, and the
+# server serve runs); trioquic.cli exposes only main().
+from trioquic.cli._get import OrderedOutput, output_name, parse_header, parse_url
+from trioquic.cli._get import UsageError as GetUsageError
+from trioquic.cli._serve import (
     CHUNK_SIZE,
     MAX_BYTES,
     HttpError,
     ServerConfig,
-    bind_udp_sockets,
     content_type,
     index_page,
     parse_byte_count,
@@ -310,36 +312,6 @@ async def test_ordered_output_writes_bodies_in_order(tmp_path: pathlib.Path) -> 
 
 
 # -- end to end over loopback ---------------------------------------------------
-
-
-def _has_loopback6() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-async def test_bind_udp_sockets_same_port_for_every_family() -> None:
-    sockets = await bind_udp_sockets("localhost", 0)
-    try:
-        ports = {sock.local_address[1] for sock in sockets}
-        assert len(ports) == 1
-        hosts = {sock.local_address[0] for sock in sockets}
-        assert "127.0.0.1" in hosts
-        if _has_loopback6():
-            assert "::1" in hosts
-    finally:
-        for sock in sockets:
-            sock.close()
-
-
-async def test_bind_udp_sockets_port_in_use() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        with pytest.raises(OSError, match="in use"):
-            await bind_udp_sockets("127.0.0.1", taken.getsockname()[1])
 
 
 async def test_end_to_end(root: pathlib.Path) -> None:

@@ -18,9 +18,12 @@ from trioquic._routing import (
     Deliver,
     Drop,
     DropReason,
+    RefuseConnection,
     RejectToken,
+    RetryPolicy,
     RoutingTable,
     SendRetry,
+    SendStatelessReset,
     SendVersionNegotiation,
     encode_version_negotiation,
     parse_long_header,
@@ -60,8 +63,8 @@ def real_initial() -> tuple[bytes, bytes]:
     return data, client._peer_cid.cid
 
 
-def server_table() -> RoutingTable[str]:
-    return RoutingTable(cid_length=8, accept_new=True)
+def server_table(**limits: int) -> RoutingTable[str]:
+    return RoutingTable(cid_length=8, accept_new=True, **limits)  # type: ignore[arg-type]
 
 
 def test_real_initial_is_accepted_with_its_connection_ids() -> None:
@@ -183,19 +186,10 @@ def test_remove_only_forgets_the_owner() -> None:
     table = server_table()
     table.add(b"A" * 8, "new-owner")
     table.remove(b"A" * 8, "old-owner")
-    assert table.lookup(b"A" * 8) == "new-owner"
+    assert table.route(short_header(b"A" * 8)) == Deliver("new-owner")
     table.remove(b"A" * 8, "new-owner")
-    assert table.lookup(b"A" * 8) is None
-
-
-def test_remove_target_forgets_all_its_cids() -> None:
-    table = server_table()
-    for cid in (b"1" * 8, b"2" * 8, b"3" * 8):
-        table.add(cid, "conn")
-    table.add(b"4" * 8, "other")
-    table.remove_target("conn")
-    assert len(table) == 1
-    assert table.lookup(b"4" * 8) == "other"
+    assert table.route(short_header(b"A" * 8)) == Drop(DropReason.UNKNOWN_CONNECTION_ID)
+    assert len(table) == 0
 
 
 def test_rejects_bad_cid_length() -> None:
@@ -224,9 +218,15 @@ def test_mutated_initials_never_raise(data: st.DataObject) -> None:
         assert len(packet[:cut]) >= 1200
 
 
-def retry_table() -> RoutingTable[str]:
+def retry_table(
+    retry: RetryPolicy = "always", **kwargs: int | None
+) -> RoutingTable[str]:
     return RoutingTable(
-        cid_length=8, accept_new=True, retry_tokens=RetryTokens(lifetime=10.0)
+        cid_length=8,
+        accept_new=True,
+        retry_tokens=RetryTokens(lifetime=10.0),
+        retry=retry,
+        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -249,11 +249,10 @@ def with_token(token: bytes, dcid: bytes) -> bytes:
     return header + b"\x00" * (1200 - len(header))
 
 
-def test_retry_is_required_only_when_asked() -> None:
-    table = retry_table()
+def test_retry_is_required_only_by_the_policy() -> None:
     client = ("192.0.2.7", 5000)
-    assert isinstance(table.route(long_header(), client, 1.0), Accept)
-    decision = table.route(long_header(), client, 1.0, require_retry=True)
+    assert isinstance(retry_table("never").route(long_header(), client, 1.0), Accept)
+    decision = retry_table("always").route(long_header(), client, 1.0)
     assert isinstance(decision, SendRetry)
     assert decision.destination_cid == b"S" * 8  # the client's source ID
     assert decision.original_destination_cid == b"D" * 8
@@ -263,10 +262,10 @@ def test_retry_is_required_only_when_asked() -> None:
 def test_a_valid_token_accepts_with_the_original_ids() -> None:
     table = retry_table()
     client = ("192.0.2.7", 5000)
-    retry = table.route(long_header(), client, 1.0, require_retry=True)
+    retry = table.route(long_header(), client, 1.0)
     assert isinstance(retry, SendRetry)
     second = with_token(retry.token, retry.source_cid)
-    decision = table.route(second, client, 2.0, require_retry=True)
+    decision = table.route(second, client, 2.0)
     assert isinstance(decision, Accept)
     assert decision.original_destination_cid == b"D" * 8
     assert decision.retry_source_cid == retry.source_cid
@@ -276,7 +275,7 @@ def test_a_valid_token_accepts_with_the_original_ids() -> None:
 def test_tokens_are_bound_to_address_and_time() -> None:
     table = retry_table()
     client = ("192.0.2.7", 5000)
-    retry = table.route(long_header(), client, 1.0, require_retry=True)
+    retry = table.route(long_header(), client, 1.0)
     assert isinstance(retry, SendRetry)
     second = with_token(retry.token, retry.source_cid)
     assert isinstance(table.route(second, ("192.0.2.8", 5000), 2.0), RejectToken)
@@ -292,6 +291,65 @@ def test_tokens_are_bound_to_address_and_time() -> None:
     assert isinstance(
         table.route(with_token(retry.token, b"X" * 8), client, 2.0), RejectToken
     )
+
+
+def test_retry_under_load_starts_at_the_threshold() -> None:
+    table = retry_table("under-load", retry_threshold=2)
+    client = ("192.0.2.7", 5000)
+    assert isinstance(table.route(long_header(), client, 1.0), Accept)
+    table.connection_accepted("a")
+    assert isinstance(table.route(long_header(), client, 1.0), Accept)
+    table.connection_accepted("b")
+    assert table.pending_handshakes == 2
+    assert isinstance(table.route(long_header(), client, 1.0), SendRetry)
+    table.handshake_finished("a")
+    assert isinstance(table.route(long_header(), client, 1.0), Accept)
+    assert (table.connections, table.pending_handshakes) == (2, 1)
+
+
+def test_max_connections_refuses_new_clients() -> None:
+    table = server_table(max_connections=2)
+    for target in ("a", "b"):
+        table.connection_accepted(target)
+        table.handshake_finished(target)
+    decision = table.route(long_header())
+    assert decision == RefuseConnection(QUIC_VERSION_1, b"D" * 8, b"S" * 8)
+    table.connection_finished("a")
+    assert isinstance(table.route(long_header()), Accept)
+    # Behind Retry, a server at its limit refuses at once (no Retry first).
+    retrying = retry_table("always", max_connections=1)
+    retrying.connection_accepted("a")
+    assert isinstance(retrying.route(long_header(), ("h", 1), 1.0), RefuseConnection)
+
+
+def test_pending_handshakes_beyond_the_backlog_are_dropped() -> None:
+    table = server_table(max_pending_handshakes=1)
+    table.connection_accepted("a")
+    assert table.route(long_header()) == Drop(DropReason.BACKLOG_FULL)
+    table.handshake_finished("a")
+    assert isinstance(table.route(long_header()), Accept)
+
+
+def test_stateless_resets_are_rate_limited() -> None:
+    table: RoutingTable[str] = RoutingTable(
+        cid_length=8, accept_new=True, stateless_reset=True, stateless_reset_rate=2
+    )
+    unknown = short_header(b"Z" * 8, 100)
+    decisions = [table.route(unknown, None, 10.0) for _ in range(4)]
+    assert [type(d).__name__ for d in decisions] == [
+        "SendStatelessReset",
+        "SendStatelessReset",
+        "Drop",
+        "Drop",
+    ]
+    assert isinstance(table.route(unknown, None, 11.0), SendStatelessReset)
+
+
+def test_policies_are_checked() -> None:
+    with pytest.raises(ValueError, match="retry must be"):
+        RoutingTable(cid_length=8, accept_new=True, retry="sometimes")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="needs retry_tokens"):
+        RoutingTable(cid_length=8, accept_new=True, retry="always")
 
 
 def test_retry_token_without_key_is_ignored() -> None:

@@ -4,7 +4,7 @@ import attrs
 import pytest
 
 from trioquic import QuicSettings, generate_self_signed_certificate
-from trioquic._engine import EndpointConfiguration
+from trioquic._aioquic import AioquicEndpoint as EndpointConfiguration
 
 
 def test_defaults_are_valid() -> None:
@@ -99,7 +99,9 @@ def test_configuration_mapping(tmp_path: object) -> None:
         max_datagram_frame_size=1200,
         max_udp_payload_size=1400,
     )
-    config = EndpointConfiguration(settings, is_client=False).for_connection()
+    config = EndpointConfiguration(
+        settings, is_client=False
+    )._connection_configuration()
     assert config.alpn_protocols == ["echo"]
     assert config.congestion_control_algorithm == "cubic"
     assert config.connection_id_length == 12
@@ -131,7 +133,9 @@ def test_escape_hatch_keeps_our_bounds() -> None:
 
     base = QuicConfiguration(is_client=True, alpn_protocols=["x"], idle_timeout=99)
     settings = QuicSettings(quic_configuration=base, idle_timeout=5)
-    config = EndpointConfiguration(settings, is_client=True).for_connection("example")
+    config = EndpointConfiguration(settings, is_client=True)._connection_configuration(
+        "example"
+    )
     assert config.alpn_protocols == ["x"]
     assert config.idle_timeout == 5
     assert config.server_name == "example"
@@ -148,6 +152,6 @@ def test_keylog_file_from_environment(
     settings = QuicSettings()
     assert settings.effective_keylog_file() == str(path)
     endpoint = EndpointConfiguration(settings, is_client=True)
-    assert endpoint.for_connection().secrets_log_file is not None
+    assert endpoint._connection_configuration().secrets_log_file is not None
     endpoint.close()
     assert path.exists()

@@ -16,8 +16,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import trioquic
-from trioquic import QuicSettings
-from trioquic._udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, UdpSocket, segment_runs
+
+# private: _udp's GSO batch splitter and its kernel bounds are unit-tested as
+# pure functions (only send_batch uses them), and its _bind_all is patched to
+# inject a port collision no real setup produces on demand.
+from trioquic import QuicSettings, _udp
+from trioquic._udp import GSO_MAX_BYTES, GSO_MAX_SEGMENTS, segment_runs
+from trioquic.lowlevel import UdpSocket, bind_udp_sockets
 
 HOST = "127.0.0.1"
 
@@ -92,14 +97,28 @@ async def test_coalesced_receive_is_split_into_datagrams() -> None:
 
 
 class _RefusingSocket:
-    """A socket whose segmented sends fail as on a route without checksum
-    offload (EIO), or whose sends hit a full buffer once (EAGAIN)."""
+    """A loopback socket whose segmented sends fail as on a route without
+    checksum offload (EIO), or whose sends hit a full buffer once (EAGAIN);
+    UdpSocket takes it in place of a socket.socket."""
 
-    def __init__(self, inner: socket.socket, *, refuse: int | None, full_once: bool):
-        self._inner = inner
+    def __init__(self, *, refuse: int | None, full_once: bool):
+        self._inner = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self._inner.bind((HOST, 0))
         self._refuse = refuse
         self._full_once = full_once
         self.segmented_attempts = 0
+
+    def setblocking(self, flag: bool) -> None:
+        self._inner.setblocking(flag)
+
+    def setsockopt(self, *args: Any) -> None:
+        self._inner.setsockopt(*args)
+
+    def getsockname(self) -> Any:
+        return self._inner.getsockname()
+
+    def close(self) -> None:
+        self._inner.close()
 
     def sendmsg(self, buffers: Any, control: Any, flags: int, addr: Any) -> int:
         self.segmented_attempts += 1
@@ -126,12 +145,11 @@ class _RefusingSocket:
     ids=["no-segmentation-on-route", "datagram-error"],
 )
 async def test_refused_segmented_send_falls_back(error: int, gso_after: bool) -> None:
-    sender = loopback_socket(offload=True)
+    fake = _RefusingSocket(refuse=error, full_once=False)
+    sender = UdpSocket(fake, 1 << 20, offload=True)  # type: ignore[arg-type]
     receiver = loopback_socket(offload=False)
     try:
         sender.gso = True  # as where the platform offers it
-        fake = _RefusingSocket(sender._sock, refuse=error, full_once=False)
-        sender._sock = fake  # type: ignore[assignment]
         batch = [(bytes([i]) * 900, receiver.local_address) for i in range(10)]
         await sender.send_batch(batch)
         # Every datagram still left, one call each.
@@ -140,24 +158,21 @@ async def test_refused_segmented_send_falls_back(error: int, gso_after: bool) ->
         assert sender.gso is gso_after
         assert sender.gso_sends == 0 and sender.send_errors == 0
     finally:
-        sender._sock = fake._inner
         sender.close()
         receiver.close()
 
 
 @pytest.mark.parametrize("offload", [True, False], ids=["offload", "no-offload"])
 async def test_full_send_buffer_waits_for_writability(offload: bool) -> None:
-    sender = loopback_socket(offload=offload)
+    fake = _RefusingSocket(refuse=None, full_once=True)
+    sender = UdpSocket(fake, 1 << 20, offload=offload)  # type: ignore[arg-type]
     receiver = loopback_socket(offload=False)
     try:
-        fake = _RefusingSocket(sender._sock, refuse=None, full_once=True)
-        sender._sock = fake  # type: ignore[assignment]
         batch = [(bytes([i]) * 700, receiver.local_address) for i in range(5)]
         await sender.send_batch(batch)
         assert await receive_all(receiver, len(batch)) == [d for d, _ in batch]
         assert sender.send_errors == 0
     finally:
-        sender._sock = fake._inner
         sender.close()
         receiver.close()
 
@@ -203,6 +218,145 @@ def test_segment_runs_property(items: list[tuple[int, str]]) -> None:
         first = len(run[0][0])
         assert all(len(d) == first for d, _ in run[:-1])
         assert len(run[-1][0]) <= first
+
+
+# -- bind_udp_sockets ----------------------------------------------------------
+
+
+def ipv6_available(host: str) -> bool:
+    """Whether this machine can bind a UDP socket to IPv6 ``host``."""
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind((host, 0))
+    except OSError:
+        return False
+    return True
+
+
+def v6only(sock: UdpSocket) -> bool:
+    with socket.fromfd(sock.fileno(), socket.AF_INET6, socket.SOCK_DGRAM) as view:
+        return bool(view.getsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY))
+
+
+async def test_bind_udp_sockets_every_interface_on_one_port() -> None:
+    sockets = await bind_udp_sockets(None, 0)
+    try:
+        assert len({sock.local_address[1] for sock in sockets}) == 1
+        assert sockets[0].local_address[1] != 0
+        hosts = [sock.local_address[0] for sock in sockets]
+        assert hosts[0] == "0.0.0.0"  # IPv4 first
+        if ipv6_available("::"):
+            assert hosts == ["0.0.0.0", "::"]
+            assert v6only(sockets[1])
+        else:
+            assert hosts == ["0.0.0.0"]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def test_bind_udp_sockets_localhost_is_both_loopbacks() -> None:
+    sockets = await bind_udp_sockets("localhost", 0)
+    try:
+        assert len({sock.local_address[1] for sock in sockets}) == 1
+        hosts = [sock.local_address[0] for sock in sockets]
+        if ipv6_available("::1"):
+            assert hosts == ["127.0.0.1", "::1"]
+            assert v6only(sockets[1])
+        else:
+            assert hosts == ["127.0.0.1"]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def test_bind_udp_sockets_given_port_and_options() -> None:
+    sockets = await bind_udp_sockets(HOST, 0, offload=False)
+    port = sockets[0].local_address[1]
+    for sock in sockets:
+        sock.close()
+    sockets = await bind_udp_sockets(HOST, port, buffer_size=1 << 20, offload=False)
+    try:
+        assert [sock.local_address for sock in sockets] == [(HOST, port)]
+        assert not sockets[0].gso and not sockets[0].gro
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def test_bind_udp_sockets_port_in_use() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind((HOST, 0))
+        with pytest.raises(OSError, match="in use"):
+            await bind_udp_sockets(HOST, taken.getsockname()[1])
+
+
+async def test_bind_udp_sockets_address_not_on_this_machine() -> None:
+    # 192.0.2.1 (TEST-NET-1) is nobody's address.
+    with pytest.raises(OSError) as info:
+        await bind_udp_sockets("192.0.2.1", 0)
+    assert info.value.errno == errno.EADDRNOTAVAIL
+
+
+class _TwoAddresses(trio.abc.HostnameResolver):
+    """Resolves every name to 127.0.0.1 and 192.0.2.1 (TEST-NET-1: nobody's
+    address, so not this machine's)."""
+
+    async def getaddrinfo(
+        self,
+        host: bytes | None,
+        port: bytes | str | int | None,
+        family: int = 0,
+        type: int = 0,
+        proto: int = 0,
+        flags: int = 0,
+    ) -> list[Any]:
+        dgram = socket.SOCK_DGRAM
+        return [
+            (socket.AF_INET, dgram, 0, "", (HOST, port)),
+            (socket.AF_INET, dgram, 0, "", ("192.0.2.1", port)),
+        ]
+
+    async def getnameinfo(self, sockaddr: Any, flags: int) -> tuple[str, str]:
+        raise NotImplementedError
+
+
+async def test_a_missing_address_is_skipped_when_another_binds() -> None:
+    previous = trio.socket.set_custom_hostname_resolver(_TwoAddresses())
+    try:
+        sockets = await bind_udp_sockets("two-addresses.test", 0)
+    finally:
+        trio.socket.set_custom_hostname_resolver(previous)
+    try:
+        assert [sock.local_address[0] for sock in sockets] == [HOST]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+async def test_bind_udp_sockets_tries_another_port_when_one_is_taken(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Port 0: the port the kernel picked for IPv4 may be taken on IPv6."""
+    real = _udp._bind_all
+    calls: list[int] = []
+
+    def collide_once(*args: Any) -> list[UdpSocket]:
+        calls.append(1)
+        if len(calls) == 1:
+            raise OSError(errno.EADDRINUSE, "Address already in use")
+        return real(*args)
+
+    monkeypatch.setattr(_udp, "_bind_all", collide_once)
+    sockets = await bind_udp_sockets(HOST, 0)
+    for sock in sockets:
+        sock.close()
+    assert len(calls) == 2
+    calls.clear()
+    with pytest.raises(OSError, match="in use"):
+        await bind_udp_sockets(HOST, 0, attempts=1)
+    with pytest.raises(ValueError, match="attempts"):
+        await bind_udp_sockets(HOST, 0, attempts=0)
 
 
 async def _echo(conn: trioquic.QuicConnection) -> None:

@@ -1,6 +1,6 @@
 """``python -m trioquic``: the same command line as ``trioquic``."""
 
-from ._cli import run
+from .cli import run
 
 if __name__ == "__main__":
     run()

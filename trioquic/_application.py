@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
-from ._engine import ConnectionStatistics, HandshakeInfo
 from ._errors import CloseReason, ConnectionClosed
-from ._events import QuicEvent
+from ._events import HandshakeInfo, QuicEvent
 
 if TYPE_CHECKING:
+    from ._engine import H3Engine
+    from ._settings import QuicSettings
+    from ._statistics import ConnectionStatistics
     from ._worker import IoWorker
 
 
@@ -26,15 +28,22 @@ class ConnectionIO:
     """What an application may do with its connection, from inside its hooks
     or from its own tasks.
 
-    Every method here is synchronous: it changes the QUIC state machine and,
-    where there is something to send, asks the IoWorker for a driver step
-    (:meth:`wake`). The worker sends the resulting datagrams in one batch.
+    Every method here but the ``wait_*`` ones is synchronous: it changes the
+    QUIC state machine and, where there is something to send, asks the
+    IoWorker for a driver step (:meth:`wake`). The worker sends the resulting
+    datagrams in one batch. It is also how a server's connections are listed
+    (:attr:`trioquic.QuicServer.connections`).
     """
 
     __slots__ = ("_worker",)
 
     def __init__(self, worker: IoWorker) -> None:
         self._worker = worker
+
+    def __repr__(self) -> str:
+        side = "client" if self.is_client else "server"
+        state = "closed" if self.error is not None else "open"
+        return f"<trioquic.ConnectionIO {side} {state} peer={self.peer_address!r}>"
 
     # -- scheduling -------------------------------------------------------
 
@@ -71,6 +80,11 @@ class ConnectionIO:
     @property
     def is_client(self) -> bool:
         return self._worker.engine.is_client
+
+    @property
+    def settings(self) -> QuicSettings:
+        """The settings of the endpoint this connection belongs to."""
+        return self._worker.settings
 
     @property
     def handshake(self) -> HandshakeInfo | None:
@@ -114,7 +128,8 @@ class ConnectionIO:
 
     @property
     def close_reason(self) -> CloseReason | None:
-        return self._worker.engine.close_reason
+        """Why the connection ended, once it has (``error.reason``)."""
+        return self._worker.close_reason
 
     @property
     def error(self) -> ConnectionClosed | None:
@@ -122,7 +137,22 @@ class ConnectionIO:
         return self._worker.error
 
     def statistics(self) -> ConnectionStatistics:
-        return self._worker.engine.statistics()
+        """RTT, congestion window, datagrams and bytes in and out, drops."""
+        return self._worker.statistics()
+
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait until the connection has ended (and its worker finished);
+        return the exception that describes how. Cancel-safe."""
+        await self._worker.finished.wait()
+        error = self._worker.error
+        assert error is not None
+        return error
+
+    async def wait_flushed(self) -> None:
+        """Wait until every stream byte, FIN and reset written so far has been
+        acknowledged by the peer, or the connection has ended. Not bounded:
+        put a deadline around it. Cancel-safe."""
+        await self._worker.wait_flushed()
 
     # -- streams and datagrams -------------------------------------------
 
@@ -178,16 +208,59 @@ class ConnectionIO:
         self._worker.engine.send_datagram(data)
         self._worker.wake()
 
-    def close(self, error_code: int = 0, reason: str = "") -> None:
-        """Close the connection with an application error code."""
-        self._worker.close(error_code, reason)
+    def note_datagram_dropped(self) -> None:
+        """Count a received QUIC datagram the application dropped (its queue
+        was full), in ``statistics().quic_datagrams_receive_dropped``."""
+        self._worker.quic_datagrams_receive_dropped += 1
+
+    def close(
+        self, error_code: int = 0, reason: str = "", *, transport: bool = False
+    ) -> None:
+        """Close the connection with an application error code (a transport
+        error code with ``transport=True``). Idempotent."""
+        self._worker.close(error_code, reason, transport=transport)
+
+    # -- for protocols: set-up before the handshake, HTTP/3 ------------------
+
+    def set_peer_stream_limits(
+        self, *, bidirectional: int, unidirectional: int
+    ) -> None:
+        """How many streams of each kind the peer may have open at once.
+        Only from :meth:`ApplicationOverQuic.attach` (they are transport
+        parameters, sent in the handshake)."""
+        if self._worker.established.is_set():
+            raise RuntimeError(
+                "stream limits are transport parameters: set them in attach(), "
+                "before the handshake"
+            )
+        self._worker.engine.set_peer_stream_limits(
+            bidirectional=bidirectional, unidirectional=unidirectional
+        )
+
+    def create_h3_engine(
+        self,
+        *,
+        max_field_section_size: int,
+        enable_connect_protocol: bool,
+        enable_datagrams: bool,
+    ) -> H3Engine:
+        """The QUIC engine's HTTP/3 state machine for this connection (what
+        ``trioquic.h3``'s driver runs on); call its ``start()`` once the
+        connection can carry data."""
+        return self._worker.engine.create_h3(
+            max_field_section_size=max_field_section_size,
+            enable_connect_protocol=enable_connect_protocol,
+            enable_datagrams=enable_datagrams,
+        )
 
 
 class ApplicationOverQuic:
     """A protocol that runs over one QUIC connection.
 
-    The IoWorker owns the connection and calls these hooks, in this order,
-    after every input (datagrams, a timer, or a :meth:`ConnectionIO.wake`):
+    :meth:`attach` is called once, first, when the application is bound to
+    its connection (before the handshake). Then the IoWorker owns the
+    connection and calls these hooks, in this order, after every input
+    (datagrams, a timer, or a :meth:`ConnectionIO.wake`):
 
     1. :meth:`on_connection_established` once, when the handshake completes;
     2. :meth:`process_reads` with the transport events of the step, when
@@ -208,6 +281,13 @@ class ApplicationOverQuic:
     """
 
     manual_flow_control: bool = False
+
+    def attach(self, io: ConnectionIO) -> None:
+        """The application is bound to its connection: keep ``io`` to act from
+        your own tasks later. Called once, before any other hook and before
+        the handshake (so this is where transport parameters such as
+        :meth:`ConnectionIO.set_peer_stream_limits` are set); the
+        connection's nursery is not running yet (no ``io.start_soon``)."""
 
     def on_connection_established(
         self, io: ConnectionIO, handshake: HandshakeInfo

@@ -11,16 +11,17 @@ from typing import Any
 import trio
 
 from ._application import ApplicationOverQuic, ConnectionIO, take_when_ready
-from ._engine import ConnectionStatistics, HandshakeInfo
 from ._errors import CloseReason, ConnectionClosed, DatagramError
 from ._events import (
     DatagramReceived,
+    HandshakeInfo,
     QuicEvent,
     StopSendingReceived,
     StreamDataReceived,
     StreamResetReceived,
 )
 from ._settings import QuicSettings
+from ._statistics import ConnectionStatistics
 from ._stream import QuicReceiveStream, QuicSendStream, QuicStream, StreamState
 
 logger = logging.getLogger("trioquic")
@@ -41,14 +42,19 @@ class StreamApplication(ApplicationOverQuic):
     """Maps QUIC events onto :class:`QuicStream` objects and datagram queues.
 
     Receive credit is granted as streams are read (manual flow control).
+    ``on_established()`` is called once the handshake completes.
     """
 
     manual_flow_control = True
+    io: ConnectionIO  # from attach(), before anything else
 
-    def __init__(self, settings: QuicSettings) -> None:
+    def __init__(
+        self,
+        settings: QuicSettings,
+        on_established: Callable[[StreamApplication], None] | None = None,
+    ) -> None:
         self.settings = settings
         self.send_buffer = settings.stream_send_buffer
-        self.io: ConnectionIO = None  # type: ignore[assignment]  # set by bind()
         self.streams: dict[int, StreamState] = {}
         self.blocked_senders: set[StreamState] = set()
         self._accept_queue: deque[StreamState] = deque()
@@ -57,13 +63,12 @@ class StreamApplication(ApplicationOverQuic):
         self._datagram_lot = trio.lowlevel.ParkingLot()
         self._open_lot = trio.lowlevel.ParkingLot()
         self._highest_peer_stream = {False: -1, True: -1}  # by unidirectional
-        self.datagrams_dropped = 0
         self.is_client = False
-        #: Called once when the handshake completes (serve_quic starts the
-        #: handler from here).
-        self.on_established: Callable[[], None] | None = None
+        self._on_established = on_established
+        #: The user's facade (made here, so it exists as soon as attached).
+        self.connection = QuicConnection(self)
 
-    def bind(self, io: ConnectionIO) -> None:
+    def attach(self, io: ConnectionIO) -> None:
         self.io = io
         self.is_client = io.is_client
 
@@ -72,8 +77,8 @@ class StreamApplication(ApplicationOverQuic):
     def on_connection_established(
         self, io: ConnectionIO, handshake: HandshakeInfo
     ) -> None:
-        if self.on_established is not None:
-            self.on_established()
+        if self._on_established is not None:
+            self._on_established(self)
 
     def process_reads(self, io: ConnectionIO, events: Sequence[QuicEvent]) -> None:
         for event in events:
@@ -106,7 +111,7 @@ class StreamApplication(ApplicationOverQuic):
                 assert isinstance(event, DatagramReceived)
                 if len(self._datagrams) >= self.settings.datagram_queue_size:
                     self._datagrams.popleft()
-                    self.datagrams_dropped += 1
+                    io.note_datagram_dropped()
                 self._datagrams.append(event.data)
                 self._datagram_lot.unpark_all()
 
@@ -231,6 +236,7 @@ class QuicConnection:
     """
 
     def __init__(self, application: StreamApplication) -> None:
+        # Made by trioquic (StreamApplication makes its own).
         self._app = application
 
     @property
@@ -301,9 +307,8 @@ class QuicConnection:
         code) and wait, at most the close grace period, until it is gone.
         Idempotent."""
         self.close(error_code, reason)
-        worker = self._io._worker
-        with trio.move_on_after(worker.engine.settings.close_grace_period):
-            await worker.finished.wait()
+        with trio.move_on_after(self._io.settings.close_grace_period):
+            await self._io.wait_closed()
         await trio.lowlevel.checkpoint()
 
     def close(self, error_code: int = 0, reason: str = "") -> None:
@@ -322,8 +327,7 @@ class QuicConnection:
     @property
     def close_reason(self) -> CloseReason | None:
         """Why the connection ended, once it has."""
-        error = self._io.error
-        return error.reason if error is not None else None
+        return self._io.close_reason
 
     @property
     def handshake(self) -> HandshakeInfo | None:
@@ -390,10 +394,7 @@ class QuicConnection:
     async def wait_closed(self) -> ConnectionClosed:
         """Wait until the connection has ended; return the exception that
         describes how."""
-        await self._io._worker.finished.wait()
-        error = self._io.error
-        assert error is not None
-        return error
+        return await self._io.wait_closed()
 
     def __repr__(self) -> str:
         side = "client" if self._io.is_client else "server"

@@ -17,6 +17,7 @@ are closed.
 
 from __future__ import annotations
 
+import functools
 import logging
 import socket as _stdlib_socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -25,14 +26,16 @@ from typing import TypeVar
 
 import trio
 
-from ._application import ApplicationOverQuic
+from ._application import ApplicationOverQuic, ConnectionIO
 from ._connection import QuicConnection, StreamApplication
-from ._engine import EndpointConfiguration, Engine, invalid_token_close
+from ._engine import Address, EndpointEngine, create_endpoint_engine
+from ._errors import INTERNAL_ERROR
 from ._retry import RetryTokens
-from ._router import InboundPacketRouter, RouterCounters, RouterStatistics
+from ._router import InboundPacketRouter, RouterCounters
 from ._routing import Accept, RoutingTable
 from ._settings import QuicSettings
-from ._udp import Address, DatagramSocket, UdpSocket
+from ._statistics import RouterStatistics
+from ._udp import DatagramSocket, UdpSocket, bind_udp_sockets
 from ._worker import IoWorker
 
 logger = logging.getLogger("trioquic")
@@ -62,32 +65,43 @@ def _check_port(port: int) -> int:
 
 
 class QuicServer:
-    """A running QUIC server, as ``await nursery.start(serve_quic, ...)`` reports."""
+    """A running QUIC server, as ``await nursery.start(serve_quic, ...)``
+    reports it: where it listens, its connections, its statistics."""
 
-    def __init__(
-        self, sockets: Sequence[DatagramSocket], counters: RouterCounters
-    ) -> None:
+    def __init__(self, endpoint: _Endpoint, sockets: Sequence[DatagramSocket]) -> None:
+        self._endpoint = endpoint
         self._sockets = list(sockets)
-        self._counters = counters
-        self.connections: set[IoWorker] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"<trioquic.QuicServer addresses={self.addresses!r} "
+            f"connections={self.connection_count}>"
+        )
 
     @property
     def addresses(self) -> list[Address]:
-        """The bound local addresses, one per socket."""
+        """The bound local addresses, one per socket (a server that binds
+        several addresses binds them all on one port)."""
         return [s.local_address for s in self._sockets]
 
     @property
     def port(self) -> int:
-        """The port of the first socket (the one to use when binding port 0)."""
+        """The port it listens on (of the first socket, with sockets of your
+        own that differ)."""
         return int(self._sockets[0].local_address[1])
 
     @property
+    def connections(self) -> list[ConnectionIO]:
+        """The connections alive now (handshaking or established)."""
+        return [worker.io for worker in self._endpoint.workers]
+
+    @property
     def connection_count(self) -> int:
-        return len(self.connections)
+        return len(self._endpoint.workers)
 
     def statistics(self) -> RouterStatistics:
         """Datagrams received, delivered, dropped (by reason), accepted."""
-        return self._counters.snapshot()
+        return self._endpoint.counters.snapshot(self._endpoint.table)
 
 
 async def _run_connection(worker: IoWorker) -> None:
@@ -97,59 +111,86 @@ async def _run_connection(worker: IoWorker) -> None:
         await worker.run(nursery)
 
 
+def _routing_table(
+    settings: QuicSettings, *, is_client: bool
+) -> RoutingTable[IoWorker]:
+    if is_client:
+        return RoutingTable(cid_length=settings.connection_id_length, accept_new=False)
+    return RoutingTable(
+        cid_length=settings.connection_id_length,
+        accept_new=True,
+        retry_tokens=(
+            RetryTokens(lifetime=settings.retry_token_lifetime)
+            if settings.retry != "never"
+            else None
+        ),
+        retry=settings.retry,
+        retry_threshold=settings.retry_under_load_threshold,
+        max_connections=settings.max_connections,
+        max_pending_handshakes=settings.max_pending_handshakes,
+        stateless_reset=settings.stateless_reset_rate > 0,
+        stateless_reset_rate=settings.stateless_reset_rate,
+    )
+
+
 class _Endpoint:
-    """What the routers of one endpoint share."""
+    """What the routers and connections of one endpoint share."""
 
     def __init__(
         self,
         settings: QuicSettings,
-        config: EndpointConfiguration,
+        engine: EndpointEngine,
         *,
         is_client: bool,
         nursery: trio.Nursery,
-        factory: Callable[[], tuple[ApplicationOverQuic, Callable[[IoWorker], None]]]
-        | None = None,
+        factory: ApplicationFactory | None = None,
     ) -> None:
         self.settings = settings
-        self.config = config
-        self.table: RoutingTable[IoWorker] = RoutingTable(
-            cid_length=settings.connection_id_length,
-            accept_new=not is_client,
-            retry_tokens=(
-                RetryTokens(lifetime=settings.retry_token_lifetime)
-                if not is_client and settings.retry != "never"
-                else None
-            ),
-            stateless_reset=not is_client and settings.stateless_reset_rate > 0,
-        )
+        self.engine = engine
+        self.table = _routing_table(settings, is_client=is_client)
         self.counters = RouterCounters()
         self.nursery = nursery
         self.factory = factory
         self.workers: set[IoWorker] = set()
 
-    def accept(
-        self, decision: Accept, data: bytes, addr: Address, socket: DatagramSocket
-    ) -> IoWorker | None:
+    def router(self, socket: DatagramSocket) -> InboundPacketRouter:
+        return InboundPacketRouter(
+            socket,
+            self.table,
+            self.counters,
+            self.engine,
+            accept=self.accept if self.factory is not None else None,
+        )
+
+    def accept(self, decision: Accept, socket: DatagramSocket) -> IoWorker | None:
         assert self.factory is not None
-        engine = Engine(
-            self.config.for_connection(),
-            self.settings,
+        engine = self.engine.server_connection(
             original_destination_cid=decision.original_destination_cid
             or decision.destination_cid,
             retry_source_cid=decision.retry_source_cid,
-            endpoint=self.config,
         )
-        application, bind = self.factory()
+        try:
+            application = self.factory()
+            if not isinstance(application, ApplicationOverQuic):
+                raise TypeError(
+                    "application_factory must return an ApplicationOverQuic, "
+                    f"got {type(application).__name__}"
+                )
+        except Exception:
+            # The application's bug, not the datagram's: no connection, and
+            # the Initial counts as not accepted (the client retries).
+            logger.exception("trioquic: the application factory failed")
+            return None
         worker = IoWorker(
-            engine=engine, application=application, socket=socket, table=self.table
+            engine=engine,
+            application=application,
+            socket=socket,
+            table=self.table,
+            settings=self.settings,
         )
-        bind(worker)
         worker.register_cid(decision.destination_cid)
         self.start(worker)
         return worker
-
-    def reject_token(self, data: bytes, addr: Address) -> list[bytes]:
-        return invalid_token_close(data, addr, self.config, trio.current_time())
 
     def start(self, worker: IoWorker) -> None:
         self.workers.add(worker)
@@ -181,18 +222,8 @@ async def serve_application(
         raise TypeError(
             "application_factory must be a callable returning an ApplicationOverQuic"
         )
-
-    def factory() -> tuple[ApplicationOverQuic, Callable[[IoWorker], None]]:
-        app = application_factory()
-        if not isinstance(app, ApplicationOverQuic):
-            raise TypeError(
-                "application_factory must return an ApplicationOverQuic, "
-                f"got {type(app).__name__}"
-            )
-        return app, lambda worker: None
-
     await _serve(
-        factory,
+        application_factory,
         port,
         host=host,
         settings=settings,
@@ -234,21 +265,11 @@ async def serve_quic(
         raise TypeError("handler must be an async function taking a QuicConnection")
     resolved = _check_settings(settings)
 
-    def factory() -> tuple[ApplicationOverQuic, Callable[[IoWorker], None]]:
-        app = StreamApplication(resolved)
-        connection = QuicConnection(app)
-
-        def bind(worker: IoWorker) -> None:
-            app.bind(worker.io)
-
-        app.on_established = lambda: worker_start(app, connection)
-        return app, bind
-
-    def worker_start(app: StreamApplication, connection: QuicConnection) -> None:
-        app.io.start_soon(_run_handler, handler, connection, name=handler)
+    def start_handler(app: StreamApplication) -> None:
+        app.io.start_soon(_run_handler, handler, app.connection, name=handler)
 
     await _serve(
-        factory,
+        functools.partial(StreamApplication, resolved, start_handler),
         port,
         host=host,
         settings=resolved,
@@ -271,6 +292,7 @@ async def _run_handler(
     quietly; other exceptions are logged and close it with INTERNAL_ERROR.
     Cancellation and KeyboardInterrupt propagate.
     """
+    io = connection._io  # the connection's own ConnectionIO
     try:
         await handler(connection)
     except _ENDED_BY_CONNECTION as exc:
@@ -287,22 +309,21 @@ async def _run_handler(
                 "trioquic: connection handler raised; closing its connection",
                 exc_info=bugs,
             )
-            connection._io._worker.close(0x1, "internal error", transport=True)
+            io.close(INTERNAL_ERROR, "internal error", transport=True)
             return
     except Exception:
         logger.exception("trioquic: connection handler raised; closing its connection")
-        connection._io._worker.close(0x1, "internal error", transport=True)
+        io.close(INTERNAL_ERROR, "internal error", transport=True)
         return
     # Let what the handler wrote reach the peer before closing: CONNECTION_CLOSE
     # abandons every stream's unacknowledged data.
-    worker = connection._io._worker
-    with trio.move_on_after(worker.engine.settings.close_grace_period):
-        await worker.wait_flushed()
+    with trio.move_on_after(io.settings.close_grace_period):
+        await io.wait_flushed()
     connection.close()
 
 
 async def _serve(
-    factory: Callable[[], tuple[ApplicationOverQuic, Callable[[IoWorker], None]]],
+    factory: ApplicationFactory,
     port: int,
     *,
     host: str | None,
@@ -317,46 +338,29 @@ async def _serve(
     if sockets is not None and not sockets:
         raise ValueError("sockets must hold at least one datagram socket")
     # Settings errors surface here, unwrapped, before anything runs.
-    config = EndpointConfiguration(resolved, is_client=False)
+    engine = create_endpoint_engine(resolved, is_client=False)
     own_sockets = sockets is None
     try:
         if sockets is None:
-            sockets = list(
-                await UdpSocket.bind(
-                    host,
-                    port,
-                    buffer_size=resolved.udp_buffer_size,
-                    offload=resolved.udp_offload,
-                )
+            sockets = await bind_udp_sockets(
+                host,
+                port,
+                buffer_size=resolved.udp_buffer_size,
+                offload=resolved.udp_offload,
             )
     except BaseException:
-        config.close()
+        engine.close()
         raise
     try:
         async with trio.open_nursery() as nursery:
             endpoint = _Endpoint(
-                resolved, config, is_client=False, nursery=nursery, factory=factory
+                resolved, engine, is_client=False, nursery=nursery, factory=factory
             )
-            server = QuicServer(sockets, endpoint.counters)
-            server.connections = endpoint.workers
             for sock in sockets:
-                router = InboundPacketRouter(
-                    sock,
-                    endpoint.table,
-                    endpoint.counters,
-                    accept=endpoint.accept,
-                    accept_backlog=resolved.max_pending_handshakes,
-                    max_connections=resolved.max_connections,
-                    retry=resolved.retry,
-                    retry_threshold=resolved.retry_under_load_threshold,
-                    reject_token=endpoint.reject_token,
-                    stateless_reset_key=config.stateless_reset_key,
-                    stateless_reset_rate=resolved.stateless_reset_rate,
-                )
-                nursery.start_soon(router.run)
-            task_status.started(server)
+                nursery.start_soon(endpoint.router(sock).run)
+            task_status.started(QuicServer(endpoint, sockets))
     finally:
-        config.close()
+        engine.close()
         if own_sockets:
             for sock in sockets:
                 sock.close()
@@ -376,19 +380,18 @@ async def _resolve(host: str, port: int) -> tuple[int, Address]:
 @asynccontextmanager
 async def _open_client(
     application: ApplicationOverQuic,
-    bind: Callable[[IoWorker], None],
     host: str,
     port: int,
     settings: QuicSettings | None,
     socket: DatagramSocket | None = None,
-    early: Callable[[IoWorker], None] | None = None,
-) -> AsyncIterator[IoWorker]:
+    early: Callable[[], None] | None = None,
+) -> AsyncIterator[ConnectionIO]:
     """The client endpoint: socket, router, one connection.
 
-    Yields the worker once the handshake is complete, or, with
+    Yields the connection's io once the handshake is complete, or, with
     ``settings.zero_rtt`` and a session ticket that allows early data, right
-    after the first flight with 0-RTT keys in place (``early(worker)`` is
-    called first, for applications that must set up before writing).
+    after the first flight with 0-RTT keys in place (``early()`` is called
+    first, for applications that must set up before writing).
     """
     resolved = _check_settings(settings)
     own_socket = socket is None
@@ -406,23 +409,24 @@ async def _open_client(
         remote_address = (host, port)
     user_exc: BaseException | None = None
     try:
-        config = EndpointConfiguration(resolved, is_client=True)
+        endpoint_engine = create_endpoint_engine(resolved, is_client=True)
     except BaseException:
         if own_socket:
             socket.close()
         raise
     try:
         async with trio.open_nursery() as nursery:
-            endpoint = _Endpoint(resolved, config, is_client=True, nursery=nursery)
-            server_name = resolved.server_name or host
-            engine = Engine(endpoint.config.for_connection(server_name), resolved)
+            endpoint = _Endpoint(
+                resolved, endpoint_engine, is_client=True, nursery=nursery
+            )
+            engine = endpoint_engine.client_connection(resolved.server_name or host)
             worker = IoWorker(
                 engine=engine,
                 application=application,
                 socket=socket,
                 table=endpoint.table,
+                settings=resolved,
             )
-            bind(worker)
             path = _ClientPath(endpoint, worker, own_socket=own_socket)
             worker.rebinder = path.rebind
             engine.connect(remote_address, trio.current_time())
@@ -430,14 +434,14 @@ async def _open_client(
             await path.start_router(socket, close=own_socket)
             early_data = resolved.zero_rtt and engine.early_data_ready()
             if early_data and early is not None:
-                early(worker)
+                early()
             worker.wake()
             try:
                 if early_data:
                     await trio.lowlevel.checkpoint()
                 else:
                     await worker.io.wait_handshake()
-                yield worker
+                yield worker.io
                 # Leaving normally: deliver what was written before closing.
                 with trio.move_on_after(resolved.close_grace_period):
                     await worker.wait_flushed()
@@ -447,7 +451,7 @@ async def _open_client(
                 await _close_gracefully(worker)
                 nursery.cancel_scope.cancel()
     finally:
-        config.close()
+        endpoint_engine.close()
         if own_socket:
             socket.close()
     if user_exc is not None:
@@ -487,8 +491,7 @@ class _ClientPath:
         close: bool,
         task_status: trio.TaskStatus[trio.CancelScope] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        endpoint = self._endpoint
-        router = InboundPacketRouter(socket, endpoint.table, endpoint.counters)
+        router = self._endpoint.router(socket)
         try:
             with trio.CancelScope() as scope:
                 task_status.started(scope)
@@ -502,7 +505,7 @@ class _ClientPath:
             worker = self._worker
             old = worker.socket
             if self._own_socket and isinstance(old, UdpSocket):
-                settings = worker.engine.settings
+                settings = worker.settings
                 new = UdpSocket.for_peer(
                     old.family,
                     buffer_size=settings.udp_buffer_size,
@@ -544,7 +547,7 @@ async def _cancel_after(scope: trio.CancelScope, delay: float) -> None:
 
 async def _close_gracefully(worker: IoWorker) -> None:
     with trio.CancelScope(shield=True):
-        with trio.move_on_after(worker.engine.settings.close_grace_period):
+        with trio.move_on_after(worker.settings.close_grace_period):
             if worker.error is None:
                 worker.close(0, "")
             await worker.finished.wait()
@@ -581,13 +584,8 @@ async def open_quic_connection(
     """
     resolved = _check_settings(settings)
     app = StreamApplication(resolved)
-    connection = QuicConnection(app)
-
-    def bind(worker: IoWorker) -> None:
-        app.bind(worker.io)
-
-    async with _open_client(app, bind, host, port, resolved, socket):
-        yield connection
+    async with _open_client(app, host, port, resolved, socket):
+        yield app.connection
 
 
 @asynccontextmanager
@@ -609,7 +607,5 @@ async def open_application(
             "application must be an ApplicationOverQuic, "
             f"got {type(application).__name__}"
         )
-    async with _open_client(
-        application, lambda worker: None, host, port, settings, socket
-    ):
+    async with _open_client(application, host, port, settings, socket):
         yield application

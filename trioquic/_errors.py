@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import enum
+
 import attrs
 import trio
 
@@ -9,25 +11,49 @@ import trio
 NO_ERROR = 0x0
 INTERNAL_ERROR = 0x1
 CONNECTION_REFUSED = 0x2
-FLOW_CONTROL_ERROR = 0x3
-PROTOCOL_VIOLATION = 0xA
-APPLICATION_ERROR = 0xC
 
 
-@attrs.frozen
+class CloseCause(enum.Enum):
+    """What ended a connection, as the engine recorded it (never guessed from
+    the reason text)."""
+
+    #: This endpoint closed it (the application, or trioquic on its behalf).
+    CLOSED_LOCALLY = "closed_locally"
+    #: The peer sent CONNECTION_CLOSE.
+    CLOSED_BY_PEER = "closed_by_peer"
+    #: Nothing was heard from the peer for the idle timeout.
+    IDLE_TIMEOUT = "idle_timeout"
+    #: The handshake did not complete within ``QuicSettings.handshake_timeout``.
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    #: The peer answered with a stateless reset (RFC 9000 section 10.3).
+    STATELESS_RESET = "stateless_reset"
+    #: The endpoint shut down (its scope was cancelled).
+    SHUTDOWN = "shutdown"
+    #: trioquic failed internally; the connection was closed with INTERNAL_ERROR.
+    INTERNAL_ERROR = "internal_error"
+
+
+@attrs.frozen(kw_only=True)
 class CloseReason:
     """Why a connection ended.
 
-    ``error_code`` is a QUIC transport error code when ``frame_type`` is not
-    ``None`` or ``is_transport`` is true, otherwise the application's code.
-    ``by_peer`` tells who closed it; timeouts have ``by_peer=False``.
+    ``error_code`` is a QUIC transport error code when ``is_transport`` is
+    true (``frame_type`` then names the frame that caused it, if any),
+    otherwise the application's code. :attr:`cause` says what ended it;
+    :attr:`by_peer` is derived from it.
     """
 
     error_code: int
-    frame_type: int | None
-    reason: str
-    by_peer: bool
+    reason: str = ""
+    cause: CloseCause
+    frame_type: int | None = None
     is_transport: bool = True
+
+    @property
+    def by_peer(self) -> bool:
+        """Whether the peer ended the connection (CONNECTION_CLOSE or a
+        stateless reset); timeouts and local closes are not."""
+        return self.cause in (CloseCause.CLOSED_BY_PEER, CloseCause.STATELESS_RESET)
 
     def __str__(self) -> str:
         who = "peer" if self.by_peer else "local endpoint"
@@ -55,6 +81,14 @@ class ConnectionClosed(QuicError, trio.BrokenResourceError):
     def __init__(self, reason: CloseReason) -> None:
         super().__init__(str(reason))
         self.reason = reason
+
+    @staticmethod
+    def from_reason(reason: CloseReason) -> ConnectionClosed:
+        """The exception that describes ``reason``: a :exc:`HandshakeTimeout`,
+        :exc:`IdleTimeout` or :exc:`StatelessReset` for those causes, else a
+        :exc:`ConnectionClosed`."""
+        cls = _CLOSED_BY_CAUSE.get(reason.cause, ConnectionClosed)
+        return cls(reason)
 
 
 class HandshakeTimeout(ConnectionClosed):
@@ -101,3 +135,16 @@ class StreamStopped(QuicError, trio.BrokenResourceError):
 
 class DatagramError(QuicError):
     """A QUIC datagram (RFC 9221) could not be sent: disabled, or too large."""
+
+
+class StreamStateError(QuicError, RuntimeError):
+    """The stream's state does not allow this operation (for example sending
+    on a stream the peer opened for receiving only): a bug in the calling
+    code, reported at the call."""
+
+
+_CLOSED_BY_CAUSE: dict[CloseCause, type[ConnectionClosed]] = {
+    CloseCause.HANDSHAKE_TIMEOUT: HandshakeTimeout,
+    CloseCause.IDLE_TIMEOUT: IdleTimeout,
+    CloseCause.STATELESS_RESET: StatelessReset,
+}

@@ -84,6 +84,18 @@ class DatagramReceived(EventValue):
         self.data = data
 
 
+@attrs.frozen(kw_only=True)
+class HandshakeInfo:
+    """What the handshake settled."""
+
+    #: The negotiated ALPN protocol.
+    alpn_protocol: str | None
+    #: Whether a TLS session was resumed from a ticket.
+    session_resumed: bool
+    #: Whether the server accepted the client's 0-RTT data.
+    early_data_accepted: bool
+
+
 QuicEvent = (
     StreamDataReceived | StreamResetReceived | StopSendingReceived | DatagramReceived
 )

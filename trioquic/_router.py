@@ -1,81 +1,48 @@
 """InboundPacketRouter: owns a UDP socket's receive side.
 
 One task per socket. It drains every datagram that is ready, asks the pure
-:class:`~trioquic._routing.RoutingTable` where each goes, and acts: queue it
-on a connection's bounded channel (dropping when full: it never blocks and
-never awaits application code), start a new connection, answer with Version
-Negotiation, Retry or a stateless reset (rate-limited by a token bucket), or
-drop and count. Nothing a peer sends can make it raise.
+:class:`~trioquic._routing.RoutingTable` where each goes, and carries the
+decision out: queue it on a connection's bounded inbox (dropping when full:
+it never blocks and never awaits application code), start a new connection,
+or send the reply the decision names (Version Negotiation, Retry, a refusal,
+INVALID_TOKEN, a stateless reset), built by the endpoint's engine. Every
+policy is the table's; nothing a peer sends can make the router raise.
 """
 
 from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-import attrs
 import trio
 
-from ._engine import encode_retry, refuse_initial
+from ._engine import Address, EndpointEngine
 from ._routing import (
     Accept,
     Deliver,
     Drop,
     DropReason,
+    RefuseConnection,
     RejectToken,
     RoutingTable,
     SendRetry,
     SendStatelessReset,
     SendVersionNegotiation,
 )
-from ._stateless_reset import StatelessResetKey, TokenBucket, encode_stateless_reset
-from ._udp import Address, DatagramSocket
+from ._stateless_reset import encode_stateless_reset
+from ._statistics import RouterStatistics
+from ._udp import DatagramSocket
 
 if TYPE_CHECKING:
     from ._worker import IoWorker
 
 logger = logging.getLogger("trioquic")
 
-AcceptHandler = Callable[[Accept, bytes, Address, DatagramSocket], "IoWorker | None"]
-#: Builds the datagrams that answer an Initial with an invalid token.
-RejectHandler = Callable[[bytes, Address], list[bytes]]
-
-
-@attrs.frozen
-class RouterStatistics:
-    """Counters of an endpoint's routers (all of its sockets together)."""
-
-    datagrams_received: int
-    datagrams_delivered: int
-    connections_accepted: int
-    version_negotiations_sent: int
-    retries_sent: int
-    invalid_tokens: int
-    #: Dropped datagrams by reason (``DropReason`` values).
-    dropped: Mapping[str, int]
-    #: New clients refused with CONNECTION_CLOSE (CONNECTION_REFUSED) because
-    #: ``QuicSettings.max_connections`` connections were alive.
-    refused_max_connections: int = 0
-    #: Stateless resets sent in answer to packets for unknown connections
-    #: (those packets are also counted as dropped, ``unknown_connection_id``).
-    stateless_resets_sent: int = 0
-    #: Connections alive now (handshaking or established).
-    connections: int = 0
-    #: Connections still handshaking now.
-    pending_handshakes: int = 0
-
-    @property
-    def refused_max_pending_handshakes(self) -> int:
-        """New clients' Initials dropped because
-        ``QuicSettings.max_pending_handshakes`` handshakes were pending."""
-        return self.dropped.get(DropReason.BACKLOG_FULL.value, 0)
-
-    @property
-    def datagrams_dropped(self) -> int:
-        return sum(self.dropped.values())
+#: Starts the connection for an Accept decision; None when it cannot.
+AcceptHandler = Callable[[Accept, DatagramSocket], "IoWorker | None"]
 
 
 class RouterCounters:
@@ -89,12 +56,11 @@ class RouterCounters:
         self.retries = 0
         self.stateless_resets = 0
         self.invalid_tokens = 0
-        self.dropped: Counter[str] = Counter()
-        self.pending_handshakes = 0
-        self.connections = 0
         self.refused_max_connections = 0
+        self.dropped: Counter[str] = Counter()
 
-    def snapshot(self) -> RouterStatistics:
+    def snapshot(self, table: RoutingTable[IoWorker]) -> RouterStatistics:
+        """The counters and ``table``'s connection counts, frozen."""
         return RouterStatistics(
             datagrams_received=self.received,
             datagrams_delivered=self.delivered,
@@ -105,65 +71,33 @@ class RouterCounters:
             invalid_tokens=self.invalid_tokens,
             dropped=MappingProxyType(dict(self.dropped)),
             refused_max_connections=self.refused_max_connections,
-            connections=self.connections,
-            pending_handshakes=self.pending_handshakes,
+            connections=table.connections,
+            pending_handshakes=table.pending_handshakes,
+            connection_ids=len(table),
         )
 
 
 class InboundPacketRouter:
-    """The receive loop of one socket (see the module docstring)."""
+    """The receive loop of one socket (see the module docstring).
+
+    ``engine`` builds the replies; ``accept`` starts a connection (servers;
+    a router without it drops new connections as ``not_accepting``).
+    """
 
     def __init__(
         self,
         socket: DatagramSocket,
         table: RoutingTable[IoWorker],
         counters: RouterCounters,
+        engine: EndpointEngine,
         *,
         accept: AcceptHandler | None = None,
-        accept_backlog: int = 0,
-        max_connections: int | None = None,
-        retry: str = "never",
-        retry_threshold: int = 0,
-        reject_token: RejectHandler | None = None,
-        stateless_reset_key: StatelessResetKey | None = None,
-        stateless_reset_rate: float = 0.0,
     ) -> None:
         self.socket = socket
         self.table = table
         self.counters = counters
+        self._engine = engine
         self._accept = accept
-        self._backlog = accept_backlog
-        self._retry = retry
-        self._retry_threshold = retry_threshold
-        self._reject_token = reject_token
-        self._reset_key = stateless_reset_key
-        self._reset_bucket = TokenBucket(stateless_reset_rate)
-        self._max_connections = max_connections
-        self._handshaking: set[IoWorker] = set()
-        self._live: set[IoWorker] = set()
-
-    def handshake_finished(self, worker: IoWorker) -> None:
-        if worker in self._handshaking:
-            self._handshaking.discard(worker)
-            self.counters.pending_handshakes -= 1
-
-    def connection_finished(self, worker: IoWorker) -> None:
-        self.handshake_finished(worker)
-        if worker in self._live:
-            self._live.discard(worker)
-            self.counters.connections -= 1
-
-    def _at_max_connections(self) -> bool:
-        limit = self._max_connections
-        return limit is not None and self.counters.connections >= limit
-
-    def _refuse(
-        self, version: int, destination_cid: bytes, source_cid: bytes
-    ) -> list[bytes]:
-        self.counters.refused_max_connections += 1
-        return refuse_initial(
-            version=version, destination_cid=destination_cid, source_cid=source_cid
-        )
 
     async def run(self) -> None:
         socket = self.socket
@@ -184,19 +118,12 @@ class InboundPacketRouter:
                     reply = self.route(data, addr)
                 except Exception:  # never let one datagram take the router down
                     logger.exception("trioquic: router failed on a datagram")
-                    self.counters.dropped[DropReason.MALFORMED.value] += 1
+                    counters.dropped[DropReason.MALFORMED.value] += 1
                     continue
                 if reply:
                     replies.extend((datagram, addr) for datagram in reply)
             if replies:
                 await socket.send_batch(replies)
-
-    def _require_retry(self) -> bool:
-        if self._retry == "always":
-            return True
-        if self._retry == "under-load":
-            return self.counters.pending_handshakes >= self._retry_threshold
-        return False
 
     def _deliver(self, target: IoWorker, data: bytes, addr: Address) -> None:
         if target.deliver(data, addr):
@@ -206,12 +133,11 @@ class InboundPacketRouter:
 
     def route(self, data: bytes, addr: Address) -> list[bytes] | None:
         """Route a datagram the short-header fast path did not take (a long
-        header, or a connection ID the table does not know); returns the
-        replies to send, if any."""
+        header, or a connection ID the table does not know) and carry the
+        decision out; returns the replies to send, if any."""
         counters = self.counters
-        decision = self.table.route(
-            data, addr, trio.current_time(), require_retry=self._require_retry()
-        )
+        now = trio.current_time()
+        decision = self.table.route(data, addr, now)
         cls = type(decision)
         if cls is Deliver:
             assert isinstance(decision, Deliver)
@@ -227,16 +153,9 @@ class InboundPacketRouter:
             return [decision.packet]
         if cls is SendRetry:
             assert isinstance(decision, SendRetry)
-            if self._at_max_connections():
-                # No room even once the address is validated: refuse now.
-                return self._refuse(
-                    decision.version,
-                    decision.original_destination_cid,
-                    decision.destination_cid,
-                )
             counters.retries += 1
             return [
-                encode_retry(
+                self._engine.retry_packet(
                     version=decision.version,
                     destination_cid=decision.destination_cid,
                     source_cid=decision.source_cid,
@@ -244,44 +163,32 @@ class InboundPacketRouter:
                     token=decision.token,
                 )
             ]
+        if cls is RefuseConnection:
+            assert isinstance(decision, RefuseConnection)
+            counters.refused_max_connections += 1
+            return self._engine.refusal_packets(
+                version=decision.version,
+                destination_cid=decision.destination_cid,
+                source_cid=decision.source_cid,
+            )
         if cls is SendStatelessReset:
             assert isinstance(decision, SendStatelessReset)
-            key = self._reset_key
-            if key is None or not self._reset_bucket.take(trio.current_time()):
-                counters.dropped[DropReason.UNKNOWN_CONNECTION_ID.value] += 1
-                return None
             # Still a datagram for an unknown connection: counted as dropped
             # for that reason, and as a reset sent.
             counters.stateless_resets += 1
             counters.dropped[DropReason.UNKNOWN_CONNECTION_ID.value] += 1
-            token = key.token(decision.destination_cid)
+            token = self._engine.stateless_reset_key.token(decision.destination_cid)
             return [encode_stateless_reset(token, decision.size)]
         if cls is RejectToken:
             counters.invalid_tokens += 1
-            if self._reject_token is None:
-                return None
-            return self._reject_token(data, addr)
+            return self._engine.invalid_token_packets(data, addr, now)
         assert isinstance(decision, Accept)
-        if self._accept is None:
-            counters.dropped[DropReason.NOT_ACCEPTING.value] += 1
-            return None
-        if self._at_max_connections():
-            return self._refuse(
-                decision.version, decision.destination_cid, decision.source_cid
-            )
-        if counters.pending_handshakes >= self._backlog:
-            counters.dropped[DropReason.BACKLOG_FULL.value] += 1
-            return None
-        worker = self._accept(decision, data, addr, self.socket)
+        worker = self._accept(decision, self.socket) if self._accept else None
         if worker is None:
             counters.dropped[DropReason.NOT_ACCEPTING.value] += 1
             return None
         counters.accepted += 1
-        counters.pending_handshakes += 1
-        counters.connections += 1
-        self._handshaking.add(worker)
-        self._live.add(worker)
-        worker.router = self
+        self.table.connection_accepted(worker)
         if worker.deliver(data, addr):
             counters.delivered += 1
         return None

@@ -1,10 +1,12 @@
 """Where a datagram goes: the InboundPacketRouter's decisions, as pure code.
 
-:class:`RoutingTable` takes a datagram's bytes and source address and answers
-with a decision (deliver to a connection, accept a new one, answer with
-Version Negotiation, Retry or a stateless reset, or drop and why). It does no
-I/O and keeps no clock, so it is tested on bytes alone; the router task in
-``_router.py`` is a thin loop around it.
+:class:`RoutingTable` takes a datagram's bytes, source address and the time,
+and answers with a decision (deliver to a connection, accept a new one,
+answer with Version Negotiation, Retry, a refusal or a stateless reset, or
+drop and why). It owns every routing policy: the connection and handshake
+limits, when to require Retry, the stateless reset rate. It does no I/O and
+keeps no clock (``now`` is passed in), so it is tested on bytes alone; the
+router task in ``_router.py`` is a thin loop that carries decisions out.
 
 Parsing is limited to what routing needs (RFC 9000 section 17 and RFC 8999):
 the first byte, the version and the connection IDs of long headers, and the
@@ -14,10 +16,9 @@ shared with the QUIC engine (``QuicSettings.connection_id_length``).
 
 from __future__ import annotations
 
-import enum
 import os
 from collections.abc import Iterable
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
 
@@ -25,8 +26,10 @@ from ._retry import RetryTokens
 from ._stateless_reset import (
     MIN_STATELESS_RESET_SIZE,
     STATELESS_RESET_TOKEN_SIZE,
+    TokenBucket,
     stateless_reset_size,
 )
+from ._statistics import DropReason as DropReason
 
 T = TypeVar("T")
 
@@ -39,19 +42,8 @@ MIN_INITIAL_DATAGRAM_SIZE = 1200
 MAX_CID_LENGTH = 20
 
 
-class DropReason(enum.Enum):
-    """Why the router dropped a datagram (each one has its own counter)."""
-
-    MALFORMED = "malformed"
-    UNKNOWN_CONNECTION_ID = "unknown_connection_id"
-    INITIAL_TOO_SMALL = "initial_too_small"
-    NOT_INITIAL = "not_initial"
-    VERSION_NEGOTIATION = "version_negotiation"
-    UNSUPPORTED_VERSION = "unsupported_version"
-    RETRY_SENT = "retry_sent"
-    NOT_ACCEPTING = "not_accepting"
-    BACKLOG_FULL = "backlog_full"
-    QUEUE_FULL = "queue_full"
+#: When a server requires Retry (``QuicSettings.retry``).
+RetryPolicy = Literal["never", "always", "under-load"]
 
 
 @attrs.frozen
@@ -98,6 +90,17 @@ class RejectToken:
 
 
 @attrs.frozen
+class RefuseConnection:
+    """A new client while ``max_connections`` connections are alive: refuse
+    it with CONNECTION_CLOSE (CONNECTION_REFUSED) in an Initial packet,
+    without reading its ClientHello (RFC 9000 section 5.2.2)."""
+
+    version: int
+    destination_cid: bytes
+    source_cid: bytes
+
+
+@attrs.frozen
 class SendVersionNegotiation:
     """Answer with this Version Negotiation packet."""
 
@@ -117,6 +120,9 @@ class SendStatelessReset:
 
 @attrs.frozen
 class Drop:
+    """Drop the datagram, counted under ``reason`` (UDP semantics: the peer
+    retransmits, or it was never a packet of ours)."""
+
     reason: DropReason
 
 
@@ -126,6 +132,7 @@ Decision = (
     | SendVersionNegotiation
     | SendRetry
     | RejectToken
+    | RefuseConnection
     | SendStatelessReset
     | Drop
 )
@@ -217,15 +224,36 @@ class RoutingTable(Generic[T]):
 
     ``accept_new`` is true on servers. The table holds every live connection
     ID of every connection: the ones its engine issued (kept in step with
-    ``ConnectionIdIssued`` / ``ConnectionIdRetired``) and, while the handshake
-    runs, the client's original destination connection ID.
+    the engine's issued and retired IDs) and the client's original
+    destination connection ID (until the connection ends, so that late
+    Initials still find it). It also counts the
+    connections alive and handshaking (:meth:`connection_accepted`,
+    :meth:`handshake_finished`, :meth:`connection_finished`), which its
+    policies read:
+
+    * ``max_connections``: past it, new clients get :class:`RefuseConnection`;
+    * ``max_pending_handshakes``: past it, new clients' Initials are dropped
+      (:attr:`DropReason.BACKLOG_FULL`; the client retransmits);
+    * ``retry``: ``"always"`` validates every new client's address with Retry,
+      ``"under-load"`` once ``retry_threshold`` handshakes are pending (needs
+      ``retry_tokens``);
+    * ``stateless_reset``: answer short-header packets for unknown connection
+      IDs with :class:`SendStatelessReset`, at most ``stateless_reset_rate``
+      per second (None: no limit).
     """
 
     __slots__ = (
         "_by_cid",
         "_by_reset_token",
+        "_handshaking",
+        "_live",
+        "_reset_bucket",
         "accept_new",
         "cid_length",
+        "max_connections",
+        "max_pending_handshakes",
+        "retry",
+        "retry_threshold",
         "retry_tokens",
         "stateless_reset",
         "supported_versions",
@@ -238,26 +266,93 @@ class RoutingTable(Generic[T]):
         accept_new: bool,
         supported_versions: Iterable[int] = SUPPORTED_VERSIONS,
         retry_tokens: RetryTokens | None = None,
+        retry: RetryPolicy = "never",
+        retry_threshold: int = 0,
+        max_connections: int | None = None,
+        max_pending_handshakes: int | None = None,
         stateless_reset: bool = False,
+        stateless_reset_rate: float | None = None,
     ) -> None:
         if not 1 <= cid_length <= MAX_CID_LENGTH:
             raise ValueError(f"cid_length must be 1..20, got {cid_length}")
+        if retry not in ("never", "always", "under-load"):
+            raise ValueError(
+                f"retry must be 'never', 'always' or 'under-load', got {retry!r}"
+            )
+        if retry != "never" and retry_tokens is None:
+            raise ValueError(f"retry={retry!r} needs retry_tokens")
         self.cid_length = cid_length
         self.accept_new = accept_new
         self.supported_versions = tuple(supported_versions)
         #: Checks Retry tokens; None when this endpoint never sends Retry.
         self.retry_tokens = retry_tokens
+        self.retry: RetryPolicy = retry
+        self.retry_threshold = retry_threshold
+        self.max_connections = max_connections
+        self.max_pending_handshakes = max_pending_handshakes
         self._by_cid: dict[bytes, T] = {}
-        #: Answer short-header packets for unknown connection IDs with
-        #: SendStatelessReset (servers).
         self.stateless_reset = stateless_reset
+        self._reset_bucket = (
+            TokenBucket(stateless_reset_rate)
+            if stateless_reset_rate is not None
+            else None
+        )
         #: The peers' stateless reset tokens in use, by connection: a
         #: datagram for an unknown connection ID that ends with one goes to
         #: that connection, whose engine checks it (RFC 9000 section 10.3.1).
         self._by_reset_token: dict[bytes, T] = {}
+        self._live: set[T] = set()
+        self._handshaking: set[T] = set()
 
     def __len__(self) -> int:
         return len(self._by_cid)
+
+    # -- connections and their limits -------------------------------------------
+
+    @property
+    def connections(self) -> int:
+        """Connections alive (handshaking or established)."""
+        return len(self._live)
+
+    @property
+    def pending_handshakes(self) -> int:
+        return len(self._handshaking)
+
+    def connection_accepted(self, target: T) -> None:
+        """A connection was started for an :class:`Accept` decision."""
+        self._live.add(target)
+        self._handshaking.add(target)
+
+    def handshake_finished(self, target: T) -> None:
+        self._handshaking.discard(target)
+
+    def connection_finished(self, target: T) -> None:
+        self._handshaking.discard(target)
+        self._live.discard(target)
+
+    def _require_retry(self) -> bool:
+        if self.retry == "always":
+            return True
+        if self.retry == "under-load":
+            return len(self._handshaking) >= self.retry_threshold
+        return False
+
+    def _at_max_connections(self) -> bool:
+        limit = self.max_connections
+        return limit is not None and len(self._live) >= limit
+
+    def _accept(self, decision: Accept) -> Decision[T]:
+        """The limits on new connections, applied to an Accept."""
+        if self._at_max_connections():
+            return RefuseConnection(
+                decision.version, decision.destination_cid, decision.source_cid
+            )
+        backlog = self.max_pending_handshakes
+        if backlog is not None and len(self._handshaking) >= backlog:
+            return Drop(DropReason.BACKLOG_FULL)
+        return decision
+
+    # -- connection IDs and reset tokens -------------------------------------------
 
     def add(self, cid: bytes, target: T) -> None:
         self._by_cid[cid] = target
@@ -266,13 +361,6 @@ class RoutingTable(Generic[T]):
         """Forget ``cid`` (only if it still points at ``target``, when given)."""
         if target is None or self._by_cid.get(cid) is target:
             self._by_cid.pop(cid, None)
-
-    def remove_target(self, target: T) -> None:
-        """Forget every connection ID (and reset token) that points at ``target``."""
-        for cid in [c for c, t in self._by_cid.items() if t is target]:
-            del self._by_cid[cid]
-        for token in [k for k, t in self._by_reset_token.items() if t is target]:
-            del self._by_reset_token[token]
 
     def add_reset_token(self, token: bytes, target: T) -> None:
         """Datagrams for unknown connection IDs ending with the peer's stateless
@@ -283,9 +371,6 @@ class RoutingTable(Generic[T]):
         if target is None or self._by_reset_token.get(token) is target:
             self._by_reset_token.pop(token, None)
 
-    def lookup(self, cid: bytes) -> T | None:
-        return self._by_cid.get(cid)
-
     def short_header_target(self, data: bytes) -> T | None:
         """Fast path for the common case: the connection a well-formed
         short-header datagram is for, or None (then call :meth:`route`)."""
@@ -294,7 +379,7 @@ class RoutingTable(Generic[T]):
             return self._by_cid.get(data[1:end])
         return None
 
-    def _unknown_short_header(self, data: bytes, cid: bytes) -> Decision[T]:
+    def _unknown_short_header(self, data: bytes, cid: bytes, now: float) -> Decision[T]:
         """A short-header datagram for no connection of ours: the peer's
         stateless reset for one of them, or a packet of a connection whose
         state we lost (answer it with a stateless reset, servers only)."""
@@ -305,21 +390,14 @@ class RoutingTable(Generic[T]):
                 return Deliver(target)
         if self.stateless_reset:
             reset_size = stateless_reset_size(size)
-            if reset_size is not None:
+            bucket = self._reset_bucket
+            if reset_size is not None and (bucket is None or bucket.take(now)):
                 return SendStatelessReset(destination_cid=cid, size=reset_size)
         return Drop(DropReason.UNKNOWN_CONNECTION_ID)
 
-    def route(
-        self,
-        data: bytes,
-        addr: Any = None,
-        now: float = 0.0,
-        *,
-        require_retry: bool = False,
-    ) -> Decision[T]:
+    def route(self, data: bytes, addr: Any = None, now: float = 0.0) -> Decision[T]:
         """Decide where ``data`` (one UDP payload) from ``addr`` goes at time
-        ``now``; with ``require_retry``, a new client must first prove its
-        address with a Retry token (needs ``retry_tokens``)."""
+        ``now``."""
         if not data:
             return Drop(DropReason.MALFORMED)
         first = data[0]
@@ -332,7 +410,7 @@ class RoutingTable(Generic[T]):
             target = self._by_cid.get(cid)
             if target is not None:
                 return Deliver(target)
-            return self._unknown_short_header(data, cid)
+            return self._unknown_short_header(data, cid, now)
 
         header = parse_long_header(data)
         if header is None:
@@ -375,17 +453,24 @@ class RoutingTable(Generic[T]):
             valid = tokens.validate(token, addr, now)
             if valid is None or valid.retry_source_cid != header.destination_cid:
                 return RejectToken(version=header.version)
-            return Accept(
-                version=header.version,
-                destination_cid=header.destination_cid,
-                source_cid=header.source_cid,
-                original_destination_cid=valid.original_destination_cid,
-                retry_source_cid=valid.retry_source_cid,
+            return self._accept(
+                Accept(
+                    version=header.version,
+                    destination_cid=header.destination_cid,
+                    source_cid=header.source_cid,
+                    original_destination_cid=valid.original_destination_cid,
+                    retry_source_cid=valid.retry_source_cid,
+                )
             )
         if len(header.destination_cid) < 8:
             # RFC 9000 section 7.2: a client's first DCID is at least 8 bytes.
             return Drop(DropReason.MALFORMED)
-        if require_retry and tokens is not None:
+        if tokens is not None and self._require_retry():
+            if self._at_max_connections():
+                # No room even once the address is validated: refuse now.
+                return RefuseConnection(
+                    header.version, header.destination_cid, header.source_cid
+                )
             new_cid = os.urandom(self.cid_length)
             return SendRetry(
                 version=header.version,
@@ -394,9 +479,11 @@ class RoutingTable(Generic[T]):
                 original_destination_cid=header.destination_cid,
                 token=tokens.mint(addr, header.destination_cid, new_cid, now),
             )
-        return Accept(
-            version=header.version,
-            destination_cid=header.destination_cid,
-            source_cid=header.source_cid,
-            original_destination_cid=header.destination_cid,
+        return self._accept(
+            Accept(
+                version=header.version,
+                destination_cid=header.destination_cid,
+                source_cid=header.source_cid,
+                original_destination_cid=header.destination_cid,
+            )
         )

@@ -139,7 +139,7 @@ def _escape_hatch(
 ) -> None:
     if value is None:
         return
-    # Checked without importing aioquic here: only trioquic's engine module does.
+    # Checked without importing aioquic here: only trioquic._aioquic does.
     cls = type(value)
     if cls.__name__ != "QuicConfiguration" or not cls.__module__.startswith("aioquic"):
         raise TypeError(
@@ -348,11 +348,6 @@ class QuicSettings:
                 "QuicSettings.private_key was given without a certificate: "
                 "set certificate too"
             )
-
-    @property
-    def accept_backlog(self) -> int:
-        """Former name of :attr:`max_pending_handshakes` (read-only alias)."""
-        return self.max_pending_handshakes
 
     def effective_keylog_file(self) -> str | os.PathLike[str] | None:
         """The key-log file in force: ``keylog_file``, else ``$SSLKEYLOGFILE``."""

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from ._errors import StreamReset, StreamStopped
+from ._statistics import StreamStatistics
 
 if TYPE_CHECKING:
     from ._connection import StreamApplication
@@ -310,7 +311,19 @@ class _StreamBase:
         return self._state.stream_id
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} id={self._state.stream_id}>"
+        return f"<trioquic.{type(self).__name__} id={self._state.stream_id}>"
+
+    def statistics(self) -> StreamStatistics:
+        """Bytes this stream holds: written and not yet acknowledged, and
+        received and not yet read."""
+        state = self._state
+        return StreamStatistics(
+            stream_id=state.stream_id,
+            send_buffered=state.app.io.send_buffered(state.stream_id)
+            if state.can_send
+            else 0,
+            receive_buffered=len(state.buffer),
+        )
 
 
 class QuicSendStream(_StreamBase, trio.abc.SendStream):

@@ -15,6 +15,9 @@ in-memory network.
 Either falls back to one system call per datagram: at once when the platform
 lacks it or ``offload=False``, and for good when the kernel refuses a
 segmented send (no checksum offload on the route, for example).
+
+:func:`bind_udp_sockets` binds a server's sockets: one per address, all on
+one port.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ from typing import Any, Protocol
 
 import trio
 
-Address = Any  # what recvfrom returns: (host, port) or (host, port, flow, scope)
+from ._engine import Address as Address
+
 Datagram = tuple[bytes, Address]
 
 #: How many receive calls one ``receive_batch`` makes at most before yielding.
@@ -150,49 +154,6 @@ class UdpSocket:
                 pass
         self._buffer = bytearray(_MAX_UDP_PAYLOAD)
         self._view = memoryview(self._buffer)
-
-    @classmethod
-    async def bind(
-        cls,
-        host: str | None,
-        port: int,
-        *,
-        buffer_size: int = 0,
-        offload: bool = True,
-    ) -> list[UdpSocket]:
-        """Bind one socket per address ``host`` resolves to (all interfaces for
-        ``None``), like :func:`trio.open_tcp_listeners`."""
-        infos = await trio.socket.getaddrinfo(
-            host,
-            port,
-            type=_stdlib_socket.SOCK_DGRAM,
-            flags=_stdlib_socket.AI_PASSIVE,
-        )
-        sockets: list[UdpSocket] = []
-        seen: set[tuple[int, Any]] = set()
-        try:
-            for family, type_, proto, _, sockaddr in infos:
-                if (family, sockaddr) in seen:
-                    continue
-                seen.add((family, sockaddr))
-                sock = _stdlib_socket.socket(family, type_, proto)
-                try:
-                    if family == _stdlib_socket.AF_INET6:
-                        sock.setsockopt(
-                            _stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1
-                        )
-                    sock.bind(sockaddr)
-                except OSError:
-                    sock.close()
-                    raise
-                sockets.append(cls(sock, buffer_size, offload=offload))
-        except BaseException:
-            for s in sockets:
-                s.close()
-            raise
-        if not sockets:
-            raise OSError(f"could not bind a UDP socket for {host!r} port {port}")
-        return sockets
 
     @classmethod
     def for_peer(
@@ -327,3 +288,138 @@ class UdpSocket:
 
     def close(self) -> None:
         self._sock.close()
+
+
+# -- binding server sockets ------------------------------------------------------
+
+#: A bind that fails with one of these means the machine lacks that address
+#: or address family (no IPv6, say): skipped when another address binds.
+_MISSING_ADDRESS = frozenset({errno.EADDRNOTAVAIL, errno.EAFNOSUPPORT})
+
+#: (family, type, proto, sockaddr), as getaddrinfo reports them.
+_BindAddress = tuple[int, int, int, Any]
+
+
+async def bind_udp_sockets(
+    host: str | None,
+    port: int,
+    *,
+    buffer_size: int = 0,
+    offload: bool = True,
+    attempts: int = 5,
+) -> list[UdpSocket]:
+    """Bind one UDP socket per address ``host`` stands for, all on the same
+    port (port 0: the one the kernel picks for the first address, IPv4 first).
+
+    * ``None``: every interface, ``0.0.0.0`` and ``::``;
+    * ``"localhost"``: ``127.0.0.1`` and ``::1``, whatever the hosts file
+      says (some map localhost to 127.0.0.1 only, while clients may try
+      ``::1`` first);
+    * anything else: each address it resolves to.
+
+    IPv6 sockets are ``IPV6_V6ONLY`` (an IPv4 socket beside them takes the
+    IPv4 traffic). An address or address family the machine lacks is skipped
+    when another address binds. With port 0, a port the kernel picked for
+    IPv4 but taken on IPv6 makes it try again, up to ``attempts`` times.
+    ``buffer_size`` and ``offload`` are :class:`UdpSocket`'s.
+    """
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    addresses = await _bind_addresses(host, port)
+    for attempt in range(attempts):
+        try:
+            return _bind_all(addresses, port, buffer_size, offload)
+        except OSError as exc:
+            if port == 0 and exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
+                continue
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _bind_addresses(host: str | None, port: int) -> list[_BindAddress]:
+    """The addresses to bind for ``host``, without duplicates, IPv4 first."""
+    dgram = _stdlib_socket.SOCK_DGRAM
+    infos: list[tuple[int, int, int, Any]]
+    if host is None:
+        infos = [(_stdlib_socket.AF_INET, dgram, 0, ("0.0.0.0", port))]
+        if _stdlib_socket.has_ipv6:
+            infos.append((_stdlib_socket.AF_INET6, dgram, 0, ("::", port, 0, 0)))
+    else:
+        if host == "localhost":
+            resolved = [
+                *await trio.socket.getaddrinfo("127.0.0.1", port, type=dgram),
+                *await _loopback6(port),
+            ]
+        else:
+            resolved = list(
+                await trio.socket.getaddrinfo(
+                    host, port, type=dgram, flags=_stdlib_socket.AI_PASSIVE
+                )
+            )
+        infos = [(info[0], info[1], info[2], info[4]) for info in resolved]
+    addresses: list[_BindAddress] = []
+    for entry in infos:
+        if entry not in addresses:
+            addresses.append(entry)
+    # IPv4 first: its port is the one printed and used for the others.
+    addresses.sort(key=lambda entry: entry[0] != _stdlib_socket.AF_INET)
+    if not addresses:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    return addresses
+
+
+async def _loopback6(port: int) -> list[Any]:
+    """``::1``'s address info, or nothing on a machine without IPv6."""
+    if not _stdlib_socket.has_ipv6:
+        return []
+    try:
+        return list(
+            await trio.socket.getaddrinfo("::1", port, type=_stdlib_socket.SOCK_DGRAM)
+        )
+    except OSError:
+        return []
+
+
+def _bind_all(
+    addresses: Sequence[_BindAddress], port: int, buffer_size: int, offload: bool
+) -> list[UdpSocket]:
+    """One socket per address, all on one port (or none: the error)."""
+    sockets: list[UdpSocket] = []
+    chosen = port
+    missing: OSError | None = None
+    try:
+        for family, type_, proto, sockaddr in addresses:
+            try:
+                sock = _stdlib_socket.socket(family, type_, proto)
+            except OSError as exc:
+                if exc.errno not in _MISSING_ADDRESS:
+                    raise
+                missing = missing or exc
+                continue
+            try:
+                if family == _stdlib_socket.AF_INET6:
+                    sock.setsockopt(
+                        _stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1
+                    )
+                sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
+                bound = UdpSocket(sock, buffer_size, offload=offload)
+            except OSError as exc:
+                sock.close()
+                if exc.errno not in _MISSING_ADDRESS:
+                    raise
+                missing = missing or exc
+                continue
+            except BaseException:
+                sock.close()
+                raise
+            if chosen == 0:
+                chosen = bound.local_address[1]
+            sockets.append(bound)
+    except BaseException:
+        for bound in sockets:
+            bound.close()
+        raise
+    if not sockets:
+        assert missing is not None
+        raise missing
+    return sockets

@@ -12,7 +12,8 @@ Each step, in a fixed order (DESIGN.md section 2):
 6. re-arm the timer from ``get_timer()``.
 
 ``now`` is always :func:`trio.current_time`, so ``trio.testing.MockClock``
-drives QUIC time in tests.
+drives QUIC time in tests. The worker knows its engine only through the
+engine interface (:class:`~trioquic._engine.QuicEngine`).
 """
 
 from __future__ import annotations
@@ -20,26 +21,19 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import attrs
 import trio
 
 from ._application import ApplicationOverQuic, ConnectionIO
-from ._engine import Engine
-from ._errors import (
-    INTERNAL_ERROR,
-    CloseReason,
-    ConnectionClosed,
-    HandshakeTimeout,
-    IdleTimeout,
-    StatelessReset,
-)
+from ._engine import Address, QuicEngine
+from ._errors import INTERNAL_ERROR, CloseCause, CloseReason, ConnectionClosed
 from ._events import DatagramReceived, QuicEvent, StreamDataReceived
 from ._routing import RoutingTable
-from ._udp import Address, DatagramSocket
-
-if TYPE_CHECKING:
-    from ._router import InboundPacketRouter
+from ._settings import QuicSettings
+from ._statistics import ConnectionStatistics
+from ._udp import DatagramSocket
 
 logger = logging.getLogger("trioquic")
 
@@ -113,34 +107,43 @@ class _Inbox:
 
 
 class IoWorker:
-    """Drives one :class:`Engine` and its :class:`ApplicationOverQuic`.
+    """Drives one :class:`~trioquic._engine.QuicEngine` and its
+    :class:`ApplicationOverQuic`.
 
     Datagrams arrive in a bounded inbox fed by the InboundPacketRouter
     (:meth:`deliver` never blocks: a full inbox drops); the application asks
-    for steps with :meth:`wake`, which sets a flag in the same inbox.
+    for steps with :meth:`wake`, which sets a flag in the same inbox. The
+    application is attached (:meth:`ApplicationOverQuic.attach`) here, before
+    anything else happens on the connection.
     """
 
     def __init__(
         self,
         *,
-        engine: Engine,
+        engine: QuicEngine,
         application: ApplicationOverQuic,
         socket: DatagramSocket,
         table: RoutingTable[IoWorker],
-        router: InboundPacketRouter | None = None,
+        settings: QuicSettings,
     ) -> None:
-        settings = engine.settings
         self.engine = engine
         self.application = application
         self.socket = socket
         self.table = table
-        self.router = router
+        self.settings = settings
         #: Client: moves the connection to a new local port (set by the client
         #: endpoint; ``None`` on servers). See ``QuicConnection.rebind``.
         self.rebinder: Callable[[], Awaitable[Address]] | None = None
         self.io = ConnectionIO(self)
         self.nursery: trio.Nursery | None = None
+        #: Why the connection ended (the one record of it), and the exception
+        #: its users get, built from it.
+        self.close_reason: CloseReason | None = None
         self.error: ConnectionClosed | None = None
+        #: UDP datagrams dropped because the inbox was full.
+        self.datagrams_dropped = 0
+        #: QUIC datagrams received and dropped before the application took them.
+        self.quic_datagrams_receive_dropped = 0
         self.established = trio.Event()
         self.finished = trio.Event()
         self._inbox = _Inbox(settings.inbound_queue_size)
@@ -157,6 +160,7 @@ class IoWorker:
         self._reset_tokens: tuple[bytes, ...] = ()
         self._closing_datagrams: list[tuple[bytes, Address]] = []
         self.register_cid(engine.host_cid)
+        application.attach(self.io)
 
     # -- inputs ---------------------------------------------------------------
 
@@ -164,7 +168,7 @@ class IoWorker:
         """Queue a datagram for this connection; False (dropped) when full."""
         if self._inbox.put((data, addr)):
             return True
-        self.engine.datagrams_dropped += 1
+        self.datagrams_dropped += 1
         return False
 
     def wake(self) -> None:
@@ -174,11 +178,25 @@ class IoWorker:
         self._wake_pending = True
         self._inbox.wake()
 
-    def close(self, error_code: int, reason: str, *, transport: bool = False) -> None:
+    def close(
+        self,
+        error_code: int,
+        reason: str,
+        *,
+        transport: bool = False,
+        cause: CloseCause = CloseCause.CLOSED_LOCALLY,
+    ) -> None:
         if self.error is None and self.engine.close_reason is None:
-            self.engine.close(error_code, reason, transport=transport)
+            self.engine.close(error_code, reason, transport=transport, cause=cause)
             self._wake_pending = False
             self.wake()
+
+    def statistics(self) -> ConnectionStatistics:
+        return attrs.evolve(
+            self.engine.statistics(),
+            datagrams_dropped=self.datagrams_dropped,
+            quic_datagrams_receive_dropped=self.quic_datagrams_receive_dropped,
+        )
 
     async def wait_flushed(self) -> None:
         """Wait until every stream byte, FIN and reset written so far has been
@@ -211,9 +229,7 @@ class IoWorker:
         except Exception as exc:  # a bug, or an engine failure: contain it
             logger.exception("trioquic: connection worker failed")
             if self.error is None:
-                self._finish(
-                    CloseReason(INTERNAL_ERROR, None, f"internal error: {exc!r}", False)
-                )
+                await self._close_on_failure(exc)
         finally:
             self._unregister()
             try:
@@ -284,13 +300,14 @@ class IoWorker:
             and engine.close_reason is None
             and now >= self._handshake_deadline
         ):
-            engine.close(INTERNAL_ERROR, "handshake timeout", transport=True)
-            self._closing_datagrams = await self._flush(now)
-            self._finish(CloseReason(INTERNAL_ERROR, None, "handshake timeout", False))
-            return
+            engine.close(
+                INTERNAL_ERROR,
+                "handshake timeout",
+                transport=True,
+                cause=CloseCause.HANDSHAKE_TIMEOUT,
+            )
         sent = await self._flush(now)
-        if engine.issued_cids:
-            self._register_issued()
+        self._apply_cid_changes()
         tokens = engine.peer_reset_tokens()
         if tokens != self._reset_tokens:
             self._register_reset_tokens(tokens)
@@ -304,17 +321,10 @@ class IoWorker:
         engine = self.engine
         app = self.application
         events = engine.poll_events()
-        if engine.issued_cids:
-            self._register_issued()
-        if engine.retired_cids:
-            for cid in engine.retired_cids:
-                self._cids.discard(cid)
-                self.table.remove(cid, self)
-            engine.retired_cids.clear()
+        self._apply_cid_changes()
         if engine.handshake is not None and not self.established.is_set():
             self.established.set()
-            if self.router is not None:
-                self.router.handshake_finished(self)
+            self.table.handshake_finished(self)
             app.on_connection_established(self.io, engine.handshake)
             if type(app).wait_for_data is not ApplicationOverQuic.wait_for_data:
                 # The default never returns: no task for it.
@@ -345,19 +355,22 @@ class IoWorker:
         ``datagram_queue_size`` of them (datagrams are unreliable anyway)."""
         pending = self._pending_events
         datagrams = [e for e in pending if isinstance(e, DatagramReceived)]
-        excess = len(datagrams) - self.engine.settings.datagram_queue_size
+        excess = len(datagrams) - self.settings.datagram_queue_size
         if excess <= 0:
             return
         dropped = set(map(id, datagrams[:excess]))
         self._pending_events = [e for e in pending if id(e) not in dropped]
-        self.engine.quic_datagrams_dropped += excess
+        self.quic_datagrams_receive_dropped += excess
 
-    def _register_issued(self) -> None:
-        engine = self.engine
-        for cid in engine.issued_cids:
+    def _apply_cid_changes(self) -> None:
+        """Keep the router's table in step with the engine's connection IDs."""
+        issued, retired = self.engine.take_cid_changes()
+        for cid in issued:
             if cid not in self._cids:
                 self.register_cid(cid)
-        engine.issued_cids.clear()
+        for cid in retired:
+            self._cids.discard(cid)
+            self.table.remove(cid, self)
 
     def _register_reset_tokens(self, tokens: tuple[bytes, ...]) -> None:
         """Let the router send us datagrams for unknown connection IDs that
@@ -426,33 +439,49 @@ class IoWorker:
         """The connection is over: record why and tell the application."""
         if self.error is not None:
             return
-        if reason.reason == "handshake timeout" and not reason.by_peer:
-            error: ConnectionClosed = HandshakeTimeout(reason)
-        elif self.engine.stateless_reset:
-            error = StatelessReset(reason)
-        elif self.engine.idle_timed_out:
-            error = IdleTimeout(reason)
-        else:
-            error = ConnectionClosed(reason)
-        self.error = error
+        self.close_reason = reason
+        self.error = ConnectionClosed.from_reason(reason)
         try:
             self.application.on_connection_close(self.io, reason)
         except Exception:
             logger.exception("trioquic: on_connection_close raised")
+
+    async def _close_on_failure(self, exc: Exception) -> None:
+        """The worker itself failed: tell the peer (CONNECTION_CLOSE with
+        INTERNAL_ERROR) if the engine still can, so it does not wait for its
+        idle timeout, and record the cause either way."""
+        reason = f"internal error: {exc!r}"
+        try:
+            with trio.CancelScope(shield=True) as scope:
+                scope.deadline = trio.current_time() + self._grace
+                self.engine.close(
+                    INTERNAL_ERROR,
+                    "internal error",
+                    transport=True,
+                    cause=CloseCause.INTERNAL_ERROR,
+                )
+                await self._flush(trio.current_time())
+        except Exception:
+            logger.exception("trioquic: could not send CONNECTION_CLOSE either")
+        self._finish(
+            CloseReason(
+                error_code=INTERNAL_ERROR,
+                reason=reason,
+                cause=CloseCause.INTERNAL_ERROR,
+            )
+        )
 
     async def _close_on_cancel(self) -> None:
         """Shutdown: send CONNECTION_CLOSE within the grace period."""
         with trio.CancelScope(shield=True) as scope:
             scope.deadline = trio.current_time() + self._grace
             if self.error is None:
-                if self.engine.close_reason is None:
-                    self.engine.close(0, "shutting down")
-                self.engine.poll_events()
+                engine = self.engine
+                engine.poll_events()
+                engine.close(0, "shutting down", cause=CloseCause.SHUTDOWN)
                 self._closing_datagrams = await self._flush(trio.current_time())
-                self._finish(
-                    self.engine.close_reason
-                    or CloseReason(0, None, "shutting down", False, False)
-                )
+                assert engine.close_reason is not None  # close() sets it
+                self._finish(engine.close_reason)
             await self._linger()
 
     def _unregister(self) -> None:
@@ -462,5 +491,4 @@ class IoWorker:
         for token in self._reset_tokens:
             self.table.remove_reset_token(token, self)
         self._reset_tokens = ()
-        if self.router is not None:
-            self.router.connection_finished(self)
+        self.table.connection_finished(self)

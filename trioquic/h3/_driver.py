@@ -1,91 +1,63 @@
 """H3Driver: HTTP/3 as an :class:`~trioquic.ApplicationOverQuic`.
 
 One driver per QUIC connection. It feeds the transport's events to the
-HTTP/3 engine (aioquic's ``H3Connection`` behind :mod:`._engine`) and keeps an
-:class:`Exchange` per request stream: a bounded body buffer that grants QUIC
-credit as the application reads, trailers, datagrams, and the send side's
-backpressure. :class:`ServerH3Driver` runs a handler per request in the
-connection's nursery; :class:`ClientH3Driver` opens requests.
+HTTP/3 engine (made through :meth:`ConnectionIO.create_h3_engine`, so this
+package never touches a QUIC library) and keeps an :class:`Exchange` per
+request stream: a bounded body buffer that grants QUIC credit as the
+application reads, trailers, datagrams, and the send side's backpressure.
+The server side is in ``_server.py``, the client side in ``_client.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import trio
 
 from .._application import ApplicationOverQuic, ConnectionIO, take_when_ready
-from .._engine import HandshakeInfo
-from .._errors import CloseReason, ConnectionClosed, DatagramError
-from .._events import QuicEvent, StreamDataReceived, StreamResetReceived
-from .._settings import QuicSettings
-from ._engine import (
-    H3_EXCESSIVE_LOAD,
-    H3_INTERNAL_ERROR,
-    H3_MESSAGE_ERROR,
-    H3_NO_ERROR,
-    H3_REQUEST_CANCELLED,
-    H3_REQUEST_REJECTED,
-    ConnectionError_,
+from .._engine import (
     DataReceived,
     GoawayReceived,
+    H3ConnectionError,
     H3DatagramReceived,
     H3Engine,
-    Headers,
     HeadersReceived,
-    StopSending,
-    StreamReset,
+    RequestStopSending,
+    RequestStreamReset,
 )
-from ._errors import ConnectionGoingAway, H3Error, RequestRejected
+from .._errors import CloseReason, DatagramError
+from .._events import HandshakeInfo, QuicEvent, StreamDataReceived, StreamResetReceived
+from .._settings import QuicSettings
+from ._errors import H3Error, H3ErrorCode, RequestRejected, _Stopped
+from ._headers import Headers
 from ._settings import Http3Settings
-
-if TYPE_CHECKING:
-    from ._messages import Request
 
 logger = logging.getLogger("trioquic.h3")
 
 #: Largest DATA frame written at once (larger sends are split, each waiting
 #: for room in the stream's send buffer).
 _MAX_CHUNK = 64 * 1024
+#: Unidirectional streams a peer may open: HTTP/3 needs three (control, QPACK
+#: encoder and decoder), and extensions a few more.
+_UNI_STREAMS = 16
+#: 1xx responses a client keeps per request; a server that sends more is
+#: misbehaving, and the request fails with H3_EXCESSIVE_LOAD.
+_MAX_INFORMATIONAL = 16
 
 
-class _Stopped(H3Error):
-    """The peer sent STOP_SENDING: our side of the stream is reset."""
-
-
-def normalize_headers(headers: Iterable[tuple[bytes | str, bytes | str]]) -> Headers:
-    """Headers as lowercase-name byte pairs; pseudo-headers are refused."""
-    out: Headers = []
-    for name, value in headers:
-        bname = name.encode("ascii") if isinstance(name, str) else bytes(name)
-        bvalue = value.encode("latin-1") if isinstance(value, str) else bytes(value)
-        bname = bname.lower()
-        if bname.startswith(b":"):
-            raise ValueError(
-                f"pseudo-headers are set by trioquic, not passed: {name!r}"
-            )
-        out.append((bname, bvalue))
-    return out
-
-
-def split_pseudo(headers: Headers) -> tuple[dict[bytes, bytes], Headers]:
-    pseudo: dict[bytes, bytes] = {}
-    regular: Headers = []
-    for name, value in headers:
-        if name.startswith(b":"):
-            pseudo[name] = value
-        else:
-            regular.append((name, value))
-    return pseudo, regular
-
-
-def field_section_size(headers: Headers) -> int:
-    """RFC 9114 section 4.2.2: names + values + 32 bytes per field."""
-    return sum(len(name) + len(value) + 32 for name, value in headers)
+def encode_varint(value: int) -> bytes:
+    """A QUIC variable-length integer (RFC 9000 section 16)."""
+    if value < 0x40:
+        return bytes([value])
+    if value < 0x4000:
+        return (value | 0x4000).to_bytes(2, "big")
+    if value < 0x4000_0000:
+        return (value | 0x8000_0000).to_bytes(4, "big")
+    if value < 0x4000_0000_0000_0000:
+        return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
+    raise ValueError(f"{value} is too large for a QUIC variable-length integer")
 
 
 class Exchange:
@@ -106,7 +78,7 @@ class Exchange:
         self.headers_received = False
         self.receive_lot = trio.lowlevel.ParkingLot()
         self.receiving = False
-        # client: the response
+        # client: the response (at most _MAX_INFORMATIONAL 1xx responses)
         self.informational: list[tuple[int, Headers]] = []
         self.response_status: int | None = None
         self.response_headers: Headers | None = None
@@ -144,6 +116,9 @@ class H3Driver(ApplicationOverQuic):
 
     manual_flow_control = True
 
+    io: ConnectionIO  # from attach(), before anything else
+    engine: H3Engine  # likewise
+
     def __init__(
         self,
         http3_settings: Http3Settings | None = None,
@@ -151,8 +126,8 @@ class H3Driver(ApplicationOverQuic):
     ) -> None:
         self.http3_settings = http3_settings or Http3Settings()
         self.quic_settings = quic_settings or QuicSettings()
-        self.io: ConnectionIO | None = None
-        self.engine: H3Engine | None = None
+        #: Whether HTTP/3 is set up on the connection (:meth:`start`).
+        self.started = False
         self.exchanges: dict[int, Exchange] = {}
         self._raw: dict[int, int] = {}
         self._credited: dict[int, int] = {}
@@ -165,29 +140,36 @@ class H3Driver(ApplicationOverQuic):
 
     # -- hooks ----------------------------------------------------------------
 
-    def on_connection_established(
-        self, io: ConnectionIO, handshake: HandshakeInfo
-    ) -> None:
-        self.start(io)
+    #: How many requests the peer may have open at once (its QUIC limit on
+    #: bidirectional streams).
+    def _peer_request_limit(self) -> int:
+        return self.quic_settings.max_concurrent_streams
 
-    def start(self, io: ConnectionIO) -> None:
-        """Set up HTTP/3 on the connection (control streams, SETTINGS). Done
-        when the handshake completes, or earlier by a 0-RTT client."""
-        if self.engine is not None:
-            return
+    def attach(self, io: ConnectionIO) -> None:
         self.io = io
         h3 = self.http3_settings
-        self.engine = H3Engine(
-            io._worker.engine.quic,
+        io.set_peer_stream_limits(
+            bidirectional=self._peer_request_limit(), unidirectional=_UNI_STREAMS
+        )
+        self.engine = io.create_h3_engine(
             max_field_section_size=h3.max_header_list_size,
             enable_connect_protocol=h3.enable_connect_protocol,
             enable_datagrams=h3.enable_datagrams,
         )
 
+    def on_connection_established(
+        self, io: ConnectionIO, handshake: HandshakeInfo
+    ) -> None:
+        self.start()
+
+    def start(self) -> None:
+        """Set up HTTP/3 on the connection (control streams, SETTINGS). Done
+        when the handshake completes, or earlier by a 0-RTT client."""
+        self.engine.start()
+        self.started = True
+
     def process_reads(self, io: ConnectionIO, events: Sequence[QuicEvent]) -> None:
         engine = self.engine
-        if engine is None:  # pragma: no cover - events follow the handshake
-            return
         touched: set[int] = set()
         for event in events:
             if isinstance(event, StreamDataReceived):
@@ -206,19 +188,19 @@ class H3Driver(ApplicationOverQuic):
                     io.consume(sid, len(event.data))
         try:
             h3_events = engine.handle(events)
-        except ConnectionError_ as exc:
+        except H3ConnectionError as exc:
             logger.debug("trioquic.h3: connection error 0x%x: %s", exc.error_code, exc)
             io.close(exc.error_code, exc.reason)
             return
-        had_settings = engine.peer_settings is not None
+        had_settings = engine.peer_settings_received
         for h3_event in h3_events:
             if isinstance(h3_event, HeadersReceived):
                 self._on_headers(h3_event)
             elif isinstance(h3_event, DataReceived):
                 self._on_data(h3_event)
-            elif isinstance(h3_event, StreamReset):
+            elif isinstance(h3_event, RequestStreamReset):
                 self._on_reset(h3_event.stream_id, h3_event.error_code)
-            elif isinstance(h3_event, StopSending):
+            elif isinstance(h3_event, RequestStopSending):
                 self._on_stop_sending(h3_event.stream_id, h3_event.error_code)
             elif isinstance(h3_event, H3DatagramReceived):
                 self._on_datagram(h3_event)
@@ -255,9 +237,9 @@ class H3Driver(ApplicationOverQuic):
             self.on_closed()
 
     def close(self) -> None:
-        """Close the connection now (H3_NO_ERROR)."""
-        if self.io is not None and self.io.error is None:
-            self.io.close(H3_NO_ERROR, "")
+        """Close the connection now (H3ErrorCode.NO_ERROR)."""
+        if self.io.error is None:
+            self.io.close(H3ErrorCode.NO_ERROR, "")
 
     # -- to be specialised ---------------------------------------------------
 
@@ -330,7 +312,7 @@ class H3Driver(ApplicationOverQuic):
 
     @staticmethod
     def _reset_error(code: int, message: str) -> H3Error:
-        if code == H3_REQUEST_REJECTED:
+        if code == H3ErrorCode.REQUEST_REJECTED:
             return RequestRejected(code, message)
         return H3Error(code, message)
 
@@ -349,7 +331,7 @@ class H3Driver(ApplicationOverQuic):
         """Credit what arrived on a request stream, except what HTTP/3 still
         holds and what a full body buffer holds beyond its size."""
         raw = self._raw.get(stream_id)
-        if raw is None or self.io is None or self.engine is None:
+        if raw is None:
             return
         target = raw - self.engine.buffered(stream_id)
         ex = self.exchanges.get(stream_id)
@@ -365,7 +347,7 @@ class H3Driver(ApplicationOverQuic):
         (and, once it is known, up to the final size)."""
         raw = self._raw.pop(stream_id, None)
         credited = self._credited.pop(stream_id, 0)
-        if raw is None or self.io is None:
+        if raw is None:
             return
         if raw > credited:
             self.io.consume(stream_id, raw - credited)
@@ -381,7 +363,7 @@ class H3Driver(ApplicationOverQuic):
         ex.abandoned = True
         ex.chunks.clear()
         ex.buffered = 0
-        if not ex.eof and ex.reset_code is None and self.io is not None:
+        if not ex.eof and ex.reset_code is None:
             self.io.stop_stream(ex.stream_id, code)
         self._drop_credit(ex.stream_id)
         ex.receive_lot.unpark_all()
@@ -398,7 +380,9 @@ class H3Driver(ApplicationOverQuic):
                 if ex.failure is not None:
                     raise ex.failure
                 if ex.abandoned:
-                    raise H3Error(H3_REQUEST_CANCELLED, "the body was abandoned")
+                    raise H3Error(
+                        H3ErrorCode.REQUEST_CANCELLED, "the body was abandoned"
+                    )
                 self._raise_if_closed()
                 blocked = True
                 await ex.receive_lot.park()
@@ -419,7 +403,7 @@ class H3Driver(ApplicationOverQuic):
         pass
 
     def _raise_if_closed(self) -> None:
-        if self.io is not None and self.io.error is not None:
+        if self.io.error is not None:
             raise self.io.error
 
     # -- sending --------------------------------------------------------------
@@ -431,14 +415,13 @@ class H3Driver(ApplicationOverQuic):
                 ex.stop_code, "the peer stopped reading the stream (STOP_SENDING)"
             )
         if ex.send_reset:
-            raise H3Error(H3_REQUEST_CANCELLED, "the stream was reset")
+            raise H3Error(H3ErrorCode.REQUEST_CANCELLED, "the stream was reset")
         if ex.send_finished:
             raise trio.ClosedResourceError("the message was already finished")
 
     def send_headers_nowait(
         self, ex: Exchange, headers: Headers, end_stream: bool
     ) -> None:
-        assert self.engine is not None and self.io is not None
         self._check_send(ex)
         self.engine.send_headers(ex.stream_id, headers, end_stream)
         if end_stream:
@@ -459,7 +442,6 @@ class H3Driver(ApplicationOverQuic):
             raise trio.BusyResourceError("another task is already sending")
         ex.sending = True
         try:
-            assert self.engine is not None and self.io is not None
             view = memoryview(data)
             limit = self.quic_settings.stream_send_buffer
             first = True
@@ -486,7 +468,7 @@ class H3Driver(ApplicationOverQuic):
 
     def reset(self, ex: Exchange, code: int) -> None:
         """Reset our side of ex's stream (if not finished) and stop reading."""
-        if self.io is None or self.io.error is not None:
+        if self.io.error is not None:
             return
         if not ex.send_finished and not ex.send_reset:
             ex.send_reset = True
@@ -518,14 +500,14 @@ class H3Driver(ApplicationOverQuic):
     async def send_datagram(self, ex: Exchange, data: bytes) -> None:
         await trio.lowlevel.checkpoint()
         self._raise_if_closed()
-        assert self.engine is not None and self.io is not None
         if not self.http3_settings.enable_datagrams:
             raise DatagramError(
                 "HTTP datagrams are disabled: set Http3Settings.enable_datagrams"
             )
         if not self.engine.peer_enabled_datagrams():
             raise DatagramError("the peer did not enable HTTP datagrams (H3_DATAGRAM)")
-        payload = self.engine.datagram_payload(ex.stream_id, bytes(data))
+        # RFC 9297 section 2.1: the quarter stream ID, then the payload.
+        payload = encode_varint(ex.stream_id // 4) + bytes(data)
         limit = self.io.max_datagram_size()
         if len(payload) > limit:
             raise DatagramError(
@@ -544,393 +526,34 @@ class H3Driver(ApplicationOverQuic):
     async def wait_settings(self) -> None:
         """Wait until the peer's SETTINGS arrived."""
         await trio.lowlevel.checkpoint()
-        assert self.engine is not None
-        while self.engine.peer_settings is None:
+        while not self.engine.peer_settings_received:
             self._raise_if_closed()
             await self._settings_lot.park()
 
 
-RequestHandler = Callable[["Request"], Awaitable[None]]
+class Body:
+    """Reading a message body (shared by Request and Response)."""
 
+    _driver: H3Driver
+    _exchange: Exchange
 
-class ServerH3Driver(H3Driver):
-    """The server side: runs ``await handler(request)`` for each request, in
-    its own task in the connection's nursery."""
+    async def read(self) -> bytes:
+        """The whole (rest of the) body. Raises :exc:`~trioquic.h3.H3Error`
+        if the peer reset the stream, :exc:`~trioquic.ConnectionClosed` if the
+        connection ended."""
+        parts = []
+        while chunk := await self._driver.receive_chunk(self._exchange):
+            parts.append(chunk)
+        return b"".join(parts)
 
-    def __init__(
-        self,
-        handler: RequestHandler,
-        http3_settings: Http3Settings | None = None,
-        quic_settings: QuicSettings | None = None,
-    ) -> None:
-        super().__init__(http3_settings, quic_settings)
-        self.handler = handler
-        self.requests_seen = 0
-        self._post_accept_deadline: float | None = None
-        self._post_accept_scope = trio.CancelScope()
-        self.active = 0
-        self._highest_request = -4
-        self.shutting_down = False
-        self._closing = False
-        #: Request streams already handled (their late frames are ignored);
-        #: pruned once the transport has forgotten them.
-        self._done_ids: set[int] = set()
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        """The body, chunk by chunk as it arrives (QUIC credit is granted as
+        chunks are taken: a slow reader slows the peer down)."""
+        while chunk := await self._driver.receive_chunk(self._exchange):
+            yield chunk
 
-    def on_connection_established(
-        self, io: ConnectionIO, handshake: HandshakeInfo
-    ) -> None:
-        super().on_connection_established(io, handshake)
-        timeout = self.http3_settings.post_accept_timeout
-        if timeout is not None:
-            # The timer task starts at the end of this step only if no
-            # request came with the handshake (clients usually send theirs
-            # in the same flight): most connections never need it.
-            self._post_accept_deadline = trio.current_time() + timeout
-        if self.shutting_down:
-            self.shutting_down = False
-            self.begin_shutdown()
-
-    def process_writes(self, io: ConnectionIO) -> None:
-        super().process_writes(io)
-        deadline = self._post_accept_deadline
-        if deadline is not None:
-            self._post_accept_deadline = None
-            if self.requests_seen == 0:
-                io.start_soon(self._post_accept_timeout, deadline)
-
-    async def _post_accept_timeout(self, deadline: float) -> None:
-        # Cancelled at the first request: no task is left per connection.
-        with self._post_accept_scope:
-            await trio.sleep_until(deadline)
-        if self.requests_seen == 0:
-            logger.debug("trioquic.h3: no request within the post-accept timeout")
-            self.begin_shutdown()
-
-    def _is_new_stream(self, stream_id: int) -> bool:
-        return stream_id % 4 == 0 and stream_id not in self._done_ids
-
-    def _mark_done(self, stream_id: int) -> None:
-        done = self._done_ids
-        done.add(stream_id)
-        if len(done) > 2 * self.http3_settings.max_concurrent_requests + 64:
-            io = self.io
-            assert io is not None
-            self._done_ids = {
-                sid for sid in done if io.received_final_size(sid) is not None
-            }
-
-    def _on_headers(self, event: HeadersReceived) -> None:
-        assert self.io is not None
-        sid = event.stream_id
-        ex = self.exchanges.get(sid)
-        if ex is not None:
-            if not ex.abandoned:
-                self._on_trailers(ex, event)
-            return
-        if sid % 4 != 0 or sid in self._done_ids:
-            return
-        self._highest_request = max(self._highest_request, sid)
-        ex = Exchange(self, sid)
-        ex.headers_received = True
-        if self.shutting_down and (
-            self.engine is None
-            or self.engine.goaway_sent is None
-            or sid >= self.engine.goaway_sent
-        ):
-            # Beyond our GOAWAY: refuse it unprocessed (RFC 9114 section 5.2).
-            self.io.stop_stream(sid, H3_REQUEST_REJECTED)
-            self.io.reset_stream(sid, H3_REQUEST_REJECTED)
-            self._drop_credit(sid)
-            self._mark_done(sid)
-            return
-        self.exchanges[sid] = ex
-        if event.stream_ended:
-            ex.eof = True
-        pseudo, headers = split_pseudo(event.headers)
-        from ._messages import Request
-
-        request = Request._from_exchange(self, ex, pseudo, headers)
-        self.requests_seen += 1
-        self._post_accept_scope.cancel()
-        self.active += 1
-        limit = self.http3_settings.max_requests_per_connection
-        if limit is not None and self.requests_seen >= limit:
-            self.begin_shutdown()
-        if field_section_size(event.headers) > self.http3_settings.max_header_list_size:
-            self._simple_response(ex, 431)
-            self.abandon_receive(ex, H3_NO_ERROR)
-            self._finish_request(ex)
-            return
-        protocol = pseudo.get(b":protocol")
-        # RFC 9114 section 4.3.1: a request other than CONNECT carries
-        # :scheme and :path (aioquic only checks :method and :authority);
-        # otherwise it is malformed.
-        incomplete = pseudo.get(b":method") != b"CONNECT" and (
-            b":scheme" not in pseudo or b":path" not in pseudo
-        )
-        if incomplete or (
-            protocol is not None
-            and (
-                not self.http3_settings.enable_connect_protocol
-                or pseudo.get(b":method") != b"CONNECT"
-            )
-        ):
-            self.reset(ex, H3_MESSAGE_ERROR)
-            self._finish_request(ex)
-            return
-        self.io.start_soon(self._run_handler, ex, request, name=self.handler)
-
-    def _check_unparsed(self, stream_id: int) -> None:
-        # No credit is granted for a header block until it is complete: one
-        # far larger than max_header_list_size is refused before it fills
-        # the stream window (QPACK never makes a field section much larger).
-        assert self.io is not None and self.engine is not None
-        limit = 2 * self.http3_settings.max_header_list_size + 4096
-        if self.engine.buffered(stream_id) > limit:
-            logger.debug("trioquic.h3: header block too large (stream %d)", stream_id)
-            self.io.stop_stream(stream_id, H3_EXCESSIVE_LOAD)
-            self.io.reset_stream(stream_id, H3_EXCESSIVE_LOAD)
-            self.engine.abandon(stream_id)
-            self._drop_credit(stream_id)
-            self._mark_done(stream_id)
-
-    def _body_too_large(self, ex: Exchange) -> bool:
-        limit = self.http3_settings.max_request_body_size
-        if limit is None or ex.body_received <= limit:
-            return False
-        ex.failure = H3Error(H3_EXCESSIVE_LOAD, "the request body is too large")
-        if not ex.headers_sent:
-            self._simple_response(ex, 413)
-            self.abandon_receive(ex, H3_NO_ERROR)
-        else:
-            self.reset(ex, H3_EXCESSIVE_LOAD)
-        if ex.cancel_scope is not None:
-            ex.cancel_scope.cancel()
-        ex.wake_all()
-        return True
-
-    def _simple_response(self, ex: Exchange, status: int) -> None:
-        with contextlib.suppress(H3Error, ConnectionClosed, trio.ClosedResourceError):
-            self.send_headers_nowait(
-                ex,
-                [(b":status", str(status).encode()), (b"content-length", b"0")],
-                True,
-            )
-
-    def _peer_aborted(self, ex: Exchange) -> None:
-        # The peer gave up on this request: its handler stops.
-        if ex.cancel_scope is not None:
-            ex.cancel_scope.cancel()
-
-    async def _run_handler(self, ex: Exchange, request: Request) -> None:
-        try:
-            with trio.CancelScope() as scope:
-                ex.cancel_scope = scope
-                if ex.peer_aborted or ex.response_complete:
-                    scope.cancel()
-                try:
-                    await self.handler(request)
-                except Exception as exc:
-                    if ex.peer_aborted or ex.response_complete:
-                        logger.debug("trioquic.h3: handler ended: %r", exc)
-                    else:
-                        logger.exception(
-                            "trioquic.h3: request handler raised (stream %d)",
-                            ex.stream_id,
-                        )
-                        self._fail(ex)
-                else:
-                    if not ex.response_complete and not ex.peer_aborted:
-                        if not ex.headers_sent:
-                            logger.warning(
-                                "trioquic.h3: request handler returned without "
-                                "responding (stream %d): sending 500",
-                                ex.stream_id,
-                            )
-                        self._fail(ex)
-        finally:
-            self._finish_request(ex)
-
-    def _fail(self, ex: Exchange) -> None:
-        if not ex.headers_sent:
-            self._simple_response(ex, 500)
-        else:
-            self.reset(ex, H3_INTERNAL_ERROR)
-
-    def _finish_request(self, ex: Exchange) -> None:
-        if self.io is None:
-            return
-        ex.cancel_scope = None
-        if not ex.response_complete:
-            self.reset(ex, H3_INTERNAL_ERROR)
-        if not ex.eof:
-            # The response is complete: the rest of the request is not needed
-            # (RFC 9114 section 4.1.1).
-            self.abandon_receive(ex, H3_NO_ERROR)
-        self.active -= 1
-        self.exchanges.pop(ex.stream_id, None)
-        self._drop_credit(ex.stream_id)
-        self._mark_done(ex.stream_id)
-        self._maybe_close()
-
-    def _can_forget(self, ex: Exchange) -> bool:
-        return False  # the handler's task forgets it
-
-    # -- GOAWAY and closing ----------------------------------------------------------
-
-    def begin_shutdown(self) -> None:
-        """Send GOAWAY (requests not yet received are refused) and close the
-        connection once the requests in flight are answered."""
-        if self.shutting_down:
-            return
-        self.shutting_down = True
-        io, engine = self.io, self.engine
-        if io is None or engine is None or io.error is not None:
-            return
-        engine.send_goaway(self._highest_request + 4)
-        io.wake()
-        self._maybe_close()
-
-    def _maybe_close(self) -> None:
-        if self.shutting_down and self.active == 0 and not self._closing:
-            self._closing = True
-            if self.io is not None and self.io.error is None:
-                self.io.start_soon(self._close_when_flushed)
-
-    async def _close_when_flushed(self) -> None:
-        assert self.io is not None
-        worker = self.io._worker
-        with trio.move_on_after(worker.engine.settings.close_grace_period):
-            await worker.wait_flushed()
-        self.close()
-
-
-class ClientH3Driver(H3Driver):
-    """The client side: opens requests and delivers responses."""
-
-    def __init__(
-        self,
-        http3_settings: Http3Settings | None = None,
-        quic_settings: QuicSettings | None = None,
-        *,
-        authority: str = "",
-    ) -> None:
-        super().__init__(http3_settings, quic_settings)
-        self.authority = authority
-        self._open_lot = trio.lowlevel.ParkingLot()
-
-    def process_writes(self, io: ConnectionIO) -> None:
-        super().process_writes(io)
-        if self._open_lot:
-            self._open_lot.unpark_all()
-
-    def on_connection_close(self, io: ConnectionIO, reason: CloseReason) -> None:
-        super().on_connection_close(io, reason)
-        self._open_lot.unpark_all()
-
-    def send_goaway(self) -> None:
-        """Tell the server this client is leaving (GOAWAY with push ID 0: no
-        server push is accepted, RFC 9114 section 5.2)."""
-        io, engine = self.io, self.engine
-        if io is None or engine is None or io.error is not None:
-            return
-        engine.send_goaway(0)
-        io.wake()
-
-    def _on_goaway(self, last_id: int) -> None:
-        for sid, ex in list(self.exchanges.items()):
-            if sid >= last_id and ex.response_status is None:
-                # The server will not process it (RFC 9114 section 5.2).
-                ex.failure = RequestRejected(
-                    H3_REQUEST_REJECTED,
-                    f"the server sent GOAWAY({last_id}): request {sid} not processed",
-                )
-                self.reset(ex, H3_REQUEST_CANCELLED)
-                self.exchanges.pop(sid, None)
-                ex.wake_all()
-        self._open_lot.unpark_all()
-
-    def _on_headers(self, event: HeadersReceived) -> None:
-        ex = self.exchanges.get(event.stream_id)
-        if ex is None or ex.abandoned:
-            return
-        if ex.response_status is not None:
-            self._on_trailers(ex, event)
-            return
-        pseudo, headers = split_pseudo(event.headers)
-        status = int(pseudo[b":status"])
-        if 100 <= status < 200:
-            ex.informational.append((status, headers))
-        else:
-            ex.response_status = status
-            ex.response_headers = headers
-            ex.headers_received = True
-            if event.stream_ended:
-                ex.eof = True
-        ex.receive_lot.unpark_all()
-
-    def _body_finished(self, ex: Exchange) -> None:
-        self._maybe_done(ex)
-
-    async def start_request(
-        self,
-        method: str,
-        path: str,
-        headers: Headers,
-        *,
-        authority: str | None,
-        protocol: str | None,
-        end_stream: bool,
-    ) -> Exchange:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        assert self.io is not None and self.engine is not None
-        if protocol is not None:
-            await self.wait_settings()
-            if not self.engine.peer_enabled_connect_protocol():
-                raise H3Error(
-                    H3_REQUEST_REJECTED,
-                    "the server did not enable extended CONNECT "
-                    "(SETTINGS_ENABLE_CONNECT_PROTOCOL)",
-                )
-        while True:
-            if self.goaway_id is not None:
-                raise ConnectionGoingAway(
-                    H3_REQUEST_REJECTED,
-                    "the server sent GOAWAY: no new requests on this connection",
-                )
-            self._raise_if_closed()
-            sid = self.io.open_stream()
-            if sid is not None:
-                break
-            await self._open_lot.park()
-        ex = Exchange(self, sid)
-        self.exchanges[sid] = ex
-        self._raw[sid] = 0
-        self._credited[sid] = 0
-        pseudo: Headers = [(b":method", method.encode())]
-        if method == "CONNECT" and protocol is None:
-            pseudo.append((b":authority", (authority or self.authority).encode()))
-        else:
-            pseudo += [
-                (b":scheme", b"https"),
-                (b":authority", (authority or self.authority).encode()),
-                (b":path", path.encode()),
-            ]
-            if protocol is not None:
-                pseudo.append((b":protocol", protocol.encode()))
-        ex.headers_sent = True
-        self.send_headers_nowait(ex, pseudo + headers, end_stream)
-        return ex
-
-    async def wait_response(self, ex: Exchange) -> None:
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while ex.response_status is None:
-            if ex.failure is not None:
-                raise ex.failure
-            if ex.eof:
-                raise H3Error(H3_MESSAGE_ERROR, "the stream ended without a response")
-            self._raise_if_closed()
-            await ex.receive_lot.park()
-
-    def _can_forget(self, ex: Exchange) -> bool:
-        return ex.response_status is not None or ex.failure is not None
+    @property
+    def trailers(self) -> Headers | None:
+        """The trailers, once the body has been read to its end (None if the
+        peer sent none)."""
+        return self._exchange.trailers

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -11,18 +11,12 @@ import attrs
 import trio
 import trio.lowlevel
 
-from .._application import ApplicationOverQuic
 from .._endpoint import QuicServer, _check_settings, _open_client, _serve
 from .._settings import QuicSettings
 from .._udp import DatagramSocket
-from .._worker import IoWorker
-from ._driver import ClientH3Driver, ServerH3Driver
-from ._messages import Http3Client, Request
+from ._client import ClientH3Driver, Http3Client
+from ._server import RequestHandler, ServerH3Driver
 from ._settings import Http3Settings
-
-#: Unidirectional streams a peer may open: HTTP/3 needs three (control, QPACK
-#: encoder and decoder), and extensions a few more.
-_UNI_STREAMS = 16
 
 
 def _check_http3_settings(settings: Http3Settings | None) -> Http3Settings:
@@ -54,7 +48,7 @@ def _quic_settings(
 
 
 async def serve_http3(
-    handler: Callable[[Request], Awaitable[None]],
+    handler: RequestHandler,
     port: int,
     *,
     host: str | None = None,
@@ -85,21 +79,14 @@ async def serve_http3(
     drivers: set[ServerH3Driver] = set()
     stopping = False
 
-    def factory() -> tuple[ApplicationOverQuic, Callable[[IoWorker], None]]:
+    def factory() -> ServerH3Driver:
         driver = ServerH3Driver(handler, http3, resolved)
         if stopping:
             # Accepted while shutting down: GOAWAY as soon as it is up.
             driver.begin_shutdown()
         drivers.add(driver)
-
-        def bind(worker: IoWorker) -> None:
-            worker.engine.set_peer_stream_limits(
-                bidirectional=http3.max_concurrent_requests,
-                unidirectional=_UNI_STREAMS,
-            )
-
         driver.on_closed = functools.partial(drivers.discard, driver)
-        return driver, bind
+        return driver
 
     shield = trio.CancelScope(shield=True)
 
@@ -171,26 +158,13 @@ async def open_http3_client(
     if resolved.server_name and port == 443:
         authority = resolved.server_name
     driver = ClientH3Driver(http3, resolved, authority=authority)
-
-    def bind(worker: IoWorker) -> None:
-        worker.engine.set_peer_stream_limits(
-            bidirectional=resolved.max_concurrent_streams,
-            unidirectional=_UNI_STREAMS,
-        )
-
     async with _open_client(
-        driver,
-        bind,
-        host,
-        port,
-        resolved,
-        socket,
-        early=lambda worker: driver.start(worker.io),
-    ) as worker:
+        driver, host, port, resolved, socket, early=driver.start
+    ) as io:
         yield Http3Client(driver)
         # Leaving: GOAWAY (no push is accepted), what was sent is delivered,
         # then CONNECTION_CLOSE with H3_NO_ERROR.
         driver.send_goaway()
         with trio.move_on_after(resolved.close_grace_period):
-            await worker.wait_flushed()
+            await io.wait_flushed()
         driver.close()

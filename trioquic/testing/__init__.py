@@ -33,6 +33,7 @@ sockets; :class:`LinkConditions` describes what each link does to datagrams
 :meth:`MemoryNetwork.rebind` simulates a NAT rebinding.
 """
 
+from .._util import fixup_module_metadata as _fixup
 from ._network import EPHEMERAL_PORT_START as EPHEMERAL_PORT_START
 from ._network import LinkConditions as LinkConditions
 from ._network import LinkStatistics as LinkStatistics
@@ -47,3 +48,6 @@ from ._server import client_settings as client_settings
 from ._server import development_certificate as development_certificate
 from ._server import open_memory_server as open_memory_server
 from ._server import server_settings as server_settings
+
+_fixup(__name__, globals())
+del _fixup

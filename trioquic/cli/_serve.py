@@ -1,4 +1,5 @@
-"""The built-in HTTP/3 application of ``trioquic serve``.
+"""``trioquic serve``: the command, and the built-in HTTP/3 application it
+serves.
 
 Routes, in this order:
 
@@ -15,11 +16,14 @@ Every response carries ``alt-svc: h3=":PORT"``; every request is logged as
 one line on the ``trioquic.serve.access`` logger.
 
 The routing and path logic are pure functions, tested without a network.
+The server binds its sockets itself (:func:`trioquic.lowlevel.bind_udp_sockets`:
+``localhost`` is ``127.0.0.1`` and ``::1``, all on one port) to know the
+port for ``alt-svc`` before it serves.
 """
 
 from __future__ import annotations
 
-import errno
+import argparse
 import functools
 import html
 import http
@@ -27,19 +31,32 @@ import logging
 import mimetypes
 import os
 import pathlib
-import socket as _stdlib_socket
+import shlex
+import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 import trio
 
-from ._endpoint import QuicServer
-from ._settings import QuicSettings
-from ._udp import UdpSocket
-from .h3 import H3Error, Http3Settings, Request, serve_http3
+from .. import QuicServer, QuicSettings
+from ..h3 import H3Error, Http3Settings, Request, serve_http3
+from ..lowlevel import bind_udp_sockets
+from ._common import (
+    CommandError,
+    _add_server_arguments,
+    _certificate_spki,
+    _print_certificate,
+    _print_listening,
+    _self_command,
+    _serve_until_signalled,
+    _server_certificate,
+)
+
+if TYPE_CHECKING:
+    from ._common import Commands
 
 access_logger = logging.getLogger("trioquic.serve.access")
 logger = logging.getLogger("trioquic.serve")
@@ -455,92 +472,7 @@ class Http3ServerApp:
                     outcome["sent"] += len(chunk)
 
 
-# -- sockets and the server --------------------------------------------------------
-
-
-async def bind_udp_sockets(
-    host: str | None,
-    port: int,
-    *,
-    buffer_size: int = 0,
-    offload: bool = True,
-    attempts: int = 5,
-) -> list[UdpSocket]:
-    """Bind one UDP socket per address ``host`` resolves to, all on the same
-    port (port 0: the one the kernel picks for the first address).
-
-    ``localhost`` binds ``127.0.0.1`` and ``::1``; an address family the
-    machine lacks is skipped when another one bound.
-    """
-    if host == "localhost":
-        # Both loopback addresses, whatever the hosts file says (some map
-        # localhost to 127.0.0.1 only, while clients may try ::1 first).
-        infos = [
-            *await trio.socket.getaddrinfo(
-                "127.0.0.1", port, type=_stdlib_socket.SOCK_DGRAM
-            ),
-            *await _loopback6(port),
-        ]
-    else:
-        infos = await trio.socket.getaddrinfo(
-            host,
-            port,
-            type=_stdlib_socket.SOCK_DGRAM,
-            flags=_stdlib_socket.AI_PASSIVE,
-        )
-    addresses: list[tuple[int, int, int, Any]] = []
-    for info in infos:
-        entry: tuple[int, int, int, Any] = (info[0], info[1], info[2], info[4])
-        if entry not in addresses:
-            addresses.append(entry)
-    # IPv4 first: its port is the one printed and used for the others.
-    addresses.sort(key=lambda entry: entry[0] != _stdlib_socket.AF_INET)
-    if not addresses:  # pragma: no cover - getaddrinfo raises instead
-        raise OSError(f"cannot resolve {host!r}")
-    for attempt in range(attempts):
-        sockets: list[UdpSocket] = []
-        chosen = port
-        try:
-            for family, type_, proto, sockaddr in addresses:
-                sock = _stdlib_socket.socket(family, type_, proto)
-                try:
-                    if family == _stdlib_socket.AF_INET6:
-                        sock.setsockopt(
-                            _stdlib_socket.IPPROTO_IPV6, _stdlib_socket.IPV6_V6ONLY, 1
-                        )
-                    sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
-                except OSError as exc:
-                    sock.close()
-                    if sockets and exc.errno in (
-                        errno.EADDRNOTAVAIL,
-                        errno.EAFNOSUPPORT,
-                    ):
-                        continue  # e.g. no IPv6 on this machine
-                    raise
-                if chosen == 0:
-                    chosen = sock.getsockname()[1]
-                sockets.append(UdpSocket(sock, buffer_size, offload=offload))
-        except OSError as exc:
-            for s in sockets:
-                s.close()
-            # Port 0: the port picked for IPv4 may be taken on IPv6; try again.
-            if port == 0 and exc.errno == errno.EADDRINUSE and attempt + 1 < attempts:
-                continue
-            raise
-        return sockets
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-async def _loopback6(port: int) -> list[Any]:
-    """``::1``'s address info, or nothing on a machine without IPv6."""
-    if not _stdlib_socket.has_ipv6:
-        return []
-    try:
-        return list(
-            await trio.socket.getaddrinfo("::1", port, type=_stdlib_socket.SOCK_DGRAM)
-        )
-    except OSError:
-        return []
+# -- the server ------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -590,3 +522,124 @@ async def run_server(
     finally:
         for sock in sockets:
             sock.close()
+
+
+# -- the command -------------------------------------------------------------------
+
+
+def _url_host(host: str | None) -> str:
+    """The host to put in a URL for a server bound to ``host``."""
+    if host in (None, "", "0.0.0.0", "::", "localhost"):
+        return "localhost"
+    assert host is not None
+    return f"[{host}]" if ":" in host else host
+
+
+def _configure_access_log() -> None:
+    """One line per request on standard error, whatever the verbosity."""
+    access = logging.getLogger("trioquic.serve.access")
+    if not access.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
+        access.addHandler(handler)
+    access.setLevel(logging.INFO)
+    access.propagate = False
+
+
+async def _run_http3_server(
+    config: ServerConfig,
+    on_ready: Callable[[QuicServer, int], None],
+    out: TextIO,
+) -> None:
+    """The HTTP/3 server, until SIGINT or SIGTERM."""
+
+    def ready(reported: Any) -> None:
+        server, app = reported
+        on_ready(server, app.port)
+
+    await _serve_until_signalled(functools.partial(run_server, config), ready, out)
+
+
+def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    root: pathlib.Path | None = None
+    if args.root is not None:
+        root = pathlib.Path(args.root)
+        if not root.is_dir():
+            raise CommandError(f"--root is not a directory: {args.root}")
+        root = root.resolve()
+    certificate_path, key_path, generated = _server_certificate(args)
+    spki = _certificate_spki(certificate_path)
+    settings = QuicSettings(
+        alpn_protocols=["h3"],
+        certificate=certificate_path,
+        private_key=key_path,
+        qlog_dir=args.qlog_dir,
+        congestion_control=args.congestion_control,
+        retry="always" if args.retry else "never",
+    )
+    config = ServerConfig(
+        host=args.host or None, port=args.port, settings=settings, root=root
+    )
+    _configure_access_log()
+
+    def on_ready(server: QuicServer, port: int) -> None:
+        _print_listening(server, "HTTP/3 server", out)
+        url = f"https://{_url_host(args.host)}:{port}/"
+        print(f"serving: {root if root is not None else 'the built-in page'}", file=out)
+        print(f"URL: {url}", file=out)
+        _print_certificate(certificate_path, key_path, generated, spki, out)
+        client = [*_self_command(prog), "get", url, "--ca-certs", certificate_path]
+        print(f"try it with: {shlex.join(client)}", file=out)
+        host = _url_host(args.host)
+        print(
+            "or in Chromium: chromium "
+            f"--origin-to-force-quic-on={host}:{port} "
+            f"--ignore-certificate-errors-spki-list={spki} {url}",
+            file=out,
+        )
+        print("press Ctrl-C to stop", file=out)
+        out.flush()
+
+    trio.run(_run_http3_server, config, on_ready, out)
+    print("HTTP/3 server stopped", file=out)
+    return 0
+
+
+def add_serve_command(commands: Commands) -> None:
+    """``trioquic serve``."""
+    serve = commands.add_parser(
+        "serve",
+        help="run an HTTP/3 server (files, /bytes/N, /echo)",
+        description=(
+            "Serve HTTP/3: the files under --root (or a built-in page at /), "
+            "GET /bytes/N (N bytes) and POST /echo (the body, sent back). "
+            "Without --certificate a self-signed development certificate for "
+            "localhost, 127.0.0.1 and ::1 is generated. Ctrl-C stops the "
+            "server gracefully (GOAWAY, then CONNECTION_CLOSE)."
+        ),
+    )
+    _add_server_arguments(
+        serve,
+        host="localhost",
+        host_help="address to bind (default: localhost, i.e. 127.0.0.1 and ::1)",
+    )
+    serve.add_argument("--root", metavar="DIR", help="directory to serve files from")
+    serve.add_argument(
+        "--retry",
+        action="store_true",
+        help="validate every client's address with a Retry round trip first "
+        "(RFC 9000 section 8.1.2)",
+    )
+    serve.add_argument(
+        "--qlog-dir", metavar="DIR", help="write one qlog file per connection here"
+    )
+    serve.add_argument(
+        "--congestion-control",
+        choices=["reno", "cubic"],
+        default="reno",
+        help="congestion controller (default: reno)",
+    )
+    serve.add_argument(
+        "-v", "--verbose", action="store_true", help="log connections and requests"
+    )
+    serve.set_defaults(handler=_cmd_serve)

@@ -6,11 +6,15 @@ order (later ones are held, in memory up to a bound and then on disk, until
 the earlier ones are written), or to files.
 
 Only ``2xx`` responses count as success; anything else, or a failed
-connection, is reported as one line per URL and makes the command fail.
+connection, is reported as one line per URL and makes the command fail (so
+is a connection the client cannot start, such as with a ``--session-ticket``
+file that holds no session ticket).
 """
 
 from __future__ import annotations
 
+import argparse
+import functools
 import http
 import logging
 import math
@@ -21,13 +25,24 @@ import tempfile
 import time
 import urllib.parse
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import attrs
 import trio
 
-from ._settings import QuicSettings
-from .h3 import Http3Client, RequestStream, Response, open_http3_client
+from .. import QuicSettings
+from ..h3 import Http3Client, RequestStream, Response, open_http3_client
+from ._common import (
+    EXIT_FAILURE,
+    CommandError,
+    _add_handshake_arguments,
+    _add_trust_arguments,
+    _check_readable,
+    _describe,
+)
+
+if TYPE_CHECKING:
+    from ._common import Commands
 
 logger = logging.getLogger("trioquic.get")
 
@@ -273,12 +288,6 @@ class GetOptions:
     tickets: list[bytes] = attrs.field(factory=list, eq=False)
 
 
-def _describe(exc: BaseException) -> str:
-    from ._cli import _describe as describe
-
-    return describe(exc)
-
-
 async def _send_body(
     stream: RequestStream, options: GetOptions, sent: trio.Event
 ) -> None:
@@ -406,6 +415,9 @@ async def _fetch_group(
         if ticket is not None:
             options.tickets.append(ticket)
     except Exception as exc:
+        # The connection failed, or could not start: settings the client
+        # refuses raise ValueError as it connects ("not a trioquic session
+        # ticket" for a --session-ticket file that holds none).
         reason = _describe(exc)
         for job in jobs:
             if job.failure is None and job.status is None:
@@ -490,3 +502,140 @@ def progress_stream(verbose: bool) -> IO[str] | None:
     except (AttributeError, OSError, ValueError):
         tty = False
     return sys.stderr if tty and not verbose else None
+
+
+# -- the command ---------------------------------------------------------------------
+
+
+def _read_ticket(path: str) -> bytes | None:
+    """The session ticket saved in ``path`` (checked as the client connects),
+    or None when there is none yet."""
+    ticket_path = pathlib.Path(path)
+    if ticket_path.is_file() and ticket_path.stat().st_size:
+        return ticket_path.read_bytes()
+    return None
+
+
+def _cmd_get(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    if args.zero_rtt and args.session_ticket is None:
+        raise CommandError("--zero-rtt needs --session-ticket FILE (the ticket to use)")
+    ticket = None if args.session_ticket is None else _read_ticket(args.session_ticket)
+    if args.ca_certs is not None:
+        _check_readable(args.ca_certs, "CA certificates")
+    if args.data_file is not None:
+        _check_readable(args.data_file, "--data-file")
+    try:
+        headers = tuple(parse_header(text) for text in args.header)
+        jobs = plan(args.url, output_dir=args.output, output_file=args.output_file)
+    except UsageError as exc:
+        raise CommandError(str(exc)) from None
+    method = args.method or (
+        "POST" if args.data is not None or args.data_file is not None else "GET"
+    )
+    options = GetOptions(
+        method=method.upper(),
+        headers=headers,
+        data=args.data.encode() if args.data is not None else None,
+        data_file=args.data_file,
+    )
+    settings = QuicSettings(
+        alpn_protocols=["h3"],
+        ca_certs=args.ca_certs,
+        verify_peer=not args.insecure,
+        server_name=args.server_name,
+        handshake_timeout=args.timeout,
+        qlog_dir=args.qlog_dir,
+        session_ticket=ticket,
+        zero_rtt=args.zero_rtt and ticket is not None,
+    )
+    needs_stdout = any(job.file is None for job in jobs)
+    trio.run(
+        functools.partial(
+            get,
+            jobs,
+            settings=settings,
+            options=options,
+            stdout=default_stdout() if needs_stdout else None,
+            progress_stream=progress_stream(args.verbose),
+        )
+    )
+    if args.session_ticket is not None and options.tickets:
+        # Keep the newest ticket for the next run (it is a secret: 0600).
+        ticket_file = pathlib.Path(args.session_ticket)
+        ticket_file.touch(mode=0o600)
+        ticket_file.write_bytes(options.tickets[-1])
+    failed = [job for job in jobs if job.failure is not None]
+    for job in failed:
+        print(f"{prog} get: {job.target.url}: {job.failure}", file=sys.stderr)
+    for job in jobs:
+        if job.failure is None and job.file is not None and args.verbose:
+            print(
+                f"{job.target.url}: saved {job.received} bytes to {job.file.path}",
+                file=sys.stderr,
+            )
+    sys.stderr.flush()
+    return EXIT_FAILURE if failed else 0
+
+
+def add_get_command(commands: Commands) -> None:
+    """``trioquic get``."""
+    fetch = commands.add_parser(
+        "get",
+        help="fetch URLs over HTTP/3",
+        description=(
+            "Fetch each URL over HTTP/3 (URLs on one host and port share a "
+            "connection and are fetched at once). Bodies go to standard "
+            "output in URL order, or to files. Any failure (including a "
+            "status other than 2xx) exits with status 1 and one line per URL."
+        ),
+    )
+    fetch.add_argument("url", metavar="URL", nargs="+", help="https:// URL")
+    where = fetch.add_mutually_exclusive_group()
+    where.add_argument(
+        "--output",
+        metavar="DIR",
+        help="save each body in DIR, named after the URL path's last segment",
+    )
+    where.add_argument(
+        "-o",
+        "--output-file",
+        metavar="FILE",
+        help="save the body of the (single) URL in FILE",
+    )
+    _add_trust_arguments(fetch)
+    fetch.add_argument(
+        "--method", metavar="M", help="request method (default: GET, POST with data)"
+    )
+    body = fetch.add_mutually_exclusive_group()
+    body.add_argument("--data", metavar="BODY", help="request body (text)")
+    body.add_argument(
+        "--data-file", metavar="F", help="send the contents of file F as the body"
+    )
+    fetch.add_argument(
+        "-H",
+        "--header",
+        action="append",
+        default=[],
+        metavar="'K: V'",
+        help="add a request header (repeatable)",
+    )
+    _add_handshake_arguments(fetch, default_name="host")
+    fetch.add_argument(
+        "--session-ticket",
+        metavar="FILE",
+        help="resume the TLS session saved in FILE, if any, and save the newest "
+        "session ticket there afterwards",
+    )
+    fetch.add_argument(
+        "--zero-rtt",
+        action="store_true",
+        help="with a saved --session-ticket, send the requests as 0-RTT data "
+        "(one round trip sooner; 0-RTT can be replayed: idempotent requests only)",
+    )
+    fetch.add_argument(
+        "--qlog-dir", metavar="DIR", help="write the connection's qlog file here"
+    )
+    fetch.add_argument(
+        "-v", "--verbose", action="store_true", help="log what the client does"
+    )
+    fetch.set_defaults(handler=_cmd_get)

@@ -1,29 +1,27 @@
-"""The seam between trioquic's HTTP/3 driver and aioquic's ``H3Connection``.
-
-Only this module of :mod:`trioquic.h3` imports aioquic. It
+"""The aioquic engine's HTTP/3: :class:`AioquicH3Engine` over aioquic's
+``H3Connection``. It
 
 * converts trioquic's transport events back into aioquic's for
   ``H3Connection.handle_event`` and aioquic's HTTP/3 events into this
   package's own small event classes;
-* catches aioquic's HTTP/3 ``ProtocolError`` and reports its error code, so the
-  driver closes the connection through trioquic (not behind its back);
+* catches aioquic's HTTP/3 ``ProtocolError`` and reports its error code as
+  :exc:`~trioquic._engine.H3ConnectionError`, so the driver closes the
+  connection through trioquic (not behind its back), and turns aioquic's
+  refusals of a frame (``FrameUnexpected``) into
+  :exc:`~trioquic.StreamStateError`;
 * adds GOAWAY (RFC 9114 section 5.2), which aioquic neither sends nor parses:
   a shadow parser follows the peer's control stream for GOAWAY frames;
 * sends the SETTINGS our :class:`~trioquic.h3.Http3Settings` ask for
   (SETTINGS_MAX_FIELD_SECTION_SIZE, SETTINGS_ENABLE_CONNECT_PROTOCOL,
   SETTINGS_H3_DATAGRAM).
 
-It relies on these ``H3Connection`` internals: ``_stream`` (per-stream
-``buffer``), ``_local_control_stream_id``, ``_get_local_settings``,
-``_received_settings`` and ``_is_done``; tests/test_h3_engine.py fails loudly if
-they change.
+The aioquic internals it uses are listed, and pinned, in :mod:`._pins`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-import attrs
 from aioquic._buffer import Buffer, BufferReadError
 from aioquic.buffer import encode_uint_var
 from aioquic.h3 import events as h3_events
@@ -39,116 +37,34 @@ from aioquic.h3.connection import (
 from aioquic.quic import events as aq_events
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
 
+from .._engine import (
+    DataReceived,
+    GoawayReceived,
+    H3ConnectionError,
+    H3DatagramReceived,
+    H3Event,
+    Headers,
+    HeadersReceived,
+    RequestStopSending,
+    RequestStreamReset,
+)
+from .._errors import StreamStateError
 from .._events import (
     DatagramReceived,
-    EventValue,
     QuicEvent,
     StopSendingReceived,
     StreamDataReceived,
     StreamResetReceived,
 )
 
-Headers = list[tuple[bytes, bytes]]
-
-# HTTP/3 error codes (RFC 9114 section 8.1), re-exported by trioquic.h3.
-H3_DATAGRAM_ERROR = int(ErrorCode.H3_DATAGRAM_ERROR)
-H3_NO_ERROR = int(ErrorCode.H3_NO_ERROR)
-H3_GENERAL_PROTOCOL_ERROR = int(ErrorCode.H3_GENERAL_PROTOCOL_ERROR)
-H3_INTERNAL_ERROR = int(ErrorCode.H3_INTERNAL_ERROR)
-H3_STREAM_CREATION_ERROR = int(ErrorCode.H3_STREAM_CREATION_ERROR)
-H3_CLOSED_CRITICAL_STREAM = int(ErrorCode.H3_CLOSED_CRITICAL_STREAM)
-H3_FRAME_UNEXPECTED = int(ErrorCode.H3_FRAME_UNEXPECTED)
 H3_FRAME_ERROR = int(ErrorCode.H3_FRAME_ERROR)
-H3_EXCESSIVE_LOAD = int(ErrorCode.H3_EXCESSIVE_LOAD)
 H3_ID_ERROR = int(ErrorCode.H3_ID_ERROR)
-H3_SETTINGS_ERROR = int(ErrorCode.H3_SETTINGS_ERROR)
-H3_MISSING_SETTINGS = int(ErrorCode.H3_MISSING_SETTINGS)
-H3_REQUEST_REJECTED = int(ErrorCode.H3_REQUEST_REJECTED)
-H3_REQUEST_CANCELLED = int(ErrorCode.H3_REQUEST_CANCELLED)
-H3_REQUEST_INCOMPLETE = int(ErrorCode.H3_REQUEST_INCOMPLETE)
-H3_MESSAGE_ERROR = int(ErrorCode.H3_MESSAGE_ERROR)
-H3_CONNECT_ERROR = int(ErrorCode.H3_CONNECT_ERROR)
-H3_VERSION_FALLBACK = int(ErrorCode.H3_VERSION_FALLBACK)
 
 _CONTROL = int(StreamType.CONTROL)
 _GOAWAY = int(FrameType.GOAWAY)
 _MAX_FIELD_SECTION_SIZE = int(Setting.MAX_FIELD_SECTION_SIZE)
 _ENABLE_CONNECT_PROTOCOL = int(Setting.ENABLE_CONNECT_PROTOCOL)
 _H3_DATAGRAM = int(Setting.H3_DATAGRAM)
-
-
-# -- this package's HTTP/3 events ------------------------------------------------
-
-
-@attrs.frozen
-class HeadersReceived:
-    stream_id: int
-    headers: Headers
-    stream_ended: bool
-
-
-class DataReceived(EventValue):
-    """DATA on a request stream (one per QUIC stream frame: slotted, not
-    attrs, to be cheap)."""
-
-    __slots__ = ("data", "stream_ended", "stream_id")
-    _field_names = ("stream_id", "data", "stream_ended")
-
-    def __init__(self, stream_id: int, data: bytes, stream_ended: bool) -> None:
-        self.stream_id = stream_id
-        self.data = data
-        self.stream_ended = stream_ended
-
-
-class H3DatagramReceived(EventValue):
-    """An HTTP datagram (RFC 9297) for a request stream."""
-
-    __slots__ = ("data", "stream_id")
-    _field_names = ("stream_id", "data")
-
-    def __init__(self, stream_id: int, data: bytes) -> None:
-        self.stream_id = stream_id
-        self.data = data
-
-
-@attrs.frozen
-class GoawayReceived:
-    last_id: int
-
-
-@attrs.frozen
-class StreamReset:
-    """The peer reset a request stream (RESET_STREAM)."""
-
-    stream_id: int
-    error_code: int
-
-
-@attrs.frozen
-class StopSending:
-    """The peer asked us to stop sending on a request stream."""
-
-    stream_id: int
-    error_code: int
-
-
-H3Event = (
-    HeadersReceived
-    | DataReceived
-    | H3DatagramReceived
-    | GoawayReceived
-    | StreamReset
-    | StopSending
-)
-
-
-class ConnectionError_(Exception):
-    """An HTTP/3 connection error found in the peer's input."""
-
-    def __init__(self, error_code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.error_code = error_code
-        self.reason = reason
 
 
 class _ControlParser:
@@ -194,7 +110,7 @@ class _ControlParser:
             if self.frame_type == _GOAWAY:
                 if len(self.buffer) < self.remaining:
                     if self.remaining > 8:
-                        raise ConnectionError_(H3_FRAME_ERROR, "GOAWAY frame too long")
+                        raise H3ConnectionError(H3_FRAME_ERROR, "GOAWAY frame too long")
                     return goaways
                 payload = self.buffer[: self.remaining]
                 self.buffer = self.buffer[self.remaining :]
@@ -202,11 +118,11 @@ class _ControlParser:
                 try:
                     last_id = frame.pull_uint_var()
                 except BufferReadError:
-                    raise ConnectionError_(
+                    raise H3ConnectionError(
                         H3_FRAME_ERROR, "cannot parse GOAWAY frame"
                     ) from None
                 if not frame.eof():
-                    raise ConnectionError_(H3_FRAME_ERROR, "GOAWAY has trailing data")
+                    raise H3ConnectionError(H3_FRAME_ERROR, "GOAWAY has trailing data")
                 goaways.append(last_id)
             else:
                 skip = min(self.remaining, len(self.buffer))
@@ -243,11 +159,13 @@ class _H3Connection(H3Connection):
         return settings
 
 
-class H3Engine:
-    """One HTTP/3 connection's state machine, in trioquic.h3's terms.
+class AioquicH3Engine:
+    """One HTTP/3 connection's state machine over aioquic (a
+    :class:`~trioquic._engine.H3Engine`).
 
-    Synchronous, like :class:`trioquic._engine.Engine`: the driver calls it
-    from its hooks and its tasks, then wakes the IoWorker to flush.
+    Synchronous: the driver calls it from its hooks and its tasks, then wakes
+    the IoWorker to flush. aioquic's ``H3Connection`` is made by
+    :meth:`start` (making it opens the control streams).
     """
 
     def __init__(
@@ -258,22 +176,37 @@ class H3Engine:
         enable_connect_protocol: bool,
         enable_datagrams: bool,
     ) -> None:
+        self._transport = quic
         self.is_client = bool(quic.configuration.is_client)
-        self.h3 = _H3Connection(
-            quic,
-            max_field_section_size=max_field_section_size,
-            enable_connect_protocol=enable_connect_protocol,
-            enable_datagrams=enable_datagrams,
-        )
+        self._max_field_section_size = max_field_section_size
+        self._enable_connect_protocol = enable_connect_protocol
+        self._enable_datagrams = enable_datagrams
+        self._h3: _H3Connection | None = None
         self._control_parsers: dict[int, _ControlParser] = {}
         self._last_goaway: int | None = None
         self.goaway_sent: int | None = None
+
+    def start(self) -> None:
+        if self._h3 is None:
+            self._h3 = _H3Connection(
+                self._transport,
+                max_field_section_size=self._max_field_section_size,
+                enable_connect_protocol=self._enable_connect_protocol,
+                enable_datagrams=self._enable_datagrams,
+            )
+
+    @property
+    def h3(self) -> _H3Connection:
+        h3 = self._h3
+        if h3 is None:
+            raise StreamStateError("HTTP/3 is not started on this connection yet")
+        return h3
 
     # -- input ----------------------------------------------------------------
 
     def handle(self, events: Sequence[QuicEvent]) -> list[H3Event]:
         """Feed transport events; return HTTP/3 events. Raises
-        :exc:`ConnectionError_` on an HTTP/3 connection error (the caller
+        :exc:`H3ConnectionError` on an HTTP/3 connection error (the caller
         closes the connection with its code)."""
         out: list[H3Event] = []
         for event in events:
@@ -281,6 +214,8 @@ class H3Engine:
         return out
 
     def _handle_one(self, event: QuicEvent, out: list[H3Event]) -> None:
+        if self._h3 is None:
+            self.start()  # the driver starts first; never lose an event
         h3 = self.h3
         aq_event: aq_events.QuicEvent
         if isinstance(event, StreamDataReceived):
@@ -292,13 +227,13 @@ class H3Engine:
                 error_code=event.error_code, stream_id=event.stream_id
             )
             if event.stream_id % 4 == 0:
-                out.append(StreamReset(event.stream_id, event.error_code))
+                out.append(RequestStreamReset(event.stream_id, event.error_code))
         elif isinstance(event, StopSendingReceived):
             aq_event = aq_events.StopSendingReceived(
                 error_code=event.error_code, stream_id=event.stream_id
             )
             if event.stream_id % 4 == 0:
-                out.append(StopSending(event.stream_id, event.error_code))
+                out.append(RequestStopSending(event.stream_id, event.error_code))
         elif isinstance(event, DatagramReceived):
             aq_event = aq_events.DatagramFrameReceived(data=event.data)
         else:  # pragma: no cover - QuicEvent is a closed union
@@ -307,7 +242,7 @@ class H3Engine:
             results = self._handle_event(aq_event)
         except ProtocolError as exc:
             h3._is_done = True
-            raise ConnectionError_(int(exc.error_code), exc.reason_phrase) from None
+            raise H3ConnectionError(int(exc.error_code), exc.reason_phrase) from None
         for result in results:
             if isinstance(result, h3_events.HeadersReceived):
                 if result.push_id is None:
@@ -360,11 +295,11 @@ class H3Engine:
             return
         for last_id in parser.feed(event.data):
             if self.is_client and last_id % 4 != 0:
-                raise ConnectionError_(
+                raise H3ConnectionError(
                     H3_ID_ERROR, "GOAWAY must carry a client-initiated bidi stream ID"
                 )
             if self._last_goaway is not None and last_id > self._last_goaway:
-                raise ConnectionError_(H3_ID_ERROR, "GOAWAY ID increased")
+                raise H3ConnectionError(H3_ID_ERROR, "GOAWAY ID increased")
             self._last_goaway = last_id
             out.append(GoawayReceived(last_id))
 
@@ -373,23 +308,28 @@ class H3Engine:
     def buffered(self, stream_id: int) -> int:
         """Bytes of ``stream_id`` the HTTP/3 layer holds, not yet turned into
         events (a partial frame, a header block)."""
-        stream = self.h3._stream.get(stream_id)
+        if self._h3 is None:
+            return 0
+        stream = self._h3._stream.get(stream_id)
         return len(stream.buffer) if stream is not None else 0
 
+    def _peer_settings(self) -> dict[int, int] | None:
+        return self._h3.received_settings if self._h3 is not None else None
+
     @property
-    def peer_settings(self) -> dict[int, int] | None:
-        return self.h3._received_settings
+    def peer_settings_received(self) -> bool:
+        return self._peer_settings() is not None
 
     def peer_enabled_datagrams(self) -> bool:
-        settings = self.h3._received_settings
+        settings = self._peer_settings()
         return bool(settings and settings.get(_H3_DATAGRAM) == 1)
 
     def peer_enabled_connect_protocol(self) -> bool:
-        settings = self.h3._received_settings
+        settings = self._peer_settings()
         return bool(settings and settings.get(_ENABLE_CONNECT_PROTOCOL) == 1)
 
     def peer_max_field_section_size(self) -> int | None:
-        settings = self.h3._received_settings
+        settings = self._peer_settings()
         if settings is None:
             return None
         return settings.get(_MAX_FIELD_SECTION_SIZE)
@@ -397,10 +337,20 @@ class H3Engine:
     # -- output -------------------------------------------------------------------
 
     def send_headers(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
-        self.h3.send_headers(stream_id, headers, end_stream)
+        try:
+            self.h3.send_headers(stream_id, headers, end_stream)
+        except ProtocolError as exc:  # FrameUnexpected: not in this state
+            raise StreamStateError(
+                f"cannot send HEADERS on stream {stream_id}: {exc.reason_phrase}"
+            ) from None
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
-        self.h3.send_data(stream_id, data, end_stream)
+        try:
+            self.h3.send_data(stream_id, data, end_stream)
+        except ProtocolError as exc:
+            raise StreamStateError(
+                f"cannot send DATA on stream {stream_id}: {exc.reason_phrase}"
+            ) from None
 
     def send_goaway(self, last_id: int) -> None:
         """Send GOAWAY; a later one may only lower the ID."""
@@ -409,17 +359,14 @@ class H3Engine:
         control = self.h3._local_control_stream_id
         assert control is not None
         self.goaway_sent = last_id
-        self.h3._quic.send_stream_data(
+        self._transport.send_stream_data(
             control, encode_frame(FrameType.GOAWAY, encode_uint_var(last_id))
         )
 
-    @staticmethod
-    def datagram_payload(stream_id: int, data: bytes) -> bytes:
-        """An HTTP datagram's QUIC DATAGRAM payload (RFC 9297 section 2.1)."""
-        return encode_uint_var(stream_id // 4) + data
-
     def abandon(self, stream_id: int) -> None:
         """Forget a request stream's parsing state (it was reset or abandoned)."""
-        stream = self.h3._stream.get(stream_id)
+        if self._h3 is None:
+            return
+        stream = self._h3._stream.get(stream_id)
         if stream is not None:
             stream.buffer = b""

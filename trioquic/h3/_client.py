@@ -1,0 +1,425 @@
+"""The client side of HTTP/3: :class:`ClientH3Driver` opens requests, and
+:class:`Http3Client` is what applications hold."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from typing import Any
+
+import trio
+
+from .._application import ConnectionIO
+from .._engine import HeadersReceived
+from .._errors import CloseReason, ConnectionClosed
+from .._events import HandshakeInfo
+from .._settings import QuicSettings
+from .._statistics import ConnectionStatistics
+from ._driver import _MAX_INFORMATIONAL, Body, Exchange, H3Driver
+from ._errors import (
+    ConnectionGoingAway,
+    H3Error,
+    H3ErrorCode,
+    RequestRejected,
+    _Stopped,
+)
+from ._headers import HeaderInput, Headers, normalize_headers, split_pseudo
+from ._settings import Http3Settings
+
+
+class ClientH3Driver(H3Driver):
+    """The client side: opens requests and delivers responses."""
+
+    def __init__(
+        self,
+        http3_settings: Http3Settings | None = None,
+        quic_settings: QuicSettings | None = None,
+        *,
+        authority: str = "",
+    ) -> None:
+        super().__init__(http3_settings, quic_settings)
+        self.authority = authority
+        self._open_lot = trio.lowlevel.ParkingLot()
+
+    def process_writes(self, io: ConnectionIO) -> None:
+        super().process_writes(io)
+        if self._open_lot:
+            self._open_lot.unpark_all()
+
+    def on_connection_close(self, io: ConnectionIO, reason: CloseReason) -> None:
+        super().on_connection_close(io, reason)
+        self._open_lot.unpark_all()
+
+    def send_goaway(self) -> None:
+        """Tell the server this client is leaving (GOAWAY with push ID 0: no
+        server push is accepted, RFC 9114 section 5.2)."""
+        if self.io.error is not None:
+            return
+        self.engine.send_goaway(0)
+        self.io.wake()
+
+    def _on_goaway(self, last_id: int) -> None:
+        for sid, ex in list(self.exchanges.items()):
+            if sid >= last_id and ex.response_status is None:
+                # The server will not process it (RFC 9114 section 5.2).
+                ex.failure = RequestRejected(
+                    H3ErrorCode.REQUEST_REJECTED,
+                    f"the server sent GOAWAY({last_id}): request {sid} not processed",
+                )
+                self.reset(ex, H3ErrorCode.REQUEST_CANCELLED)
+                self.exchanges.pop(sid, None)
+                ex.wake_all()
+        self._open_lot.unpark_all()
+
+    def _on_headers(self, event: HeadersReceived) -> None:
+        ex = self.exchanges.get(event.stream_id)
+        if ex is None or ex.abandoned:
+            return
+        if ex.response_status is not None:
+            self._on_trailers(ex, event)
+            return
+        pseudo, headers = split_pseudo(event.headers)
+        status_field = pseudo.get(b":status", b"")
+        status = int(status_field) if status_field.isdigit() else 0
+        if not 100 <= status <= 999:
+            self._fail_response(ex, H3ErrorCode.MESSAGE_ERROR, "bad :status")
+        elif 100 <= status < 200:
+            if len(ex.informational) >= _MAX_INFORMATIONAL:
+                self._fail_response(
+                    ex,
+                    H3ErrorCode.EXCESSIVE_LOAD,
+                    f"more than {_MAX_INFORMATIONAL} informational responses",
+                )
+                return
+            ex.informational.append((status, headers))
+        else:
+            ex.response_status = status
+            ex.response_headers = headers
+            ex.headers_received = True
+            if event.stream_ended:
+                ex.eof = True
+        ex.receive_lot.unpark_all()
+
+    def _fail_response(self, ex: Exchange, code: H3ErrorCode, message: str) -> None:
+        """The server's response is malformed: the request fails with
+        ``code``, and its stream is reset."""
+        ex.failure = H3Error(code, message)
+        self.reset(ex, code)
+        ex.receive_lot.unpark_all()
+
+    def _body_finished(self, ex: Exchange) -> None:
+        self._maybe_done(ex)
+
+    async def start_request(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        *,
+        authority: str | None,
+        protocol: str | None,
+        end_stream: bool,
+    ) -> Exchange:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if protocol is not None:
+            await self.wait_settings()
+            if not self.engine.peer_enabled_connect_protocol():
+                raise H3Error(
+                    H3ErrorCode.REQUEST_REJECTED,
+                    "the server did not enable extended CONNECT "
+                    "(SETTINGS_ENABLE_CONNECT_PROTOCOL)",
+                )
+        while True:
+            if self.goaway_id is not None:
+                raise ConnectionGoingAway(
+                    H3ErrorCode.REQUEST_REJECTED,
+                    "the server sent GOAWAY: no new requests on this connection",
+                )
+            self._raise_if_closed()
+            sid = self.io.open_stream()
+            if sid is not None:
+                break
+            await self._open_lot.park()
+        ex = Exchange(self, sid)
+        self.exchanges[sid] = ex
+        self._raw[sid] = 0
+        self._credited[sid] = 0
+        pseudo: Headers = [(b":method", method.encode())]
+        if method == "CONNECT" and protocol is None:
+            pseudo.append((b":authority", (authority or self.authority).encode()))
+        else:
+            pseudo += [
+                (b":scheme", b"https"),
+                (b":authority", (authority or self.authority).encode()),
+                (b":path", path.encode()),
+            ]
+            if protocol is not None:
+                pseudo.append((b":protocol", protocol.encode()))
+        ex.headers_sent = True
+        self.send_headers_nowait(ex, pseudo + headers, end_stream)
+        return ex
+
+    async def wait_response(self, ex: Exchange) -> None:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while ex.response_status is None:
+            if ex.failure is not None:
+                raise ex.failure
+            if ex.eof:
+                raise H3Error(
+                    H3ErrorCode.MESSAGE_ERROR, "the stream ended without a response"
+                )
+            self._raise_if_closed()
+            await ex.receive_lot.park()
+
+    def _can_forget(self, ex: Exchange) -> bool:
+        return ex.response_status is not None or ex.failure is not None
+
+
+class Response(Body):
+    """A response, as :meth:`Http3Client.request` returns it once its headers
+    arrived; the body streams (:meth:`read`, ``async for``)."""
+
+    status: int
+    headers: Headers
+    informational: list[tuple[int, Headers]]
+
+    def __init__(self, driver: ClientH3Driver, exchange: Exchange) -> None:
+        assert exchange.response_status is not None
+        assert exchange.response_headers is not None
+        self._driver = driver
+        self._exchange = exchange
+        self.status = exchange.response_status
+        self.headers = exchange.response_headers
+        self.informational = list(exchange.informational)
+        self.stream_id = exchange.stream_id
+
+    def __repr__(self) -> str:
+        return f"<trioquic.h3.Response {self.status} stream={self.stream_id}>"
+
+    async def aclose(self) -> None:
+        """Stop reading the body: what is buffered is dropped, the server is
+        asked to stop sending (STOP_SENDING, H3ErrorCode.REQUEST_CANCELLED) unless the
+        body already ended, and the request's state is freed. Idempotent."""
+        driver, ex = self._driver, self._exchange
+        if not ex.eof:
+            driver.abandon_receive(ex, H3ErrorCode.REQUEST_CANCELLED)
+        else:
+            ex.chunks.clear()
+            ex.buffered = 0
+        driver._maybe_done(ex)
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self) -> Response:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+
+class RequestStream:
+    """A request whose body is sent piece by piece, and whose response streams
+    (:meth:`Http3Client.open_request`): also how an extended CONNECT session
+    (RFC 9220) carries HTTP datagrams (RFC 9297)."""
+
+    def __init__(self, driver: ClientH3Driver, exchange: Exchange) -> None:
+        self._driver = driver
+        self._exchange = exchange
+        self.stream_id = exchange.stream_id
+        self._response: Response | None = None
+
+    async def send(self, data: bytes) -> None:
+        """Send part of the request body (waits while the send buffer is full)."""
+        await self._driver.send_data(self._exchange, bytes(data), False)
+
+    async def finish(self, trailers: HeaderInput | None = None) -> None:
+        """End the request body, with trailers if given."""
+        if trailers is not None:
+            await self._driver.send_headers(
+                self._exchange, normalize_headers(trailers), True
+            )
+        else:
+            await self._driver.send_data(self._exchange, b"", True)
+
+    async def response(self) -> Response:
+        """Wait for the response's headers (its body then streams)."""
+        if self._response is None:
+            await self._driver.wait_response(self._exchange)
+            self._response = Response(self._driver, self._exchange)
+        await trio.lowlevel.checkpoint()
+        return self._response
+
+    async def send_datagram(self, data: bytes) -> None:
+        """Send an HTTP datagram (RFC 9297) bound to this request's stream."""
+        await self._driver.send_datagram(self._exchange, data)
+
+    async def receive_datagram(self) -> bytes:
+        """Wait for the next HTTP datagram of this request's stream."""
+        return await self._driver.receive_datagram(self._exchange)
+
+
+class Http3Client:
+    """An HTTP/3 client connection, as :func:`~trioquic.h3.open_http3_client`
+    yields it. Requests may run concurrently from several tasks."""
+
+    def __init__(self, driver: ClientH3Driver) -> None:
+        # Made by open_http3_client.
+        self._driver = driver
+
+    def __repr__(self) -> str:
+        state = "closed" if self.is_closed else "open"
+        return (
+            f"<trioquic.h3.Http3Client {self._driver.authority} {state} "
+            f"requests={len(self._driver.exchanges)}>"
+        )
+
+    @property
+    def session_ticket(self) -> bytes | None:
+        """The newest TLS session ticket from the server, as opaque bytes for
+        ``QuicSettings.session_ticket`` (resumption, and 0-RTT requests with
+        ``zero_rtt=True``); None until the server sent one."""
+        return self._driver.io.session_ticket
+
+    @property
+    def handshake(self) -> HandshakeInfo | None:
+        """What the handshake settled (ALPN, resumption, 0-RTT), or None while
+        a 0-RTT connection's handshake still runs."""
+        return self._driver.io.handshake
+
+    async def wait_handshake(self) -> HandshakeInfo:
+        """Wait for the handshake (immediate unless opened with 0-RTT)."""
+        return await self._driver.io.wait_handshake()
+
+    @property
+    def is_closed(self) -> bool:
+        """Whether the connection has ended."""
+        return self._driver.io.error is not None
+
+    @property
+    def close_reason(self) -> CloseReason | None:
+        """Why the connection ended, once it has."""
+        return self._driver.io.close_reason
+
+    async def wait_closed(self) -> ConnectionClosed:
+        """Wait until the connection has ended (the server closed it, an idle
+        timeout, ...); return the exception that describes how. Cancel-safe."""
+        return await self._driver.io.wait_closed()
+
+    @property
+    def local_address(self) -> Any:
+        return self._driver.io.local_address
+
+    @property
+    def peer_address(self) -> Any:
+        return self._driver.io.peer_address
+
+    def statistics(self) -> ConnectionStatistics:
+        """The QUIC connection's statistics (RTT, congestion window, ...)."""
+        return self._driver.io.statistics()
+
+    @property
+    def active_requests(self) -> int:
+        """Requests whose state the client still holds (sent and not yet
+        answered, or whose response body is still being read)."""
+        return len(self._driver.exchanges)
+
+    @property
+    def goaway_received(self) -> bool:
+        """Whether the server sent GOAWAY (no new request can be sent)."""
+        return self._driver.goaway_id is not None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeaderInput = (),
+        body: bytes | AsyncIterable[bytes] | None = None,
+        trailers: HeaderInput | None = None,
+        authority: str | None = None,
+    ) -> Response:
+        """Send a request and return the :class:`Response` once its headers
+        arrived (read its body from it).
+
+        Raises :exc:`~trioquic.h3.ConnectionGoingAway` if the server sent
+        GOAWAY before it could be sent, :exc:`~trioquic.h3.RequestRejected`
+        if the server did not process it, :exc:`~trioquic.h3.H3Error` if the
+        server reset the stream, :exc:`~trioquic.ConnectionClosed` if the
+        connection ended.
+        """
+        driver = self._driver
+        fields = normalize_headers(headers)
+        trailer_fields = normalize_headers(trailers) if trailers is not None else None
+        empty = body is None or (isinstance(body, bytes | bytearray) and not body)
+        ex = await driver.start_request(
+            method,
+            path,
+            fields,
+            authority=authority,
+            protocol=None,
+            end_stream=empty and trailer_fields is None,
+        )
+        try:
+            try:
+                if isinstance(body, bytes | bytearray | memoryview):
+                    if body:
+                        await driver.send_data(ex, bytes(body), trailer_fields is None)
+                elif body is not None:
+                    async for chunk in body:
+                        await driver.send_data(ex, bytes(chunk), False)
+                    if trailer_fields is None:
+                        await driver.send_data(ex, b"", True)
+                if trailer_fields is not None:
+                    await driver.send_headers(ex, trailer_fields, True)
+            except _Stopped:
+                pass  # the server answered early and stopped reading: read on
+            await driver.wait_response(ex)
+        except BaseException:
+            driver.reset(ex, H3ErrorCode.REQUEST_CANCELLED)
+            raise
+        return Response(driver, ex)
+
+    @asynccontextmanager
+    async def open_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeaderInput = (),
+        authority: str | None = None,
+        protocol: str | None = None,
+    ) -> AsyncIterator[RequestStream]:
+        """A request streaming both ways::
+
+            async with client.open_request("POST", "/upload") as stream:
+                await stream.send(b"part")
+                await stream.finish()
+                response = await stream.response()
+
+        ``protocol`` makes it an extended CONNECT (RFC 9220; ``method`` must be
+        ``"CONNECT"`` and the server must enable it). Leaving the block ends
+        the request body if it was not finished; leaving it by an exception
+        cancels the request (H3ErrorCode.REQUEST_CANCELLED).
+        """
+        if protocol is not None and method != "CONNECT":
+            raise ValueError("protocol (extended CONNECT) needs method='CONNECT'")
+        driver = self._driver
+        ex = await driver.start_request(
+            method,
+            path,
+            normalize_headers(headers),
+            authority=authority,
+            protocol=protocol,
+            end_stream=False,
+        )
+        stream = RequestStream(driver, ex)
+        try:
+            yield stream
+        except BaseException:
+            driver.reset(ex, H3ErrorCode.REQUEST_CANCELLED)
+            raise
+        if not ex.response_complete:
+            with suppress(_Stopped):
+                await driver.send_data(ex, b"", True)
+        if not (ex.eof and not ex.chunks):
+            driver.abandon_receive(ex, H3ErrorCode.NO_ERROR)
+        driver.exchanges.pop(ex.stream_id, None)
