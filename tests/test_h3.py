@@ -1151,3 +1151,24 @@ async def test_endless_informational_responses_fail_the_request(
                 await client.request("GET", "/")
             assert info.value.error_code == h3.H3ErrorCode.EXCESSIVE_LOAD
             assert client.active_requests == 0
+
+
+async def test_a_handler_can_reset_its_request(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def handler(request: Request) -> None:
+        if request.path == "/reject":
+            request.reset(h3.H3ErrorCode.REQUEST_REJECTED)
+            request.reset(h3.H3ErrorCode.REQUEST_REJECTED)  # idempotent
+            return
+        with pytest.raises(ValueError):
+            request.reset(-1)
+        await hello(request)
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            with pytest.raises(h3.RequestRejected) as info:
+                await client.request("GET", "/reject")
+            assert info.value.error_code == h3.H3ErrorCode.REQUEST_REJECTED
+            response = await client.request("GET", "/fine")
+            assert await response.read() == b"hello /fine"

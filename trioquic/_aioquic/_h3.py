@@ -1,9 +1,9 @@
 """The aioquic engine's HTTP/3: :class:`AioquicH3Engine` over aioquic's
 ``H3Connection``. It
 
-* converts trioquic's transport events back into aioquic's for
-  ``H3Connection.handle_event`` and aioquic's HTTP/3 events into this
-  package's own small event classes;
+* feeds trioquic's transport events to aioquic's ``H3Connection`` (as its
+  ``handle_event`` would) and turns aioquic's HTTP/3 events into trioquic's
+  own small event classes;
 * catches aioquic's HTTP/3 ``ProtocolError`` and reports its error code as
   :exc:`~trioquic._engine.H3ConnectionError`, so the driver closes the
   connection through trioquic (not behind its back), and turns aioquic's
@@ -34,7 +34,6 @@ from aioquic.h3.connection import (
     StreamType,
     encode_frame,
 )
-from aioquic.quic import events as aq_events
 from aioquic.quic.connection import QuicConnection as _AioquicConnection
 
 from .._engine import (
@@ -214,32 +213,31 @@ class AioquicH3Engine:
         return out
 
     def _handle_one(self, event: QuicEvent, out: list[H3Event]) -> None:
+        """One transport event through ``H3Connection.handle_event``'s
+        dispatch, without its error handling (it would close the QUIC
+        connection behind the IoWorker's back) and without building an
+        aioquic event: ``_receive_stream_data`` reads only ``stream_id``,
+        ``data`` and ``end_stream``, which trioquic's event has too (pinned
+        in ``_pins``)."""
         if self._h3 is None:
             self.start()  # the driver starts first; never lose an event
         h3 = self.h3
-        aq_event: aq_events.QuicEvent
-        if isinstance(event, StreamDataReceived):
-            aq_event = aq_events.StreamDataReceived(
-                data=event.data, end_stream=event.end_stream, stream_id=event.stream_id
-            )
-        elif isinstance(event, StreamResetReceived):
-            aq_event = aq_events.StreamReset(
-                error_code=event.error_code, stream_id=event.stream_id
-            )
-            if event.stream_id % 4 == 0:
-                out.append(RequestStreamReset(event.stream_id, event.error_code))
-        elif isinstance(event, StopSendingReceived):
-            aq_event = aq_events.StopSendingReceived(
-                error_code=event.error_code, stream_id=event.stream_id
-            )
-            if event.stream_id % 4 == 0:
-                out.append(RequestStopSending(event.stream_id, event.error_code))
-        elif isinstance(event, DatagramReceived):
-            aq_event = aq_events.DatagramFrameReceived(data=event.data)
-        else:  # pragma: no cover - QuicEvent is a closed union
+        if h3._is_done:
             return
+        results: list[h3_events.H3Event] = []
         try:
-            results = self._handle_event(aq_event)
+            if isinstance(event, StreamDataReceived):
+                results = h3._receive_stream_data(event)  # type: ignore[arg-type]
+            elif isinstance(event, DatagramReceived):
+                results = h3._receive_datagram(event.data)
+            elif isinstance(event, StreamResetReceived):
+                h3._receive_stream_reset(event.stream_id)
+                if event.stream_id % 4 == 0:
+                    out.append(RequestStreamReset(event.stream_id, event.error_code))
+            elif isinstance(event, StopSendingReceived):
+                h3._receive_stop_sending(event.stream_id)
+                if event.stream_id % 4 == 0:
+                    out.append(RequestStopSending(event.stream_id, event.error_code))
         except ProtocolError as exc:
             h3._is_done = True
             raise H3ConnectionError(int(exc.error_code), exc.reason_phrase) from None
@@ -264,22 +262,6 @@ class AioquicH3Engine:
             and self._is_peer_stream(event.stream_id)
         ):
             self._follow_control(event, out)
-
-    def _handle_event(self, event: aq_events.QuicEvent) -> list[h3_events.H3Event]:
-        """``H3Connection.handle_event`` without its own error handling (it
-        closes the QUIC connection behind the IoWorker's back)."""
-        h3 = self.h3
-        if h3._is_done:
-            return []
-        if isinstance(event, aq_events.StreamDataReceived):
-            return h3._receive_stream_data(event)
-        if isinstance(event, aq_events.DatagramFrameReceived):
-            return h3._receive_datagram(event.data)
-        if isinstance(event, aq_events.StopSendingReceived):
-            h3._receive_stop_sending(event.stream_id)
-        elif isinstance(event, aq_events.StreamReset):
-            h3._receive_stream_reset(event.stream_id)
-        return []
 
     def _is_peer_stream(self, stream_id: int) -> bool:
         client_initiated = not stream_id & 1

@@ -114,8 +114,11 @@ PINNED_METHODS: dict[str, str] = {
     "aioquic.quic.recovery:QuicPacketPacer.update_rate": "a6c26d85eda7423d",
     "aioquic.h3.connection:H3Connection.__init__": "6022930d44bc062a",
     "aioquic.h3.connection:H3Connection._get_local_settings": "478bb64801987e4b",
-    # AioquicH3Engine._handle_event copies its dispatch, minus its closing
+    # AioquicH3Engine._handle_one copies its dispatch, minus its closing
     "aioquic.h3.connection:H3Connection.handle_event": "a3c051e15a525edc",
+    # ... and passes trioquic's StreamDataReceived, which has the three
+    # attributes this reads
+    "aioquic.h3.connection:H3Connection._receive_stream_data": "e200d7c42964916f",
 }
 
 

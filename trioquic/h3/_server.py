@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 import types
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
@@ -388,6 +389,17 @@ class Request(Body):
     async def receive_datagram(self) -> bytes:
         """Wait for the next HTTP datagram of this request's stream."""
         return await self._driver.receive_datagram(self._exchange)
+
+    def reset(self, error_code: int = H3ErrorCode.REQUEST_CANCELLED) -> None:
+        """Abandon this request: reset its stream (RESET_STREAM, and
+        STOP_SENDING if the body is still coming) with ``error_code``, an
+        HTTP/3 error code (``H3ErrorCode.REQUEST_REJECTED`` tells the client
+        it may retry elsewhere). The rest of the connection carries on.
+        Idempotent; a response already complete is left as it is."""
+        code = operator.index(error_code)
+        if not 0 <= code < 2**62:
+            raise ValueError(f"error codes are 0 to 2**62-1, got {code}")
+        self._driver.reset(self._exchange, code)
 
 
 class ResponseWriter:
