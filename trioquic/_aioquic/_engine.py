@@ -64,7 +64,6 @@ class AioquicEngine:
         reset_key: StatelessResetKey | None,
         tickets: TicketStore | None = None,
     ) -> None:
-        self.settings = settings
         #: The newest session ticket the server gave this client (opaque bytes
         #: for ``QuicSettings.session_ticket``), or None.
         self.session_ticket: bytes | None = None
@@ -100,8 +99,6 @@ class AioquicEngine:
         #: Why the connection is ending, when trioquic (not aioquic) knows it
         #: first: a local close, an idle timeout.
         self._cause: CloseCause | None = None
-        #: Datagrams not sent because of the anti-amplification limit.
-        self.amplification_dropped = 0
         self._datagram_queue_size = settings.datagram_queue_size
         self.quic_datagrams_send_dropped = 0
         self.datagrams_sent = 0
@@ -260,7 +257,6 @@ class AioquicEngine:
         for datagram in datagrams:
             if datagram[1] == address:
                 if len(datagram[0]) > budget:
-                    self.amplification_dropped += 1
                     continue
                 budget -= len(datagram[0])
             kept.append(datagram)
