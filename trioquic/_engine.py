@@ -135,6 +135,11 @@ class QuicEngine(Protocol):
         """Write the connection's qlog trace now, if there is one."""
         ...
 
+    def send_ping(self) -> None:
+        """Queue a PING (ack-eliciting: the peer's acknowledgement restarts
+        our idle timer, the PING restarts the peer's)."""
+        ...
+
     # -- handshake and identity -------------------------------------------------
 
     def early_data_ready(self) -> bool:

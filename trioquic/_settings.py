@@ -134,6 +134,13 @@ def _optional_datagram_frame_size(
         _int_at_least(1)(instance, attribute, value)
 
 
+def _optional_positive(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    if value is not None:
+        _positive(instance, attribute, value)
+
+
 def _escape_hatch(
     instance: object, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
@@ -190,6 +197,17 @@ class QuicSettings:
     #: Seconds without any packet from the peer after which QUIC closes the
     #: connection silently (the smaller of ours and the peer's applies).
     idle_timeout: float = attrs.field(default=30.0, validator=_positive)
+    #: Keep-alive: once the handshake is done, send a PING whenever nothing
+    #: was heard from the peer for this many seconds, so a connection that
+    #: carries nothing stays open (``None``, the default: no keep-alive, an
+    #: idle connection ends at ``idle_timeout``). The PING is acknowledged,
+    #: and each packet either side receives restarts its idle timer; it must
+    #: be shorter than ``idle_timeout``, and than the peer's idle timeout,
+    #: since the smaller of the two applies (half of it leaves room for one
+    #: lost PING). It also keeps NAT bindings on the path fresh.
+    keep_alive_interval: float | None = attrs.field(
+        default=None, validator=_optional_positive
+    )
     #: Seconds a handshake may take before the connection is abandoned.
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Seconds allowed for sending CONNECTION_CLOSE when shutting down.
@@ -342,6 +360,15 @@ class QuicSettings:
                 f"({self.retry_under_load_threshold}) must be below "
                 f"max_pending_handshakes ({self.max_pending_handshakes}): "
                 "otherwise new clients are dropped before Retry applies"
+            )
+        if (
+            self.keep_alive_interval is not None
+            and self.keep_alive_interval >= self.idle_timeout
+        ):
+            raise ValueError(
+                f"QuicSettings.keep_alive_interval ({self.keep_alive_interval}) "
+                f"must be shorter than idle_timeout ({self.idle_timeout}), or the "
+                "connection ends before the first PING (half of it is a good value)"
             )
         if self.private_key is not None and self.certificate is None:
             raise ValueError(

@@ -154,6 +154,10 @@ class IoWorker:
         self._datagram_bound = 2 * settings.datagram_queue_size
         self._manual_credit = application.manual_flow_control
         self._handshake_deadline = trio.current_time() + settings.handshake_timeout
+        #: Keep-alive: when to send a PING if nothing is heard before (armed
+        #: once the handshake is done; see QuicSettings.keep_alive_interval).
+        self._keep_alive = settings.keep_alive_interval
+        self._keep_alive_at = math.inf
         self._grace = settings.close_grace_period
         self._cids: set[bytes] = set()
         #: The peer's stateless reset tokens registered in the table.
@@ -256,6 +260,8 @@ class IoWorker:
                 deadline = math.inf if timer is None else timer
                 if engine.handshake is None and self._handshake_deadline < deadline:
                     deadline = self._handshake_deadline
+                if self._keep_alive_at < deadline:
+                    deadline = self._keep_alive_at
                 if deadline <= last_step:
                     # The step just handled this timer and it is still due:
                     # the engine's loss timer can land a rounding error short
@@ -295,6 +301,8 @@ class IoWorker:
             if timer is not None and timer <= now:
                 engine.handle_timer(now)
         self._dispatch()
+        if self._keep_alive is not None:
+            self._keep_connection_alive(now, bool(datagrams))
         if (
             engine.handshake is None
             and engine.close_reason is None
@@ -316,6 +324,23 @@ class IoWorker:
             if not reason.by_peer:
                 self._closing_datagrams = sent
             self._finish(reason)
+
+    def _keep_connection_alive(self, now: float, heard: bool) -> None:
+        """Send a PING when nothing was heard from the peer for the
+        keep-alive interval (RFC 9000 section 10.1.2); the PING's
+        acknowledgement restarts both idle timers."""
+        engine = self.engine
+        interval = self._keep_alive
+        if interval is None or engine.handshake is None:
+            return
+        if engine.close_reason is not None:
+            self._keep_alive_at = math.inf  # closing: nothing to keep alive
+            return
+        if heard or self._keep_alive_at == math.inf:
+            self._keep_alive_at = now + interval
+        elif now >= self._keep_alive_at:
+            engine.send_ping()
+            self._keep_alive_at = now + interval
 
     def _dispatch(self) -> None:
         engine = self.engine

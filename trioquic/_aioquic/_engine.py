@@ -189,6 +189,9 @@ class AioquicEngine:
             )
         quic._close_end()
 
+    def send_ping(self) -> None:
+        self.quic.send_ping(0)
+
     def get_timer(self) -> float | None:
         return self.quic.get_timer()
 
