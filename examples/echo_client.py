@@ -9,7 +9,8 @@ What it shows:
 * several streams on one connection at once, one task per stream, each
   ``send_all`` + ``send_eof`` (FIN) and then reading until the server's FIN;
 * errors as exceptions: a failed handshake raises ``trioquic.ConnectionClosed``
-  (``HandshakeTimeout`` when nothing answers).
+  (``ConnectionRefused`` at once when nothing listens on the port, on
+  Linux; ``HandshakeTimeout`` when nothing answers).
 
 How to run it: start a server first (``python examples/echo_server.py`` or
 ``trioquic echo-server``), then, with the certificate path and port it

@@ -20,9 +20,11 @@ from ._endpoint import serve_quic as serve_quic
 from ._errors import CloseCause as CloseCause
 from ._errors import CloseReason as CloseReason
 from ._errors import ConnectionClosed as ConnectionClosed
+from ._errors import ConnectionRefused as ConnectionRefused
 from ._errors import DatagramError as DatagramError
 from ._errors import HandshakeTimeout as HandshakeTimeout
 from ._errors import IdleTimeout as IdleTimeout
+from ._errors import PeerUnreachable as PeerUnreachable
 from ._errors import QuicError as QuicError
 from ._errors import StatelessReset as StatelessReset
 from ._errors import StreamReset as StreamReset

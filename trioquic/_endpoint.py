@@ -147,6 +147,7 @@ class _Endpoint:
     ) -> None:
         self.settings = settings
         self.engine = engine
+        self.is_client = is_client
         self.table = _routing_table(settings, is_client=is_client)
         self.counters = RouterCounters()
         self.nursery = nursery
@@ -160,7 +161,14 @@ class _Endpoint:
             self.counters,
             self.engine,
             accept=self.accept if self.factory is not None else None,
+            on_unreachable=self.unreachable if self.is_client else None,
         )
+
+    def unreachable(self, addr: Address, error: int) -> None:
+        """The network reported ``addr`` unreachable (a client socket's ICMP
+        report): tell the connections to it."""
+        for worker in list(self.workers):
+            worker.peer_unreachable(addr, error)
 
     def accept(self, decision: Accept, socket: DatagramSocket) -> IoWorker | None:
         assert self.factory is not None

@@ -131,6 +131,12 @@ class QuicEngine(Protocol):
         ``cause`` (default: closed locally)."""
         ...
 
+    def abandon(self, reason: CloseReason) -> None:
+        """End the connection at once, sending nothing (the peer is gone or
+        unreachable); :attr:`close_reason` becomes ``reason`` unless it was
+        already set."""
+        ...
+
     def end_logging(self) -> None:
         """Write the connection's qlog trace now, if there is one."""
         ...

@@ -27,6 +27,12 @@ class CloseCause(enum.Enum):
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     #: The peer answered with a stateless reset (RFC 9000 section 10.3).
     STATELESS_RESET = "stateless_reset"
+    #: Client, during the handshake: the kernel reported ICMP port
+    #: unreachable from the server's address (nothing listens there).
+    CONNECTION_REFUSED = "connection_refused"
+    #: Client, during the handshake: the kernel reported ICMP host or
+    #: network unreachable for the server's address.
+    PEER_UNREACHABLE = "peer_unreachable"
     #: The endpoint shut down (its scope was cancelled).
     SHUTDOWN = "shutdown"
     #: trioquic failed internally; the connection was closed with INTERNAL_ERROR.
@@ -56,6 +62,8 @@ class CloseReason:
         return self.cause in (CloseCause.CLOSED_BY_PEER, CloseCause.STATELESS_RESET)
 
     def __str__(self) -> str:
+        if self.cause in (CloseCause.CONNECTION_REFUSED, CloseCause.PEER_UNREACHABLE):
+            return self.reason  # nothing was exchanged: no code to show
         who = "peer" if self.by_peer else "local endpoint"
         kind = "transport" if self.is_transport else "application"
         text = f"closed by {who} ({kind} error 0x{self.error_code:x}"
@@ -137,6 +145,18 @@ class DatagramError(QuicError):
     """A QUIC datagram (RFC 9221) could not be sent: disabled, or too large."""
 
 
+class PeerUnreachable(ConnectionClosed):
+    """The server could not be reached at all: during the handshake the
+    kernel reported an ICMP host or network unreachable error for its
+    address (Linux; elsewhere the handshake timeout applies)."""
+
+
+class ConnectionRefused(PeerUnreachable):
+    """Nothing listens on the server's UDP port: during the handshake the
+    kernel reported ICMP port unreachable (like TCP's "connection refused";
+    Linux, elsewhere the handshake timeout applies)."""
+
+
 class StreamStateError(QuicError, RuntimeError):
     """The stream's state does not allow this operation (for example sending
     on a stream the peer opened for receiving only): a bug in the calling
@@ -147,4 +167,6 @@ _CLOSED_BY_CAUSE: dict[CloseCause, type[ConnectionClosed]] = {
     CloseCause.HANDSHAKE_TIMEOUT: HandshakeTimeout,
     CloseCause.IDLE_TIMEOUT: IdleTimeout,
     CloseCause.STATELESS_RESET: StatelessReset,
+    CloseCause.CONNECTION_REFUSED: ConnectionRefused,
+    CloseCause.PEER_UNREACHABLE: PeerUnreachable,
 }

@@ -43,6 +43,9 @@ logger = logging.getLogger("trioquic")
 
 #: Starts the connection for an Accept decision; None when it cannot.
 AcceptHandler = Callable[[Accept, DatagramSocket], "IoWorker | None"]
+#: Told of a destination the network reported unreachable (ICMP), with the
+#: error number.
+UnreachableHandler = Callable[[Address, int], None]
 
 
 class RouterCounters:
@@ -81,7 +84,9 @@ class InboundPacketRouter:
     """The receive loop of one socket (see the module docstring).
 
     ``engine`` builds the replies; ``accept`` starts a connection (servers;
-    a router without it drops new connections as ``not_accepting``).
+    a router without it drops new connections as ``not_accepting``);
+    ``on_unreachable`` is told of the ICMP errors a client socket reports
+    (sockets with ``take_unreachable()``).
     """
 
     def __init__(
@@ -92,12 +97,17 @@ class InboundPacketRouter:
         engine: EndpointEngine,
         *,
         accept: AcceptHandler | None = None,
+        on_unreachable: UnreachableHandler | None = None,
     ) -> None:
         self.socket = socket
         self.table = table
         self.counters = counters
         self._engine = engine
         self._accept = accept
+        self._on_unreachable = on_unreachable
+        self._take_unreachable: Callable[[], list[tuple[Address, int]]] | None = (
+            getattr(socket, "take_unreachable", None) if on_unreachable else None
+        )
 
     async def run(self) -> None:
         socket = self.socket
@@ -105,6 +115,8 @@ class InboundPacketRouter:
         short_header_target = self.table.short_header_target
         while True:
             batch = await socket.receive_batch()
+            if self._take_unreachable is not None:
+                self._report_unreachable()
             replies: list[tuple[bytes, Address]] = []
             for data, addr in batch:
                 counters.received += 1
@@ -124,6 +136,15 @@ class InboundPacketRouter:
                     replies.extend((datagram, addr) for datagram in reply)
             if replies:
                 await socket.send_batch(replies)
+
+    def _report_unreachable(self) -> None:
+        assert self._take_unreachable is not None
+        assert self._on_unreachable is not None
+        for addr, error in self._take_unreachable():
+            try:
+                self._on_unreachable(addr, error)
+            except Exception:  # never let a report take the router down
+                logger.exception("trioquic: handling an ICMP error failed")
 
     def _deliver(self, target: IoWorker, data: bytes, addr: Address) -> None:
         if target.deliver(data, addr):

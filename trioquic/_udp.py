@@ -53,7 +53,19 @@ GSO_MAX_BYTES = 65000
 _GSO_UNSUPPORTED = frozenset(
     {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP}
 )
-_IGNORED_RECEIVE_ERRORS = frozenset({errno.ECONNREFUSED, errno.EHOSTUNREACH})
+_IGNORED_RECEIVE_ERRORS = frozenset(
+    {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH}
+)
+# Linux's extended error reports (linux/in.h, linux/in6.h, linux/errqueue.h):
+# with IP_RECVERR / IPV6_RECVERR, ICMP errors for an unconnected UDP socket
+# are queued on it, with the destination they answer.
+_IP_RECVERR = 11
+_IPV6_RECVERR = 25
+_MSG_ERRQUEUE = getattr(_stdlib_socket, "MSG_ERRQUEUE", 0x2000)
+_SO_EE_ORIGIN_ICMP = 2
+_SO_EE_ORIGIN_ICMP6 = 3
+#: Error-queue entries read at most per receive call (each is one ICMP error).
+_MAX_ERRORS = 64
 _CMSG_INT = _stdlib_socket.CMSG_SPACE(4)
 
 
@@ -63,7 +75,11 @@ class DatagramSocket(Protocol):
     A socket may also have a ``rebind()`` method that moves it to a new local
     address in place and returns that address; a client connection over a
     caller-owned socket needs it for :meth:`trioquic.QuicConnection.rebind`
-    (``trioquic.testing.MemorySocket`` has one).
+    (``trioquic.testing.MemorySocket`` has one). A client socket may have a
+    ``take_unreachable()`` method returning the destinations the network
+    reported unreachable since the last call, with their error numbers (see
+    :class:`UdpSocket`); ``receive_batch`` then also returns (possibly with no
+    datagram) when there are some.
     """
 
     @property
@@ -118,6 +134,12 @@ class UdpSocket:
     back (``EAGAIN``), so a batch of datagrams costs no task switches. With
     ``offload`` (the default) it uses GSO and GRO where the kernel offers them
     (see the module docstring).
+
+    With ``report_unreachable`` (clients; Linux), the kernel's ICMP error
+    reports are collected (``IP_RECVERR``): :meth:`take_unreachable` returns
+    the destinations that were reported unreachable, with the error number
+    (``ECONNREFUSED`` for a closed port). A server never sets it: it does not
+    act on ICMP.
     """
 
     def __init__(
@@ -126,6 +148,7 @@ class UdpSocket:
         buffer_size: int = 0,
         *,
         offload: bool = True,
+        report_unreachable: bool = False,
     ) -> None:
         sock.setblocking(False)
         if buffer_size:
@@ -154,19 +177,33 @@ class UdpSocket:
                 pass
         self._buffer = bytearray(_MAX_UDP_PAYLOAD)
         self._view = memoryview(self._buffer)
+        #: Destinations the kernel reported unreachable, not yet taken.
+        self._unreachable: list[tuple[Address, int]] = []
+        self.report_unreachable = False
+        if report_unreachable and _OFFLOAD_PLATFORM:
+            level, option = (
+                (_stdlib_socket.IPPROTO_IPV6, _IPV6_RECVERR)
+                if sock.family == _stdlib_socket.AF_INET6
+                else (_stdlib_socket.IPPROTO_IP, _IP_RECVERR)
+            )
+            try:
+                sock.setsockopt(level, option, 1)
+                self.report_unreachable = True
+            except OSError:
+                pass  # the handshake timeout stays the only signal
 
     @classmethod
     def for_peer(
         cls, family: int, *, buffer_size: int = 0, offload: bool = True
     ) -> UdpSocket:
-        """An unbound client socket of the peer's address family (the kernel
-        picks the local port on first send)."""
+        """A client socket of the peer's address family on a port the kernel
+        picks, which reports ICMP unreachable errors (``report_unreachable``)."""
         sock = _stdlib_socket.socket(family, _stdlib_socket.SOCK_DGRAM)
         if family == _stdlib_socket.AF_INET6:
             sock.bind(("::", 0))
         else:
             sock.bind(("0.0.0.0", 0))
-        return cls(sock, buffer_size, offload=offload)
+        return cls(sock, buffer_size, offload=offload, report_unreachable=True)
 
     @property
     def local_address(self) -> Address:
@@ -191,16 +228,49 @@ class UdpSocket:
                 else:
                     self._read(batch)
             except BlockingIOError:
-                pass
+                if not batch and self.report_unreachable:
+                    # Woken with nothing to read: an error report may be all
+                    # there is (the queue keeps the socket readable).
+                    self._read_errors()
             except OSError as exc:
                 # ICMP errors reported on the socket (e.g. ECONNREFUSED) are not
-                # datagrams; skip them.
+                # datagrams: collect them when asked to, else skip them.
                 if exc.errno not in _IGNORED_RECEIVE_ERRORS:
                     raise
-            if batch:
+                if self.report_unreachable:
+                    self._read_errors()
+            if batch or self._unreachable:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
             await trio.lowlevel.wait_readable(self._sock)
+
+    def _read_errors(self) -> None:
+        """Move the ICMP errors of the socket's error queue to
+        :meth:`take_unreachable` (the destinations they answer, with the
+        error number)."""
+        sock = self._sock
+        for _ in range(_MAX_ERRORS):
+            try:
+                _, ancillary, _flags, addr = sock.recvmsg(0, 512, _MSG_ERRQUEUE)
+            except OSError:  # BlockingIOError: the queue is empty
+                return
+            for level, kind, value in ancillary:
+                if (level, kind) not in (
+                    (_stdlib_socket.IPPROTO_IP, _IP_RECVERR),
+                    (_stdlib_socket.IPPROTO_IPV6, _IPV6_RECVERR),
+                ) or len(value) < 8:
+                    continue
+                ee_errno = int.from_bytes(value[0:4], sys.byteorder)
+                origin = value[4]
+                if origin in (_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6):
+                    self._unreachable.append((addr, ee_errno))
+
+    def take_unreachable(self) -> list[tuple[Address, int]]:
+        """The destinations the kernel reported unreachable since the last
+        call (ICMP errors), each with its error number; empty unless
+        ``report_unreachable``."""
+        unreachable, self._unreachable = self._unreachable, []
+        return unreachable
 
     def _read(self, batch: list[Datagram]) -> None:
         """Up to RECEIVE_BATCH datagrams, one call each, into the reused

@@ -18,8 +18,10 @@ engine interface (:class:`~trioquic._engine.QuicEngine`).
 
 from __future__ import annotations
 
+import errno
 import logging
 import math
+import os
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -213,6 +215,33 @@ class IoWorker:
         ):
             await self._stepped.park()
         await trio.lowlevel.checkpoint()
+
+    def peer_unreachable(self, addr: Address, error: int) -> None:
+        """The network reported ``addr`` unreachable (ICMP, a client socket's
+        report). Acted on only during the handshake, and only for the
+        address this connection sends to: it then ends at once, sending
+        nothing, with :exc:`~trioquic.ConnectionRefused` (port unreachable)
+        or :exc:`~trioquic.PeerUnreachable`. Later, ICMP is ignored (it can
+        be transient or forged; QUIC's own timers decide)."""
+        engine = self.engine
+        if self.error is not None or engine.handshake is not None:
+            return
+        if engine.close_reason is not None:
+            return
+        peer = engine.peer_address()
+        if peer is None or tuple(peer[:2]) != tuple(addr[:2]):
+            return
+        where = (
+            f"[{addr[0]}]:{addr[1]}" if ":" in str(addr[0]) else f"{addr[0]}:{addr[1]}"
+        )
+        if error == errno.ECONNREFUSED:
+            cause = CloseCause.CONNECTION_REFUSED
+            text = f"connection refused: nothing listens on UDP {where}"
+        else:
+            cause = CloseCause.PEER_UNREACHABLE
+            text = f"{where} is unreachable ({os.strerror(error)})"
+        engine.abandon(CloseReason(error_code=0, reason=text, cause=cause))
+        self.wake()
 
     def register_cid(self, cid: bytes) -> None:
         self._cids.add(cid)

@@ -179,13 +179,21 @@ class AioquicEngine:
     def _on_stateless_reset(self) -> None:
         """End the connection at once, sending nothing (RFC 9000 section
         10.3.1: enter the draining period... which has nothing left to do)."""
-        quic = self.quic
-        self.close_reason = CloseReason(
-            error_code=0, reason="stateless reset", cause=CloseCause.STATELESS_RESET
+        self.abandon(
+            CloseReason(
+                error_code=0, reason="stateless reset", cause=CloseCause.STATELESS_RESET
+            )
         )
+
+    def abandon(self, reason: CloseReason) -> None:
+        quic = self.quic
+        if self.close_reason is None:
+            self.close_reason = reason
         if quic._close_event is None:
             quic._close_event = aq_events.ConnectionTerminated(
-                error_code=0, frame_type=None, reason_phrase="stateless reset"
+                error_code=reason.error_code,
+                frame_type=reason.frame_type,
+                reason_phrase=reason.reason,
             )
         quic._close_end()
 
