@@ -750,6 +750,53 @@ async def test_bad_goaway_from_server_is_an_id_error(
             assert info.value.reason.error_code == h3.H3ErrorCode.ID_ERROR
 
 
+async def test_cancel_push_from_server_is_an_id_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The client allows no push (it sends no MAX_PUSH_ID), so a CANCEL_PUSH
+    names a push ID never promised: H3_ID_ERROR (RFC 9114 section 7.2.3)."""
+
+    async def cancel_push(connection: trioquic.QuicConnection) -> None:
+        await accept_request_stream(connection)
+        control = await connection.open_unidirectional_stream()
+        # A control stream: an empty SETTINGS frame, then CANCEL_PUSH(0).
+        await control.send_all(b"\x00" + b"\x04\x00" + b"\x03\x01\x00")
+        await trio.sleep_forever()
+
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(cancel_push) as server,
+            h3_client(server.network) as client,
+        ):
+            with pytest.raises(trioquic.ConnectionClosed) as info:
+                await client.request("GET", "/")
+            assert info.value.reason.error_code == h3.H3ErrorCode.ID_ERROR
+            assert not info.value.reason.by_peer
+
+
+async def test_cancel_push_from_client_is_an_id_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server never promises a push: a client's CANCEL_PUSH closes that
+    connection with H3_ID_ERROR, and the server keeps serving others."""
+    async with http3_server(hello) as harness:
+        sock = harness.network.socket("10.0.0.9")
+        with trio.fail_after(30):
+            async with trioquic.open_quic_connection(
+                *SERVER,
+                settings=client_settings(alpn_protocols=["h3"]),
+                socket=sock,
+            ) as raw:
+                control = await raw.open_unidirectional_stream()
+                await control.send_all(b"\x00" + b"\x04\x00" + b"\x03\x01\x00")
+                error = await raw.wait_closed()
+                assert error.reason.error_code == h3.H3ErrorCode.ID_ERROR
+                assert error.reason.by_peer
+            async with harness.client() as client:
+                response = await client.request("GET", "/still")
+                assert await response.read() == b"hello /still"
+
+
 # -- extended CONNECT and datagrams -------------------------------------------------
 
 

@@ -4,6 +4,7 @@ parsing, the SETTINGS we send, event conversion, errors translated."""
 from __future__ import annotations
 
 import pytest
+from aioquic._buffer import Buffer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
@@ -124,3 +125,35 @@ def test_only_the_h3_seam_imports_aioquic() -> None:
             if isinstance(node, ast.Import):
                 for alias in node.names:
                     assert not alias.name.startswith("aioquic"), path
+
+
+def _control_stream_frames(engine: H3Engine) -> list[int]:
+    """The frame types the engine wrote on its control stream (read from
+    aioquic's send buffer: the engine's own output, before encryption)."""
+    h3c = engine.h3
+    control = h3c._local_control_stream_id
+    assert control is not None
+    data = bytes(h3c._quic._streams[control].sender._buffer)
+    assert data[0] == 0x00  # the control stream's type
+    types = []
+    buf = Buffer(data=data[1:])
+    while not buf.eof():
+        frame_type = buf.pull_uint_var()
+        buf.pull_bytes(buf.pull_uint_var())
+        types.append(frame_type)
+    return types
+
+
+def test_client_allows_no_push() -> None:
+    """No MAX_PUSH_ID: a server cannot push to a trioquic client."""
+    frames = _control_stream_frames(_engine(is_client=True))
+    assert frames[0] == 0x04  # SETTINGS
+    assert 0x0D not in frames  # MAX_PUSH_ID
+
+
+def test_cancel_push_on_the_control_stream_is_an_id_error() -> None:
+    parser = _ControlParser()
+    assert parser.feed(b"\x00\x04\x00") == []
+    with pytest.raises(ConnectionError_) as info:
+        parser.feed(b"\x03\x01\x00")
+    assert info.value.error_code == h3.H3ErrorCode.ID_ERROR

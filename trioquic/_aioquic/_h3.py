@@ -61,6 +61,7 @@ H3_ID_ERROR = int(ErrorCode.H3_ID_ERROR)
 
 _CONTROL = int(StreamType.CONTROL)
 _GOAWAY = int(FrameType.GOAWAY)
+_CANCEL_PUSH = int(FrameType.CANCEL_PUSH)
 _MAX_FIELD_SECTION_SIZE = int(Setting.MAX_FIELD_SECTION_SIZE)
 _ENABLE_CONNECT_PROTOCOL = int(Setting.ENABLE_CONNECT_PROTOCOL)
 _H3_DATAGRAM = int(Setting.H3_DATAGRAM)
@@ -68,8 +69,10 @@ _H3_DATAGRAM = int(Setting.H3_DATAGRAM)
 
 class _ControlParser:
     """Follows one peer unidirectional stream; if it is the control stream,
-    reports the GOAWAY frames on it. Holds at most one frame header and a
-    GOAWAY payload (other payloads are skipped as they arrive)."""
+    reports the GOAWAY frames on it, and refuses CANCEL_PUSH (trioquic never
+    promises a push, nor allows one: any push ID is unknown, H3_ID_ERROR,
+    RFC 9114 section 7.2.3). Holds at most one frame header and a GOAWAY
+    payload (other payloads are skipped as they arrive)."""
 
     def __init__(self) -> None:
         self.buffer = b""
@@ -102,6 +105,12 @@ class _ControlParser:
                     length = buf.pull_uint_var()
                 except BufferReadError:
                     return goaways
+                if frame_type == _CANCEL_PUSH:
+                    raise H3ConnectionError(
+                        H3_ID_ERROR,
+                        "CANCEL_PUSH for a push never promised (no push is "
+                        "promised or allowed on this connection)",
+                    )
                 self.frame_type = frame_type
                 self.remaining = length
                 self.buffer = self.buffer[buf.tell() :]
@@ -150,6 +159,13 @@ class _H3Connection(H3Connection):
         if enable_datagrams:
             self.tq_settings[_H3_DATAGRAM] = 1
         super().__init__(quic)
+
+    def _init_connection(self) -> None:
+        # A client that allows no push sends no MAX_PUSH_ID: a server then
+        # cannot push (RFC 9114 section 4.6), and a PUSH_PROMISE is an
+        # H3_ID_ERROR. trioquic's client does not take pushes.
+        self._max_push_id = None
+        super()._init_connection()
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()

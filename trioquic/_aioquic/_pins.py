@@ -80,6 +80,8 @@ PRIVATE_NAMES: dict[str, tuple[str, str]] = {
     "_teardown_cb": ("CryptoContext", "no-op qlog key callback"),
     # H3Connection
     "_get_local_settings": ("H3Connection", "extended: our SETTINGS"),
+    "_init_connection": ("H3Connection", "extended: no MAX_PUSH_ID"),
+    "_max_push_id": ("H3Connection", "None: the client allows no push"),
     "_is_done": ("H3Connection", "stop after a connection error"),
     "_local_control_stream_id": ("H3Connection", "where GOAWAY is written"),
     "_receive_datagram": ("H3Connection", "handle_event without its closing"),
@@ -114,6 +116,8 @@ PINNED_METHODS: dict[str, str] = {
     "aioquic.quic.recovery:QuicPacketPacer.update_rate": "a6c26d85eda7423d",
     "aioquic.h3.connection:H3Connection.__init__": "6022930d44bc062a",
     "aioquic.h3.connection:H3Connection._get_local_settings": "478bb64801987e4b",
+    # _H3Connection._init_connection: MAX_PUSH_ID is sent only when set
+    "aioquic.h3.connection:H3Connection._init_connection": "80c43caaf2bfb54d",
     # AioquicH3Engine._handle_one copies its dispatch, minus its closing
     "aioquic.h3.connection:H3Connection.handle_event": "a3c051e15a525edc",
     # ... and passes trioquic's StreamDataReceived, which has the three
