@@ -263,3 +263,40 @@ def _one_rtt_context(quic: AioquicConnection) -> object:
         time=0.0,
         version=quic._version,
     )
+
+
+@pytest.mark.parametrize("retry_validated", [False, True])
+def test_a_client_validated_by_retry_is_exempt_from_the_3x_limit(
+    retry_validated: bool,
+) -> None:
+    """RFC 9000 section 8.1: before the client's address is validated, the
+    server sends at most three times what it received. A valid Retry token
+    validates it (section 8.1.2), so the server's whole first flight (here,
+    with a large certificate chain, well over 3 x 1200 bytes) leaves at once."""
+    big = generate_self_signed_certificate(
+        names=[f"host-{i}.example.net" for i in range(250)]
+    )
+    server_settings = QuicSettings(
+        alpn_protocols=["test"],
+        certificate=big.certificate_path,
+        private_key=big.private_key_path,
+    )
+    client_settings = QuicSettings(alpn_protocols=["test"], verify_peer=False)
+    client = AioquicEndpoint(client_settings, is_client=True).client_connection(
+        "localhost"
+    )
+    client.connect(SERVER_ADDR, 0.0)
+    first = client.datagrams_to_send(0.0)
+    received = sum(len(data) for data, _ in first)
+    server = AioquicEndpoint(server_settings, is_client=False).server_connection(
+        original_destination_cid=client.quic._peer_cid.cid,
+        retry_source_cid=b"R" * 8 if retry_validated else None,
+    )
+    for data, _ in first:
+        server.receive_datagram(data, CLIENT_ADDR, 0.0)
+    sent = sum(len(data) for data, _ in server.datagrams_to_send(0.0))
+    if retry_validated:
+        assert sent > 3 * received
+        assert server.amplification_budget() is None
+    else:
+        assert sent <= 3 * received

@@ -14,6 +14,7 @@ from trioquic._retry import RetryTokens
 from trioquic._routing import (
     QUIC_VERSION_1,
     QUIC_VERSION_2,
+    RESET_SOURCES,
     Accept,
     Deliver,
     Drop,
@@ -356,3 +357,29 @@ def test_retry_token_without_key_is_ignored() -> None:
     """An endpoint that never sends Retry ignores tokens (RFC 9000 8.1.3)."""
     decision = server_table().route(with_token(b"t" * 40, b"D" * 8), ("h", 1), 1.0)
     assert isinstance(decision, Accept)
+
+
+def test_stateless_resets_are_rate_limited_per_source_address() -> None:
+    """One source cannot use up the budget: it gets its own rate, the others
+    still get resets; the table of sources is bounded."""
+    table: RoutingTable[str] = RoutingTable(
+        cid_length=8,
+        accept_new=True,
+        stateless_reset=True,
+        stateless_reset_rate=100,
+        stateless_reset_rate_per_address=2,
+    )
+    unknown = short_header(b"Z" * 8, 100)
+    noisy = [table.route(unknown, ("192.0.2.1", port), 5.0) for port in range(10)]
+    assert sum(isinstance(d, SendStatelessReset) for d in noisy) == 2
+    # Another host still gets its resets, at the same instant.
+    other = [table.route(unknown, ("192.0.2.2", 4433), 5.0) for _ in range(3)]
+    assert [isinstance(d, SendStatelessReset) for d in other] == [True, True, False]
+    # A second later the noisy source has two tokens again.
+    assert isinstance(table.route(unknown, ("192.0.2.1", 1), 6.0), SendStatelessReset)
+    # The table of sources stays bounded, forgetting the least recent.
+    for index in range(RESET_SOURCES + 10):
+        table.route(
+            unknown, (f"10.{index >> 16}.{index >> 8 & 255}.{index & 255}", 1), 7.0
+        )
+    assert len(table._reset_sources) == RESET_SOURCES  # private: the bound under test

@@ -130,6 +130,7 @@ def _routing_table(
         max_pending_handshakes=settings.max_pending_handshakes,
         stateless_reset=settings.stateless_reset_rate > 0,
         stateless_reset_rate=settings.stateless_reset_rate,
+        stateless_reset_rate_per_address=settings.stateless_reset_rate_per_address,
     )
 
 

@@ -17,6 +17,7 @@ shared with the QUIC engine (``QuicSettings.connection_id_length``).
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any, Generic, Literal, TypeVar
 
@@ -39,6 +40,9 @@ SUPPORTED_VERSIONS: tuple[int, ...] = (QUIC_VERSION_1, QUIC_VERSION_2)
 
 #: RFC 9000 section 14.1: a client's Initial datagram is at least this large.
 MIN_INITIAL_DATAGRAM_SIZE = 1200
+#: Source addresses whose stateless-reset rate is tracked (the least recent
+#: is forgotten past this many).
+RESET_SOURCES = 4096
 MAX_CID_LENGTH = 20
 
 
@@ -239,7 +243,11 @@ class RoutingTable(Generic[T]):
       ``retry_tokens``);
     * ``stateless_reset``: answer short-header packets for unknown connection
       IDs with :class:`SendStatelessReset`, at most ``stateless_reset_rate``
-      per second (None: no limit).
+      per second in all (None: no limit) and at most
+      ``stateless_reset_rate_per_address`` per second to one source IP
+      address (None: no limit per address), so that one source cannot use
+      up the budget of everyone else; the per-address buckets are kept for
+      the :data:`RESET_SOURCES` most recent addresses.
     """
 
     __slots__ = (
@@ -248,6 +256,8 @@ class RoutingTable(Generic[T]):
         "_handshaking",
         "_live",
         "_reset_bucket",
+        "_reset_rate_per_address",
+        "_reset_sources",
         "accept_new",
         "cid_length",
         "max_connections",
@@ -272,6 +282,7 @@ class RoutingTable(Generic[T]):
         max_pending_handshakes: int | None = None,
         stateless_reset: bool = False,
         stateless_reset_rate: float | None = None,
+        stateless_reset_rate_per_address: float | None = None,
     ) -> None:
         if not 1 <= cid_length <= MAX_CID_LENGTH:
             raise ValueError(f"cid_length must be 1..20, got {cid_length}")
@@ -297,6 +308,9 @@ class RoutingTable(Generic[T]):
             if stateless_reset_rate is not None
             else None
         )
+        self._reset_rate_per_address = stateless_reset_rate_per_address
+        #: One token bucket per recent source address (least recent first).
+        self._reset_sources: OrderedDict[Any, TokenBucket] = OrderedDict()
         #: The peers' stateless reset tokens in use, by connection: a
         #: datagram for an unknown connection ID that ends with one goes to
         #: that connection, whose engine checks it (RFC 9000 section 10.3.1).
@@ -379,7 +393,28 @@ class RoutingTable(Generic[T]):
             return self._by_cid.get(data[1:end])
         return None
 
-    def _unknown_short_header(self, data: bytes, cid: bytes, now: float) -> Decision[T]:
+    def _reset_allowed(self, addr: Any, now: float) -> bool:
+        """Whether the rate limits allow one more stateless reset to ``addr``
+        at ``now`` (spending the tokens if so)."""
+        rate = self._reset_rate_per_address
+        if rate is not None:
+            host = addr[0] if isinstance(addr, tuple) else addr
+            sources = self._reset_sources
+            bucket = sources.get(host)
+            if bucket is None:
+                bucket = sources[host] = TokenBucket(rate)
+                if len(sources) > RESET_SOURCES:
+                    sources.popitem(last=False)
+            else:
+                sources.move_to_end(host)
+            if not bucket.take(now):
+                return False
+        overall = self._reset_bucket
+        return overall is None or overall.take(now)
+
+    def _unknown_short_header(
+        self, data: bytes, cid: bytes, addr: Any, now: float
+    ) -> Decision[T]:
         """A short-header datagram for no connection of ours: the peer's
         stateless reset for one of them, or a packet of a connection whose
         state we lost (answer it with a stateless reset, servers only)."""
@@ -390,8 +425,7 @@ class RoutingTable(Generic[T]):
                 return Deliver(target)
         if self.stateless_reset:
             reset_size = stateless_reset_size(size)
-            bucket = self._reset_bucket
-            if reset_size is not None and (bucket is None or bucket.take(now)):
+            if reset_size is not None and self._reset_allowed(addr, now):
                 return SendStatelessReset(destination_cid=cid, size=reset_size)
         return Drop(DropReason.UNKNOWN_CONNECTION_ID)
 
@@ -410,7 +444,7 @@ class RoutingTable(Generic[T]):
             target = self._by_cid.get(cid)
             if target is not None:
                 return Deliver(target)
-            return self._unknown_short_header(data, cid, now)
+            return self._unknown_short_header(data, cid, addr, now)
 
         header = parse_long_header(data)
         if header is None:

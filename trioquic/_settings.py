@@ -319,6 +319,12 @@ class QuicSettings:
     #: Server: stateless resets sent per second at most, on average (bursts
     #: of up to that many); ``0`` never sends one (RFC 9000 section 10.3).
     stateless_reset_rate: float = attrs.field(default=100.0, validator=_non_negative)
+    #: Server: stateless resets sent per second at most to one source IP
+    #: address (bursts of up to that many), within ``stateless_reset_rate``:
+    #: one source cannot use up everyone's budget.
+    stateless_reset_rate_per_address: float = attrs.field(
+        default=10.0, validator=_non_negative
+    )
     #: Client: a session ticket from an earlier connection to the same server
     #: (``QuicConnection.session_ticket``), to resume the TLS session.
     session_ticket: bytes | None = attrs.field(

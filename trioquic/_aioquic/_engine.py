@@ -90,6 +90,10 @@ class AioquicEngine:
         ):
             limit.value = limit.sent = settings.max_concurrent_streams
         self.is_client: bool = configuration.is_client
+        #: Server, client sent a valid Retry token: its address is validated
+        #: (RFC 9000 section 8.1.2), so its path is exempt from the 3x limit
+        #: as soon as aioquic makes it (with the first datagram).
+        self._retry_validated = retry_source_cid is not None
         self._issued_cids: list[bytes] = []
         self._retired_cids: list[bytes] = []
         self._host_cids_seen = 1
@@ -152,6 +156,8 @@ class AioquicEngine:
         quic = self.quic
         processed = quic.tq_packets_processed
         quic.receive_datagram(data, addr, now=now)
+        if self._retry_validated:
+            self._validate_retry_path()
         # Stateless reset (RFC 9000 section 10.3.1), which aioquic ignores: a
         # datagram of which not a single packet could be processed, ending
         # with one of the peer's tokens in use. Checked only in that rare
@@ -162,6 +168,12 @@ class AioquicEngine:
             and is_stateless_reset(data, self.peer_reset_tokens())
         ):
             self._on_stateless_reset()
+
+    def _validate_retry_path(self) -> None:
+        paths = self.quic._network_paths
+        if paths:
+            paths[0].is_validated = True
+            self._retry_validated = False
 
     def peer_reset_tokens(self) -> tuple[bytes, ...]:
         """The stateless reset tokens of the peer's connection IDs we use: the
