@@ -607,6 +607,37 @@ async def test_shutdown_sends_goaway_and_lets_requests_finish(
             assert trio.current_time() - start < 3
 
 
+async def test_shutdown_serves_requests_already_on_their_way(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The two-step GOAWAY of RFC 9114 section 5.2: a request the client sent
+    just before the server began shutting down, still in flight (50 ms each
+    way here), is served, not refused; the second GOAWAY names it; after it,
+    the client opens no new request."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    with trio.fail_after(30):
+        async with (
+            http3_server(hello, network=network) as harness,
+            harness.client() as client,
+        ):
+            first = await client.request("GET", "/first")
+            assert await first.read() == b"hello /first"
+            results: list[bytes] = []
+
+            async def late() -> None:
+                response = await client.request("GET", "/late")
+                results.append(await response.read())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(late)
+                await trio.sleep(0.01)  # the request is on its way
+                harness.stop_serving()
+            assert results == [b"hello /late"]
+            assert client.goaway_received
+            error = await client.wait_closed()
+            assert error.reason.error_code == h3.H3ErrorCode.NO_ERROR
+
+
 async def test_shutdown_grace_period_is_bounded(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

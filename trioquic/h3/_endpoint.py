@@ -83,7 +83,7 @@ async def serve_http3(
         driver = ServerH3Driver(handler, http3, resolved)
         if stopping:
             # Accepted while shutting down: GOAWAY as soon as it is up.
-            driver.begin_shutdown()
+            driver.begin_shutdown(two_step=True)
         drivers.add(driver)
         driver.on_closed = functools.partial(drivers.discard, driver)
         return driver
@@ -121,7 +121,7 @@ async def _shut_down(drivers: set[ServerH3Driver], grace: float) -> None:
     """GOAWAY to every connection; wait for them to finish their requests
     and close, at most ``grace`` seconds; then close the rest."""
     for driver in list(drivers):
-        driver.begin_shutdown()
+        driver.begin_shutdown(two_step=True)
     with trio.move_on_after(grace):
         for driver in list(drivers):
             await driver.closed.wait()

@@ -34,6 +34,10 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger("trioquic.h3")
 
+#: The largest client-initiated bidirectional stream ID (2**62 - 4): a first
+#: GOAWAY with it refuses nothing that is already on its way.
+_LAST_CLIENT_STREAM_ID = 2**62 - 4
+
 
 RequestHandler = Callable[["Request"], Awaitable[None]]
 """What :func:`~trioquic.h3.serve_http3` runs for each request."""
@@ -58,6 +62,8 @@ class ServerH3Driver(H3Driver):
         self._highest_request = -4
         self.shutting_down = False
         self._closing = False
+        self._two_step = False
+        self._final_goaway_sent = False
         #: Request streams already handled (their late frames are ignored);
         #: pruned once the transport has forgotten them.
         self._done_ids: set[int] = set()
@@ -77,7 +83,7 @@ class ServerH3Driver(H3Driver):
             self._post_accept_deadline = trio.current_time() + timeout
         if self.shutting_down:
             self.shutting_down = False
-            self.begin_shutdown()
+            self.begin_shutdown(two_step=self._two_step)
 
     def process_writes(self, io: ConnectionIO) -> None:
         super().process_writes(io)
@@ -259,21 +265,52 @@ class ServerH3Driver(H3Driver):
 
     # -- GOAWAY and closing ----------------------------------------------------------
 
-    def begin_shutdown(self) -> None:
+    def begin_shutdown(self, *, two_step: bool = False) -> None:
         """Send GOAWAY (requests not yet received are refused) and close the
-        connection once the requests in flight are answered."""
+        connection once the requests in flight are answered.
+
+        ``two_step`` (a server shutting down) is RFC 9114 section 5.2's
+        graceful drain: a first GOAWAY with the largest stream ID tells the
+        client to open no new request, and requests already on their way are
+        still served; a round trip later, a second GOAWAY names the last
+        request actually received."""
         if self.shutting_down:
             return
         self.shutting_down = True
+        self._two_step = two_step
         if not self.started or self.io.error is not None:
             # Not up yet: on_connection_established sends it.
             return
-        self.engine.send_goaway(self._highest_request + 4)
+        if two_step:
+            self.engine.send_goaway(_LAST_CLIENT_STREAM_ID)
+            self.io.start_soon(self._final_goaway)
+        else:
+            self._send_final_goaway()
         self.io.wake()
+
+    async def _final_goaway(self) -> None:
+        """The second step: wait a round trip (at least 10 ms; 100 ms before
+        any RTT sample), so that requests the client sent before it saw the
+        first GOAWAY have arrived, then name the last one."""
+        rtt = self.io.statistics().smoothed_rtt
+        await trio.sleep(max(2 * rtt, 0.01) if rtt else 0.1)
+        self._send_final_goaway()
+        self.io.wake()
+
+    def _send_final_goaway(self) -> None:
+        if self.io.error is not None:
+            return
+        self.engine.send_goaway(self._highest_request + 4)
+        self._final_goaway_sent = True
         self._maybe_close()
 
     def _maybe_close(self) -> None:
-        if self.shutting_down and self.active == 0 and not self._closing:
+        if (
+            self.shutting_down
+            and self._final_goaway_sent
+            and self.active == 0
+            and not self._closing
+        ):
             self._closing = True
             if self.io.error is None:
                 self.io.start_soon(self._close_when_flushed)
