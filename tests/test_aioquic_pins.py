@@ -200,5 +200,7 @@ def test_every_pinned_method_is_listed_or_overridden(name: str) -> None:
     """A pin names a method that exists and that the engine really
     overrides, copies or relies on (its name appears in the engine)."""
     method = name.rpartition(".")[2]
-    source = "".join(path.read_text() for path in ENGINE.glob("*.py"))
+    source = "".join(
+        path.read_text() for path in ENGINE.glob("*.py") if path.name != "_pins.py"
+    )
     assert method in source

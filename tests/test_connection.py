@@ -1060,6 +1060,54 @@ async def test_session_resumption_and_zero_rtt(
     assert arrived[-1] == (b"three", True)
 
 
+async def test_zero_rtt_stream_behind_retry_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A server that validates every address with Retry: the stream data the
+    client sent as 0-RTT before the Retry is sent again and answered once."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    arrived: list[bytes] = []
+
+    async def echo_once(connection: trioquic.QuicConnection) -> None:
+        stream = await connection.accept_stream()
+        assert isinstance(stream, trioquic.QuicStream)
+        data = b""
+        async for chunk in stream:
+            data += chunk
+        arrived.append(data)
+        await stream.send_all(data)
+        await stream.send_eof()
+
+    with trio.fail_after(30):
+        async with open_memory_server(
+            echo_once, network=network, server_settings=server_settings(retry="always")
+        ) as server:
+            async with server.connect() as first:
+                stream = await first.open_stream()
+                await stream.send_all(b"one")
+                await stream.send_eof()
+                assert await stream.receive_some() == b"one"
+                await trio.sleep(0.3)  # the ticket follows the handshake
+                ticket = first.session_ticket
+            assert ticket is not None
+            early = attrs.evolve(
+                server.client_settings, session_ticket=ticket, zero_rtt=True
+            )
+            async with server.connect(settings=early) as second:
+                assert second.handshake is None  # 0-RTT: before the handshake
+                stream = await second.open_stream()
+                await stream.send_all(b"two" * 100)
+                await stream.send_eof()
+                received = b""
+                async for chunk in stream:
+                    received += chunk
+                assert received == b"two" * 100
+                info = await second.wait_handshake()
+                assert info.early_data_accepted
+            assert server.server.statistics().retries_sent == 2
+    assert arrived == [b"one", b"two" * 100]
+
+
 async def test_a_ticket_is_single_use_for_zero_rtt(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

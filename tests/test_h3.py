@@ -1122,6 +1122,39 @@ async def test_zero_rtt_request_is_answered_in_one_round_trip(
                 assert trio.current_time() - started >= 0.19
 
 
+@pytest.mark.parametrize("retry", ["always", "under-load"])
+async def test_zero_rtt_request_behind_retry_is_answered_once(
+    autojump_clock: trio.testing.MockClock, retry: str
+) -> None:
+    """Retry replaces the client's packet spaces: the request sent as 0-RTT
+    before it is sent again (as 0-RTT to the new connection ID), answered
+    exactly once, and early_data_accepted tells the truth."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.05))
+    seen: list[str] = []
+
+    async def handler(request: Request) -> None:
+        seen.append(request.path)
+        await hello(request)
+
+    quic: dict[str, Any] = {"retry": retry}
+    if retry == "under-load":
+        quic["retry_under_load_threshold"] = 0
+    with trio.fail_after(30):
+        async with http3_server(handler, network=network, **quic) as harness:
+            async with harness.client() as client:
+                assert (await client.request("GET", "/first")).status == 200
+                await trio.sleep(0.3)  # the ticket arrives after the handshake
+                ticket = client.session_ticket
+            assert ticket is not None
+            async with harness.client(session_ticket=ticket, zero_rtt=True) as client:
+                response = await client.request("GET", "/early")
+                assert await response.read() == b"hello /early"
+                info = await client.wait_handshake()
+                assert info.early_data_accepted
+            assert harness.server.statistics().retries_sent >= 2
+    assert seen == ["/first", "/early"]
+
+
 async def test_request_knows_the_client_address(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

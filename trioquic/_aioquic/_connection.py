@@ -134,6 +134,23 @@ class TrioquicConnection(_AioquicConnection):
         setattr(self, _FRAME_HANDLERS_ATTRIBUTE, _FrameHandlers(self, table))
 
     def _initialize(self, peer_cid: bytes) -> None:
+        # A client initializes again when the server answers with Retry
+        # (aioquic's _receive_retry_packet calls _connect, which calls this),
+        # and aioquic then replaces its packet spaces:
+        # what the first flight carried would be forgotten, never resent,
+        # including 0-RTT stream data, and still counted in flight. Declare
+        # those packets lost first (not a congestion event), so their data is
+        # sent again in the new spaces: 0-RTT data as 0-RTT to the new
+        # connection ID, the ticket allowing (RFC 9000 section 17.2.5.3).
+        old_spaces = getattr(self, "_spaces", None)
+        if old_spaces:
+            for space in old_spaces.values():
+                packets = list(space.sent_packets.values())
+                if packets:
+                    # (``now`` only matters for a congestion event.)
+                    self._loss._on_packets_lost(
+                        congestion_event=False, now=0.0, packets=packets, space=space
+                    )
         super()._initialize(peer_cid)
         if self._quic_logger is None:
             # The key-update callbacks only log to qlog: without one, share

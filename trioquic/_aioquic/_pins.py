@@ -61,7 +61,10 @@ PRIVATE_NAMES: dict[str, tuple[str, str]] = {
     "_QuicConnection__frame_handlers": ("QuicConnection", "one table per class"),
     # QuicConnection: methods overridden, copied or called
     "_close_end": ("QuicConnection", "ends the connection on a stateless reset"),
-    "_initialize": ("QuicConnection", "extended: no qlog key callbacks"),
+    "_initialize": (
+        "QuicConnection",
+        "extended: no qlog key callbacks; on Retry, the first flight is lost",
+    ),
     "_on_connection_limit_delivery": ("QuicConnection", "in the copied writer"),
     "_on_max_stream_data_delivery": ("QuicConnection", "in the copied writer"),
     "_payload_received": ("QuicConnection", "extended: counts packets"),
@@ -70,6 +73,7 @@ PRIVATE_NAMES: dict[str, tuple[str, str]] = {
     "_write_stream_limits": ("QuicConnection", "copied: credit on consumption"),
     # loss recovery, streams, crypto
     "_pacer": ("QuicPacketRecovery", "replaced by BurstPacer"),
+    "_on_packets_lost": ("QuicPacketRecovery", "first flight lost on Retry"),
     "_rtt_min": ("QuicPacketRecovery", "statistics"),
     "_rtt_smoothed": ("QuicPacketRecovery", "statistics"),
     "_buffer_fin": ("QuicStreamSender", "unacknowledged FIN"),
@@ -114,6 +118,12 @@ PINNED_METHODS: dict[str, str] = {
     # AioquicEngine.handle_timer reads its idle deadline logic
     "aioquic.quic.connection:QuicConnection.handle_timer": "bbe3663a7300f391",
     "aioquic.quic.recovery:QuicPacketPacer.update_rate": "a6c26d85eda7423d",
+    # TrioquicConnection._initialize declares the first flight lost with it,
+    # when a Retry (re-initializing through _connect) replaces the spaces
+    "aioquic.quic.recovery:QuicPacketRecovery._on_packets_lost": "958ed887b4df56b7",
+    "aioquic.quic.connection:QuicConnection._receive_retry_packet": (
+        "ff5fd2cb94f32ae5"
+    ),
     "aioquic.h3.connection:H3Connection.__init__": "6022930d44bc062a",
     "aioquic.h3.connection:H3Connection._get_local_settings": "478bb64801987e4b",
     # _H3Connection._init_connection: MAX_PUSH_ID is sent only when set
