@@ -91,6 +91,14 @@ class ConnectionIO:
         return self._worker.engine.handshake
 
     @property
+    def handshake_complete(self) -> bool:
+        """Whether the handshake has completed. A server that accepted 0-RTT
+        data is established (:attr:`handshake` is set) before it completes:
+        what arrives until then is early data (RFC 8470), which an attacker
+        may replay."""
+        return self._worker.engine.handshake_complete
+
+    @property
     def session_ticket(self) -> bytes | None:
         """Client: the newest session ticket from the server (opaque bytes)."""
         return self._worker.engine.session_ticket

@@ -148,6 +148,12 @@ class QuicEngine(Protocol):
 
     # -- handshake and identity -------------------------------------------------
 
+    @property
+    def handshake_complete(self) -> bool:
+        """Whether the TLS handshake has completed (a server: the client's
+        Finished arrived; until then what it receives is early data)."""
+        ...
+
     def early_data_ready(self) -> bool:
         """Client, after :meth:`connect`: whether 0-RTT keys are in place."""
         ...

@@ -113,6 +113,10 @@ class AioquicEngine:
     def _on_session_ticket(self, ticket: tls.SessionTicket) -> None:
         self.session_ticket = encode_session_ticket(ticket)
 
+    @property
+    def handshake_complete(self) -> bool:
+        return bool(self.quic._handshake_complete)
+
     def early_data_ready(self) -> bool:
         """Client, after connect(): whether 0-RTT keys are in place (a session
         ticket that allows early data was given), so data written now leaves

@@ -345,6 +345,12 @@ class Http3Client:
         if the server did not process it, :exc:`~trioquic.h3.H3Error` if the
         server reset the stream, :exc:`~trioquic.ConnectionClosed` if the
         connection ended.
+
+        A request sent as 0-RTT early data (``zero_rtt``) that the server
+        answers with ``425 Too Early`` (RFC 8470) is sent again once the
+        handshake has completed, and that answer is returned; unless its
+        body is an async iterable, which cannot be sent twice (then the 425
+        response is returned).
         """
         driver = self._driver
         fields = normalize_headers(headers)
@@ -358,6 +364,7 @@ class Http3Client:
             protocol=None,
             end_stream=empty and trailer_fields is None,
         )
+        early = not driver.io.handshake_complete  # the headers left as 0-RTT
         try:
             try:
                 if isinstance(body, bytes | bytearray | memoryview):
@@ -376,7 +383,20 @@ class Http3Client:
         except BaseException:
             driver.reset(ex, H3ErrorCode.REQUEST_CANCELLED)
             raise
-        return Response(driver, ex)
+        response = Response(driver, ex)
+        replayable = body is None or isinstance(body, bytes | bytearray | memoryview)
+        if response.status == 425 and early and replayable:
+            await response.aclose()
+            await self.wait_handshake()
+            return await self.request(
+                method,
+                path,
+                headers=fields,
+                body=body,
+                trailers=trailer_fields,
+                authority=authority,
+            )
+        return response
 
     @asynccontextmanager
     async def open_request(

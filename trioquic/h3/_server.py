@@ -37,6 +37,9 @@ logger = logging.getLogger("trioquic.h3")
 #: The largest client-initiated bidirectional stream ID (2**62 - 4): a first
 #: GOAWAY with it refuses nothing that is already on its way.
 _LAST_CLIENT_STREAM_ID = 2**62 - 4
+#: Methods whose repetition has the effect of one (RFC 9110 section 9.2.2):
+#: a replayed early request with one of them does no more harm.
+_IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 
 
 RequestHandler = Callable[["Request"], Awaitable[None]]
@@ -137,7 +140,8 @@ class ServerH3Driver(H3Driver):
         if event.stream_ended:
             ex.eof = True
         pseudo, headers = split_pseudo(event.headers)
-        request = Request._from_exchange(self, ex, pseudo, headers)
+        early = not self.io.handshake_complete
+        request = Request._from_exchange(self, ex, pseudo, headers, early_data=early)
         self.requests_seen += 1
         self._post_accept_scope.cancel()
         self.active += 1
@@ -164,6 +168,16 @@ class ServerH3Driver(H3Driver):
             )
         ):
             self.reset(ex, H3ErrorCode.MESSAGE_ERROR)
+            self._finish_request(ex)
+            return
+        if (
+            early
+            and self.http3_settings.refuse_unsafe_early_data
+            and request.method not in _IDEMPOTENT_METHODS
+        ):
+            # RFC 8470 section 5.2: the client may retry after the handshake.
+            self._simple_response(ex, 425)
+            self.abandon_receive(ex, H3ErrorCode.NO_ERROR)
             self._finish_request(ex)
             return
         self.io.start_soon(self._run_handler, ex, request, name=self.handler)
@@ -338,6 +352,12 @@ class Request(Body):
     protocol: str | None
     headers: Headers
     stream_id: int
+    #: Whether the request arrived as 0-RTT early data, before the handshake
+    #: completed (RFC 8470): an attacker may have replayed it. A handler can
+    #: answer ``425`` (Too Early) to have the client send it again after the
+    #: handshake; ``Http3Settings.refuse_unsafe_early_data`` does that for
+    #: every non-idempotent method.
+    early_data: bool
 
     def __init__(self) -> None:
         raise TypeError("Request objects are made by trioquic")
@@ -349,6 +369,8 @@ class Request(Body):
         exchange: Exchange,
         pseudo: dict[bytes, bytes],
         headers: Headers,
+        *,
+        early_data: bool = False,
     ) -> Request:
         self = object.__new__(cls)
         self._driver = driver
@@ -361,6 +383,7 @@ class Request(Body):
         self.protocol = protocol.decode("latin-1") if protocol is not None else None
         self.headers = headers
         self.stream_id = exchange.stream_id
+        self.early_data = early_data
         return self
 
     def __repr__(self) -> str:

@@ -91,6 +91,12 @@ class Http3Settings:
     goaway_grace_period: float = attrs.field(
         default=5.0, validator=_seconds(optional=False)
     )
+    #: Server: answer requests that arrive as 0-RTT early data with ``425 Too
+    #: Early`` (RFC 8470), without running the handler, unless their method
+    #: is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE): early data can
+    #: be replayed by an attacker. trioquic's client retries such a request
+    #: by itself once the handshake has completed.
+    refuse_unsafe_early_data: bool = attrs.field(default=False, validator=_flag)
     #: Announce extended CONNECT (RFC 9220 SETTINGS_ENABLE_CONNECT_PROTOCOL).
     enable_connect_protocol: bool = attrs.field(default=False, validator=_flag)
     #: Announce HTTP datagrams (RFC 9297 SETTINGS_H3_DATAGRAM); QUIC datagrams
