@@ -34,6 +34,7 @@ import statistics
 import subprocess
 import sys
 import time
+from typing import Any
 
 SERVER = ("10.0.0.1", 4433)
 WORKLOADS = ("bulk", "requests", "handshakes")
@@ -47,6 +48,25 @@ def _measure(workload: str) -> float:
     import trioquic.h3 as h3
     from trioquic.testing import MemoryNetwork, client_settings, server_settings
 
+    async def start_server(
+        nursery: trio.Nursery,
+        serve: Any,
+        handler: Any,
+        network: MemoryNetwork,
+        **settings: Any,
+    ) -> None:
+        """``serve(handler, ...)`` on SERVER of ``network``, started in
+        ``nursery`` (cancel it to stop)."""
+        await nursery.start(
+            functools.partial(
+                serve,
+                handler,
+                SERVER[1],
+                settings=server_settings(**settings),
+                sockets=[network.socket(*SERVER)],
+            )
+        )
+
     async def sink(connection: trioquic.QuicConnection) -> None:
         stream = await connection.accept_stream()
         total = 0
@@ -58,15 +78,7 @@ def _measure(workload: str) -> float:
     async def bulk(size: int) -> None:
         network = MemoryNetwork(seed=1)
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    trioquic.serve_quic,
-                    sink,
-                    SERVER[1],
-                    settings=server_settings(),
-                    sockets=[network.socket(*SERVER)],
-                )
-            )
+            await start_server(nursery, trioquic.serve_quic, sink, network)
             async with trioquic.open_quic_connection(
                 *SERVER, settings=client_settings(), socket=network.socket("10.0.0.2")
             ) as connection:
@@ -86,15 +98,7 @@ def _measure(workload: str) -> float:
         network = MemoryNetwork(seed=2)
         alpn = {"alpn_protocols": ["h3"]}
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    h3.serve_http3,
-                    respond,
-                    SERVER[1],
-                    settings=server_settings(**alpn),
-                    sockets=[network.socket(*SERVER)],
-                )
-            )
+            await start_server(nursery, h3.serve_http3, respond, network, **alpn)
             for index in range(connections):
                 async with h3.open_http3_client(
                     *SERVER,
@@ -118,15 +122,7 @@ def _measure(workload: str) -> float:
             pass
 
         async with trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    trioquic.serve_quic,
-                    nothing,
-                    SERVER[1],
-                    settings=server_settings(),
-                    sockets=[network.socket(*SERVER)],
-                )
-            )
+            await start_server(nursery, trioquic.serve_quic, nothing, network)
             for _ in range(count):
                 async with trioquic.open_quic_connection(
                     *SERVER, settings=client_settings(), socket=network.socket()

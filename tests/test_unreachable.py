@@ -132,3 +132,30 @@ def test_get_to_a_closed_port_fails_in_one_line_at_once() -> None:
     (line,) = result.stderr.splitlines()
     assert "connection refused" in line and str(port) in line
     assert elapsed < 2.0 + 1.0  # the interpreter's start-up included
+
+
+async def test_reports_are_bounded_and_untaken_ones_do_not_spin() -> None:
+    """Reports wait, at most 64 of them, until taken; receive_batch returns
+    for new reports only, so a socket whose reports nobody takes (a server
+    given a client-made socket) blocks as usual instead of spinning."""
+    port = closed_port()
+    sock = UdpSocket.for_peer(socket.AF_INET)
+    try:
+        await sock.send_batch([(b"x" * 20, ("127.0.0.1", port))] * 100)
+        with trio.fail_after(2):
+            while True:  # until the kernel has reported them all
+                await sock.receive_batch()
+                with trio.move_on_after(0.2):
+                    await sock.receive_batch()
+                    continue
+                break
+        # Nothing new: a further receive blocks (it would return [] at once
+        # if it spun on the untaken reports).
+        with trio.move_on_after(0.2) as idle:
+            await sock.receive_batch()
+        assert idle.cancelled_caught
+        reports = sock.take_unreachable()
+        assert 1 <= len(reports) <= 64
+        assert all(error == errno.ECONNREFUSED for _, error in reports)
+    finally:
+        sock.close()

@@ -105,8 +105,10 @@ class InboundPacketRouter:
         self._engine = engine
         self._accept = accept
         self._on_unreachable = on_unreachable
+        # Drained either way (a server's socket may report too), acted on
+        # only with a handler: a server never acts on ICMP.
         self._take_unreachable: Callable[[], list[tuple[Address, int]]] | None = (
-            getattr(socket, "take_unreachable", None) if on_unreachable else None
+            getattr(socket, "take_unreachable", None)
         )
 
     async def run(self) -> None:
@@ -139,8 +141,10 @@ class InboundPacketRouter:
 
     def _report_unreachable(self) -> None:
         assert self._take_unreachable is not None
-        assert self._on_unreachable is not None
-        for addr, error in self._take_unreachable():
+        reports = self._take_unreachable()
+        if self._on_unreachable is None:
+            return
+        for addr, error in reports:
             try:
                 self._on_unreachable(addr, error)
             except Exception:  # never let a report take the router down

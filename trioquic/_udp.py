@@ -64,7 +64,8 @@ _IPV6_RECVERR = 25
 _MSG_ERRQUEUE = getattr(_stdlib_socket, "MSG_ERRQUEUE", 0x2000)
 _SO_EE_ORIGIN_ICMP = 2
 _SO_EE_ORIGIN_ICMP6 = 3
-#: Error-queue entries read at most per receive call (each is one ICMP error).
+#: Error-queue entries read at most per receive call (each is one ICMP
+#: error), and kept at most until taken.
 _MAX_ERRORS = 64
 _CMSG_INT = _stdlib_socket.CMSG_SPACE(4)
 
@@ -222,6 +223,7 @@ class UdpSocket:
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             batch: list[Datagram] = []
+            reported = False
             try:
                 if self.gro:
                     self._read_coalesced(batch)
@@ -231,29 +233,33 @@ class UdpSocket:
                 if not batch and self.report_unreachable:
                     # Woken with nothing to read: an error report may be all
                     # there is (the queue keeps the socket readable).
-                    self._read_errors()
+                    reported = self._read_errors()
             except OSError as exc:
                 # ICMP errors reported on the socket (e.g. ECONNREFUSED) are not
                 # datagrams: collect them when asked to, else skip them.
                 if exc.errno not in _IGNORED_RECEIVE_ERRORS:
                     raise
                 if self.report_unreachable:
-                    self._read_errors()
-            if batch or self._unreachable:
+                    reported = self._read_errors()
+            # Return for new reports too (not for old ones nobody took: that
+            # would spin), so that the router hands them over at once.
+            if batch or reported:
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return batch
             await trio.lowlevel.wait_readable(self._sock)
 
-    def _read_errors(self) -> None:
+    def _read_errors(self) -> bool:
         """Move the ICMP errors of the socket's error queue to
         :meth:`take_unreachable` (the destinations they answer, with the
-        error number)."""
+        error number); True if there was any. At most :data:`_MAX_ERRORS`
+        are kept until taken: the newest beyond that are dropped."""
         sock = self._sock
+        reported = False
         for _ in range(_MAX_ERRORS):
             try:
                 _, ancillary, _flags, addr = sock.recvmsg(0, 512, _MSG_ERRQUEUE)
             except OSError:  # BlockingIOError: the queue is empty
-                return
+                return reported
             for level, kind, value in ancillary:
                 if (level, kind) not in (
                     (_stdlib_socket.IPPROTO_IP, _IP_RECVERR),
@@ -263,7 +269,10 @@ class UdpSocket:
                 ee_errno = int.from_bytes(value[0:4], sys.byteorder)
                 origin = value[4]
                 if origin in (_SO_EE_ORIGIN_ICMP, _SO_EE_ORIGIN_ICMP6):
-                    self._unreachable.append((addr, ee_errno))
+                    reported = True
+                    if len(self._unreachable) < _MAX_ERRORS:
+                        self._unreachable.append((addr, ee_errno))
+        return reported
 
     def take_unreachable(self) -> list[tuple[Address, int]]:
         """The destinations the kernel reported unreachable since the last

@@ -140,9 +140,9 @@ class H3Driver(ApplicationOverQuic):
 
     # -- hooks ----------------------------------------------------------------
 
-    #: How many requests the peer may have open at once (its QUIC limit on
-    #: bidirectional streams).
     def _peer_request_limit(self) -> int:
+        """How many requests the peer may have open at once (its QUIC limit
+        on bidirectional streams)."""
         return self.quic_settings.max_concurrent_streams
 
     def attach(self, io: ConnectionIO) -> None:
