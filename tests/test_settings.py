@@ -27,6 +27,8 @@ def test_defaults_are_valid() -> None:
         ("congestion_control", "bbr", "'reno' or 'cubic'"),
         ("max_datagram_frame_size", 0, "at least 1"),
         ("active_connection_id_limit", 1, "at least 2"),
+        ("session_ticket_lifetime", 0, "greater than 0"),
+        ("session_ticket_lifetime", 8 * 86400, "at most 604800"),
     ],
 )
 def test_bad_values_raise_value_error_naming_the_field(

@@ -141,6 +141,17 @@ def _optional_positive(
         _positive(instance, attribute, value)
 
 
+def _ticket_lifetime(
+    instance: object, attribute: attrs.Attribute[Any], value: Any
+) -> None:
+    _positive(instance, attribute, value)
+    if value > 7 * 86400:
+        raise ValueError(
+            f"QuicSettings.session_ticket_lifetime is at most 604800 seconds "
+            f"(7 days, RFC 8446), got {value!r}"
+        )
+
+
 def _escape_hatch(
     instance: object, attribute: attrs.Attribute[Any], value: Any
 ) -> None:
@@ -330,6 +341,13 @@ class QuicSettings:
     session_ticket: bytes | None = attrs.field(
         default=None,
         validator=attrs.validators.optional(attrs.validators.instance_of(bytes)),
+    )
+    #: Server: seconds a session ticket it issued can be used to resume (and
+    #: send 0-RTT data); an older one gets a full handshake, its 0-RTT data
+    #: refused (the client sends it again as 1-RTT). At most 7 days (RFC
+    #: 8446 section 4.6.1). Each ticket is also usable only once.
+    session_ticket_lifetime: float = attrs.field(
+        default=86400.0, validator=_ticket_lifetime
     )
     #: Client: with a ``session_ticket`` that allows it, hand the connection
     #: to the application at once and send its first data as 0-RTT, before

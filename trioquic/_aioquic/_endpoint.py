@@ -83,7 +83,7 @@ class AioquicEndpoint:
         #: Derives the stateless reset tokens of every connection ID this
         #: endpoint issues (and the router's resets).
         self.stateless_reset_key = StatelessResetKey(settings.stateless_reset_key)
-        self._tickets = TicketStore()
+        self._tickets = TicketStore(lifetime=settings.session_ticket_lifetime)
 
     def client_connection(self, server_name: str) -> AioquicEngine:
         return AioquicEngine(

@@ -73,6 +73,7 @@ class AioquicEngine:
             handler = self._on_session_ticket
         elif tickets is not None:
             fetcher, handler = tickets.fetch, tickets.store
+        self._tickets = tickets
         self.quic = TrioquicConnection(
             configuration=configuration,
             original_destination_connection_id=original_destination_cid,
@@ -159,6 +160,8 @@ class AioquicEngine:
         self.bytes_received += len(data)
         quic = self.quic
         processed = quic.tq_packets_processed
+        if self._tickets is not None:
+            self._tickets.now = now  # the handshake may store or fetch one
         quic.receive_datagram(data, addr, now=now)
         if self._retry_validated:
             self._validate_retry_path()

@@ -62,17 +62,31 @@ def decode_session_ticket(data: bytes) -> tls.SessionTicket:
 
 class TicketStore:
     """A server's issued tickets, by label, each usable once (which also makes
-    0-RTT data unreplayable across connections to this endpoint), the oldest
-    forgotten past ``size``."""
+    0-RTT data unreplayable across connections to this endpoint) and for
+    ``lifetime`` seconds, the oldest forgotten past ``size``.
 
-    def __init__(self, size: int = _TICKET_STORE_SIZE) -> None:
+    Times are the engine's clock: the engine sets :attr:`now` before each
+    call into aioquic that can store or fetch a ticket."""
+
+    def __init__(
+        self, size: int = _TICKET_STORE_SIZE, lifetime: float = 86400.0
+    ) -> None:
         self._size = size
-        self._tickets: OrderedDict[bytes, tls.SessionTicket] = OrderedDict()
+        self._lifetime = lifetime
+        #: The engine's current time.
+        self.now = 0.0
+        # label -> (ticket, time it expires)
+        self._tickets: OrderedDict[bytes, tuple[tls.SessionTicket, float]] = (
+            OrderedDict()
+        )
 
     def store(self, ticket: tls.SessionTicket) -> None:
-        self._tickets[ticket.ticket] = ticket
+        self._tickets[ticket.ticket] = (ticket, self.now + self._lifetime)
         while len(self._tickets) > self._size:
             self._tickets.popitem(last=False)
 
     def fetch(self, label: bytes) -> tls.SessionTicket | None:
-        return self._tickets.pop(label, None)
+        entry = self._tickets.pop(label, None)
+        if entry is None or self.now > entry[1]:
+            return None
+        return entry[0]
