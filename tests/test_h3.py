@@ -805,6 +805,222 @@ async def test_cancel_push_from_server_is_an_id_error(
             assert not info.value.reason.by_peer
 
 
+def h3_frame(frame_type: int, payload: bytes) -> bytes:
+    return varint(frame_type) + varint(len(payload)) + payload
+
+
+def varint(value: int) -> bytes:
+    """A QUIC variable-length integer (values below 2**14 are enough here)."""
+    return bytes([value]) if value < 64 else (0x4000 | value).to_bytes(2, "big")
+
+
+def header_block(headers: list[tuple[bytes, bytes]]) -> bytes:
+    import pylsqpack
+
+    _, block = pylsqpack.Encoder().encode(0, headers)
+    return bytes(block)
+
+
+def promise(push_id: int, path: bytes) -> bytes:
+    """A PUSH_PROMISE frame for ``GET path``."""
+    request = [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", path),
+    ]
+    return h3_frame(0x05, varint(push_id) + header_block(request))
+
+
+def response_frames(body: bytes) -> bytes:
+    return h3_frame(0x01, header_block([(b":status", b"200")])) + h3_frame(0x00, body)
+
+
+def pushing_server(
+    *, promised: list[tuple[int, bytes]], streams: list[int], cancelled: list[int]
+) -> Callable[[trioquic.QuicConnection], Awaitable[None]]:
+    """A raw HTTP/3 server that answers the first request with ``main``,
+    promising on it a push of each ``(push ID, path)`` in ``promised``, then
+    CANCEL_PUSH for each ID in ``cancelled``, and sends the push streams of
+    the IDs in ``streams`` (body: ``pushed <path>``)."""
+    paths = dict(promised)
+
+    async def serve(connection: trioquic.QuicConnection) -> None:
+        control = await connection.open_unidirectional_stream()
+        await control.send_all(b"\x00" + h3_frame(0x04, b""))
+        stream = await accept_request_stream(connection)
+        async for _ in stream:  # the request: headers, then FIN
+            pass
+        await stream.send_all(b"".join(promise(i, path) for i, path in promised))
+        for push_id in cancelled:
+            await control.send_all(h3_frame(0x03, varint(push_id)))
+        for push_id in streams:
+            push = await connection.open_unidirectional_stream()
+            await push.send_all(
+                b"\x01" + varint(push_id) + response_frames(b"pushed " + paths[push_id])
+            )
+            await push.aclose()  # FIN
+        await stream.send_all(response_frames(b"main"))
+        await stream.send_eof()
+        await trio.sleep_forever()
+
+    return serve
+
+
+async def test_client_takes_pushes_only_when_asked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Http3Settings(max_pushes=N): the server may push IDs 0 to N-1; each
+    push arrives through receive_push() with its promised request, and its
+    response reads like any other."""
+    server = pushing_server(
+        promised=[(0, b"/style.css"), (1, b"/app.js")], streams=[1, 0], cancelled=[]
+    )
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(server) as harness,
+            h3_client(harness.network, Http3Settings(max_pushes=2)) as client,
+        ):
+            response = await client.request("GET", "/")
+            assert await response.read() == b"main"
+            pushes = [await client.receive_push(), await client.receive_push()]
+            assert [(p.push_id, p.method, p.path) for p in pushes] == [
+                (0, "GET", "/style.css"),
+                (1, "GET", "/app.js"),
+            ]
+            for push in pushes:
+                pushed = await push.response()
+                assert pushed.status == 200
+                assert await pushed.read() == b"pushed " + push.path.encode()
+            # Pushes are done with: nothing is held for them.
+            assert client.active_requests == 0
+
+
+async def test_client_without_max_pushes_refuses_a_push(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """By default the client sends no MAX_PUSH_ID: a PUSH_PROMISE is an
+    H3_ID_ERROR, and receive_push() says how to allow pushes."""
+    server = pushing_server(promised=[(0, b"/style.css")], streams=[0], cancelled=[])
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(server) as harness,
+            h3_client(harness.network) as client,
+        ):
+            with pytest.raises(RuntimeError, match="max_pushes"):
+                await client.receive_push()
+            with pytest.raises(trioquic.ConnectionClosed) as info:
+                await (await client.request("GET", "/")).read()
+            assert info.value.reason.error_code == h3.H3ErrorCode.ID_ERROR
+
+
+async def test_push_beyond_max_pushes_is_an_id_error(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    server = pushing_server(promised=[(2, b"/third")], streams=[], cancelled=[])
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(server) as harness,
+            h3_client(harness.network, Http3Settings(max_pushes=2)) as client,
+        ):
+            with pytest.raises(trioquic.ConnectionClosed) as info:
+                await (await client.request("GET", "/")).read()
+            assert info.value.reason.error_code == h3.H3ErrorCode.ID_ERROR
+
+
+async def test_server_cancels_a_promised_push(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """CANCEL_PUSH for a promised push withdraws it (it is not delivered, or
+    its response() raises); a CANCEL_PUSH beyond MAX_PUSH_ID would be an
+    H3_ID_ERROR (tests/test_h3_engine.py)."""
+    server = pushing_server(
+        promised=[(0, b"/gone"), (1, b"/kept")], streams=[1], cancelled=[0]
+    )
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(server) as harness,
+            h3_client(harness.network, Http3Settings(max_pushes=2)) as client,
+        ):
+            assert await (await client.request("GET", "/")).read() == b"main"
+            while True:
+                push = await client.receive_push()
+                if push.push_id == 1:
+                    break
+                with pytest.raises(h3.H3Error) as info:
+                    await push.response()
+                assert info.value.error_code == h3.H3ErrorCode.REQUEST_CANCELLED
+            assert await (await push.response()).read() == b"pushed /kept"
+
+
+async def test_client_cancels_a_push(autojump_clock: trio.testing.MockClock) -> None:
+    """Push.cancel(): the push's response is refused (CANCEL_PUSH, or
+    STOP_SENDING once its stream came), and the connection carries on."""
+    server = pushing_server(promised=[(0, b"/unwanted")], streams=[0], cancelled=[])
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(server) as harness,
+            h3_client(harness.network, Http3Settings(max_pushes=1)) as client,
+        ):
+            response = await client.request("GET", "/")
+            push = await client.receive_push()
+            push.cancel()
+            push.cancel()  # idempotent
+            with pytest.raises(h3.H3Error) as info:
+                await push.response()
+            assert info.value.error_code == h3.H3ErrorCode.REQUEST_CANCELLED
+            assert await response.read() == b"main"
+            await trio.sleep(1)
+            assert not client.is_closed
+            assert client.active_requests == 0
+
+
+async def test_client_cancels_a_push_before_its_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Push.cancel() before the push stream came sends CANCEL_PUSH with its
+    ID on the client's control stream."""
+    seen = trio.Event()
+    control_bytes = bytearray()
+
+    async def server(connection: trioquic.QuicConnection) -> None:
+        control = await connection.open_unidirectional_stream()
+        await control.send_all(b"\x00" + h3_frame(0x04, b""))
+        async with trio.open_nursery() as nursery:
+
+            async def watch(stream: trioquic.QuicReceiveStream) -> None:
+                async for chunk in stream:
+                    if not control_bytes and chunk[:1] != b"\x00":
+                        return  # not the control stream
+                    control_bytes.extend(chunk)
+                    if control_bytes.endswith(h3_frame(0x03, varint(0))):
+                        seen.set()
+
+            while True:
+                stream = await connection.accept_stream()
+                if isinstance(stream, trioquic.QuicReceiveStream):
+                    nursery.start_soon(watch, stream)
+                    continue
+                assert isinstance(stream, trioquic.QuicStream)
+                async for _ in stream:
+                    pass
+                await stream.send_all(promise(0, b"/later"))
+                await stream.send_all(response_frames(b"main"))
+                await stream.send_eof()
+
+    with trio.fail_after(30):
+        async with (
+            raw_quic_server(server) as harness,
+            h3_client(harness.network, Http3Settings(max_pushes=1)) as client,
+        ):
+            assert await (await client.request("GET", "/")).read() == b"main"
+            push = await client.receive_push()
+            push.cancel()
+            await seen.wait()
+            with pytest.raises(h3.H3Error):
+                await push.response()
+
+
 async def test_cancel_push_from_client_is_an_id_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

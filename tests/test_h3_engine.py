@@ -11,7 +11,7 @@ from aioquic.quic.connection import QuicConnection
 from trioquic import StreamDataReceived, h3
 from trioquic._aioquic._h3 import AioquicH3Engine as H3Engine
 from trioquic._aioquic._h3 import _ControlParser
-from trioquic._engine import GoawayReceived
+from trioquic._engine import GoawayReceived, PushCancelled
 from trioquic._engine import H3ConnectionError as ConnectionError_
 from trioquic.testing import development_certificate
 
@@ -62,8 +62,8 @@ def test_control_parser_finds_goaway_in_pieces() -> None:
     found: list[int] = []
     for i in range(len(data)):
         found += parser.feed(data[i : i + 1])
-    assert found == [8]
-    assert parser.feed(b"\x07\x01\x04") == [4]
+    assert found == [(0x07, 8)]
+    assert parser.feed(b"\x07\x01\x04") == [(0x07, 4)]
 
 
 def test_control_parser_ignores_other_streams() -> None:
@@ -151,9 +151,41 @@ def test_client_allows_no_push() -> None:
     assert 0x0D not in frames  # MAX_PUSH_ID
 
 
-def test_cancel_push_on_the_control_stream_is_an_id_error() -> None:
+def test_client_allows_pushes_only_when_asked() -> None:
+    """With max_push_id, MAX_PUSH_ID follows SETTINGS on the control stream."""
+    engine = _engine(is_client=True, max_push_id=2)
+    frames = _control_stream_frames(engine)
+    assert frames[:2] == [0x04, 0x0D]  # SETTINGS, MAX_PUSH_ID
+    control = engine.h3._local_control_stream_id
+    assert control is not None
+    assert _sent_on(engine, control).endswith(b"\x0d\x01\x02")  # MAX_PUSH_ID(2)
+
+
+def test_control_parser_reports_cancel_push() -> None:
     parser = _ControlParser()
     assert parser.feed(b"\x00\x04\x00") == []
+    assert parser.feed(b"\x03\x01\x00") == [(0x03, 0)]
+
+
+@pytest.mark.parametrize(
+    ("is_client", "max_push_id", "push_id", "allowed"),
+    [
+        (False, None, 0, False),  # a server never promises a push
+        (True, None, 0, False),  # a client that allows none
+        (True, 2, 2, True),
+        (True, 2, 3, False),  # beyond MAX_PUSH_ID
+    ],
+)
+def test_cancel_push_for_a_push_never_allowed_is_an_id_error(
+    is_client: bool, max_push_id: int | None, push_id: int, allowed: bool
+) -> None:
+    engine = _engine(is_client=is_client, max_push_id=max_push_id)
+    peer_control = 3 if is_client else 2  # the peer's first unidirectional stream
+    data = b"\x00\x04\x00" + b"\x03\x01" + bytes([push_id])
+    if allowed:
+        events = engine.handle([StreamDataReceived(peer_control, data, False)])
+        assert PushCancelled(push_id) in events
+        return
     with pytest.raises(ConnectionError_) as info:
-        parser.feed(b"\x03\x01\x00")
+        engine.handle([StreamDataReceived(peer_control, data, False)])
     assert info.value.error_code == h3.H3ErrorCode.ID_ERROR

@@ -251,14 +251,17 @@ class ConnectionIO:
         max_field_section_size: int,
         enable_connect_protocol: bool,
         enable_datagrams: bool,
+        max_push_id: int | None = None,
     ) -> H3Engine:
         """The QUIC engine's HTTP/3 state machine for this connection (what
         ``trioquic.h3``'s driver runs on); call its ``start()`` once the
-        connection can carry data."""
+        connection can carry data. ``max_push_id`` (client): the largest
+        push ID the server may use; None (the default) allows no push."""
         return self._worker.engine.create_h3(
             max_field_section_size=max_field_section_size,
             enable_connect_protocol=enable_connect_protocol,
             enable_datagrams=enable_datagrams,
+            max_push_id=max_push_id,
         )
 
 

@@ -243,8 +243,11 @@ class QuicEngine(Protocol):
         max_field_section_size: int,
         enable_connect_protocol: bool,
         enable_datagrams: bool,
+        max_push_id: int | None = None,
     ) -> H3Engine:
-        """The HTTP/3 state machine of this connection (not started)."""
+        """The HTTP/3 state machine of this connection (not started).
+        ``max_push_id`` (client): the largest push ID the server may use
+        (MAX_PUSH_ID); None allows no push."""
         ...
 
 
@@ -366,6 +369,33 @@ class RequestStopSending:
     error_code: int
 
 
+@attrs.frozen
+class PushPromiseReceived:
+    """Client: the server promised a push (PUSH_PROMISE) on a request stream:
+    ``headers`` are the promised request's."""
+
+    stream_id: int
+    push_id: int
+    headers: Headers
+
+
+@attrs.frozen
+class PushStreamOpened:
+    """Client: the push stream of ``push_id`` arrived; its response comes as
+    :class:`HeadersReceived` and :class:`DataReceived` on ``stream_id``, and
+    a reset of it as :class:`RequestStreamReset`."""
+
+    stream_id: int
+    push_id: int
+
+
+@attrs.frozen
+class PushCancelled:
+    """Client: the server withdrew a promised push (CANCEL_PUSH)."""
+
+    push_id: int
+
+
 H3Event = (
     HeadersReceived
     | DataReceived
@@ -373,6 +403,9 @@ H3Event = (
     | GoawayReceived
     | RequestStreamReset
     | RequestStopSending
+    | PushPromiseReceived
+    | PushStreamOpened
+    | PushCancelled
 )
 
 
@@ -426,6 +459,10 @@ class H3Engine(Protocol):
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         """A DATA frame (or only FIN, for empty ``data``)."""
+        ...
+
+    def cancel_push(self, push_id: int) -> None:
+        """Client: send CANCEL_PUSH for a promised push."""
         ...
 
     def send_goaway(self, last_id: int) -> None:

@@ -576,10 +576,12 @@ class AioquicEngine:
         max_field_section_size: int,
         enable_connect_protocol: bool,
         enable_datagrams: bool,
+        max_push_id: int | None = None,
     ) -> AioquicH3Engine:
         return AioquicH3Engine(
             self.quic,
             max_field_section_size=max_field_section_size,
             enable_connect_protocol=enable_connect_protocol,
             enable_datagrams=enable_datagrams,
+            max_push_id=max_push_id,
         )

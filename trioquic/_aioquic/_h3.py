@@ -44,6 +44,9 @@ from .._engine import (
     H3Event,
     Headers,
     HeadersReceived,
+    PushCancelled,
+    PushPromiseReceived,
+    PushStreamOpened,
     RequestStopSending,
     RequestStreamReset,
 )
@@ -69,10 +72,12 @@ _H3_DATAGRAM = int(Setting.H3_DATAGRAM)
 
 class _ControlParser:
     """Follows one peer unidirectional stream; if it is the control stream,
-    reports the GOAWAY frames on it, and refuses CANCEL_PUSH (trioquic never
-    promises a push, nor allows one: any push ID is unknown, H3_ID_ERROR,
-    RFC 9114 section 7.2.3). Holds at most one frame header and a GOAWAY
-    payload (other payloads are skipped as they arrive)."""
+    reports its GOAWAY and CANCEL_PUSH frames as ``(frame type, ID)`` pairs.
+    Holds at most one frame header and one such payload (other payloads are
+    skipped as they arrive)."""
+
+    #: Frames whose payload is one ID, which the parser reports.
+    REPORTED = (_GOAWAY, _CANCEL_PUSH)
 
     def __init__(self) -> None:
         self.buffer = b""
@@ -81,10 +86,10 @@ class _ControlParser:
         self.remaining = 0
         self.done = False  # not a control stream
 
-    def feed(self, data: bytes) -> list[int]:
-        goaways: list[int] = []
+    def feed(self, data: bytes) -> list[tuple[int, int]]:
+        found: list[tuple[int, int]] = []
         if self.done:
-            return goaways
+            return found
         self.buffer += data
         while True:
             buf = Buffer(data=self.buffer)
@@ -92,52 +97,49 @@ class _ControlParser:
                 try:
                     self.stream_type = buf.pull_uint_var()
                 except BufferReadError:
-                    return goaways
+                    return found
                 self.buffer = self.buffer[buf.tell() :]
                 if self.stream_type != _CONTROL:
                     self.done = True
                     self.buffer = b""
-                    return goaways
+                    return found
                 continue
             if self.frame_type is None:
                 try:
                     frame_type = buf.pull_uint_var()
                     length = buf.pull_uint_var()
                 except BufferReadError:
-                    return goaways
-                if frame_type == _CANCEL_PUSH:
-                    raise H3ConnectionError(
-                        H3_ID_ERROR,
-                        "CANCEL_PUSH for a push never promised (no push is "
-                        "promised or allowed on this connection)",
-                    )
+                    return found
                 self.frame_type = frame_type
                 self.remaining = length
                 self.buffer = self.buffer[buf.tell() :]
                 continue
-            if self.frame_type == _GOAWAY:
+            if self.frame_type in self.REPORTED:
+                name = "GOAWAY" if self.frame_type == _GOAWAY else "CANCEL_PUSH"
                 if len(self.buffer) < self.remaining:
                     if self.remaining > 8:
-                        raise H3ConnectionError(H3_FRAME_ERROR, "GOAWAY frame too long")
-                    return goaways
+                        raise H3ConnectionError(
+                            H3_FRAME_ERROR, f"{name} frame too long"
+                        )
+                    return found
                 payload = self.buffer[: self.remaining]
                 self.buffer = self.buffer[self.remaining :]
                 frame = Buffer(data=payload)
                 try:
-                    last_id = frame.pull_uint_var()
+                    value = frame.pull_uint_var()
                 except BufferReadError:
                     raise H3ConnectionError(
-                        H3_FRAME_ERROR, "cannot parse GOAWAY frame"
+                        H3_FRAME_ERROR, f"cannot parse {name} frame"
                     ) from None
                 if not frame.eof():
-                    raise H3ConnectionError(H3_FRAME_ERROR, "GOAWAY has trailing data")
-                goaways.append(last_id)
+                    raise H3ConnectionError(H3_FRAME_ERROR, f"{name} has trailing data")
+                found.append((self.frame_type, value))
             else:
                 skip = min(self.remaining, len(self.buffer))
                 self.buffer = self.buffer[skip:]
                 self.remaining -= skip
                 if self.remaining:
-                    return goaways
+                    return found
             self.frame_type = None
             self.remaining = 0
 
@@ -152,7 +154,9 @@ class _H3Connection(H3Connection):
         max_field_section_size: int,
         enable_connect_protocol: bool,
         enable_datagrams: bool,
+        max_push_id: int | None,
     ) -> None:
+        self.tq_max_push_id = max_push_id
         self.tq_settings = {_MAX_FIELD_SECTION_SIZE: max_field_section_size}
         if enable_connect_protocol:
             self.tq_settings[_ENABLE_CONNECT_PROTOCOL] = 1
@@ -161,10 +165,11 @@ class _H3Connection(H3Connection):
         super().__init__(quic)
 
     def _init_connection(self) -> None:
-        # A client that allows no push sends no MAX_PUSH_ID: a server then
-        # cannot push (RFC 9114 section 4.6), and a PUSH_PROMISE is an
-        # H3_ID_ERROR. trioquic's client does not take pushes.
-        self._max_push_id = None
+        # aioquic's client allows push IDs 0-8 whatever the application
+        # wants. trioquic's sends MAX_PUSH_ID only when the application takes
+        # pushes; without it a server cannot push (RFC 9114 section 4.6) and
+        # a PUSH_PROMISE or push stream is an H3_ID_ERROR.
+        self._max_push_id = self.tq_max_push_id  # None on a server
         super()._init_connection()
 
     def _get_local_settings(self) -> dict[int, int]:
@@ -190,6 +195,7 @@ class AioquicH3Engine:
         max_field_section_size: int,
         enable_connect_protocol: bool,
         enable_datagrams: bool,
+        max_push_id: int | None = None,
     ) -> None:
         self._transport = quic
         self.is_client = bool(quic.configuration.is_client)
@@ -200,6 +206,9 @@ class AioquicH3Engine:
         self._control_parsers: dict[int, _ControlParser] = {}
         self._last_goaway: int | None = None
         self.goaway_sent: int | None = None
+        self._max_push_id = max_push_id if self.is_client else None
+        #: Client: push stream ID -> push ID, of push streams reported open.
+        self._push_streams: dict[int, int] = {}
 
     def start(self) -> None:
         if self._h3 is None:
@@ -208,6 +217,7 @@ class AioquicH3Engine:
                 max_field_section_size=self._max_field_section_size,
                 enable_connect_protocol=self._enable_connect_protocol,
                 enable_datagrams=self._enable_datagrams,
+                max_push_id=self._max_push_id,
             )
 
     @property
@@ -248,7 +258,7 @@ class AioquicH3Engine:
                 results = h3._receive_datagram(event.data)
             elif isinstance(event, StreamResetReceived):
                 h3._receive_stream_reset(event.stream_id)
-                if event.stream_id % 4 == 0:
+                if event.stream_id % 4 == 0 or event.stream_id in self._push_streams:
                     out.append(RequestStreamReset(event.stream_id, event.error_code))
             elif isinstance(event, StopSendingReceived):
                 h3._receive_stop_sending(event.stream_id)
@@ -259,25 +269,39 @@ class AioquicH3Engine:
             raise H3ConnectionError(int(exc.error_code), exc.reason_phrase) from None
         for result in results:
             if isinstance(result, h3_events.HeadersReceived):
-                if result.push_id is None:
-                    out.append(
-                        HeadersReceived(
-                            result.stream_id, result.headers, result.stream_ended
-                        )
+                if result.push_id is not None:
+                    self._push_stream(result.stream_id, result.push_id, out)
+                out.append(
+                    HeadersReceived(
+                        result.stream_id, result.headers, result.stream_ended
                     )
+                )
             elif isinstance(result, h3_events.DataReceived):
-                if result.push_id is None:
-                    out.append(
-                        DataReceived(result.stream_id, result.data, result.stream_ended)
-                    )
+                if result.push_id is not None:
+                    self._push_stream(result.stream_id, result.push_id, out)
+                out.append(
+                    DataReceived(result.stream_id, result.data, result.stream_ended)
+                )
             elif isinstance(result, h3_events.DatagramReceived):
                 out.append(H3DatagramReceived(result.stream_id, result.data))
+            elif isinstance(result, h3_events.PushPromiseReceived):
+                out.append(
+                    PushPromiseReceived(
+                        result.stream_id, result.push_id, result.headers
+                    )
+                )
         if (
             isinstance(event, StreamDataReceived)
             and event.stream_id & 2
             and self._is_peer_stream(event.stream_id)
         ):
             self._follow_control(event, out)
+
+    def _push_stream(self, stream_id: int, push_id: int, out: list[H3Event]) -> None:
+        """Report a push stream once, before its first message event."""
+        if stream_id not in self._push_streams:
+            self._push_streams[stream_id] = push_id
+            out.append(PushStreamOpened(stream_id, push_id))
 
     def _is_peer_stream(self, stream_id: int) -> bool:
         client_initiated = not stream_id & 1
@@ -291,7 +315,18 @@ class AioquicH3Engine:
             parser = self._control_parsers[event.stream_id] = _ControlParser()
         if parser.done:
             return
-        for last_id in parser.feed(event.data):
+        for frame_type, last_id in parser.feed(event.data):
+            if frame_type == _CANCEL_PUSH:
+                # Only a push this endpoint allowed can be cancelled; trioquic's
+                # server never promises one, so any ID is unknown to it (RFC
+                # 9114 section 7.2.3: H3_ID_ERROR).
+                if self._max_push_id is None or last_id > self._max_push_id:
+                    raise H3ConnectionError(
+                        H3_ID_ERROR,
+                        f"CANCEL_PUSH for push {last_id}, which was never allowed",
+                    )
+                out.append(PushCancelled(last_id))
+                continue
             if self.is_client and last_id % 4 != 0:
                 raise H3ConnectionError(
                     H3_ID_ERROR, "GOAWAY must carry a client-initiated bidi stream ID"
@@ -359,6 +394,14 @@ class AioquicH3Engine:
         self.goaway_sent = last_id
         self._transport.send_stream_data(
             control, encode_frame(FrameType.GOAWAY, encode_uint_var(last_id))
+        )
+
+    def cancel_push(self, push_id: int) -> None:
+        """Client: ask the server not to send a promised push (CANCEL_PUSH)."""
+        control = self.h3._local_control_stream_id
+        assert control is not None
+        self._transport.send_stream_data(
+            control, encode_frame(FrameType.CANCEL_PUSH, encode_uint_var(push_id))
         )
 
     def abandon(self, stream_id: int) -> None:

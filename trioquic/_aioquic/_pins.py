@@ -85,9 +85,15 @@ PRIVATE_NAMES: dict[str, tuple[str, str]] = {
     # H3Connection
     "_get_local_settings": ("H3Connection", "extended: our SETTINGS"),
     "_init_connection": ("H3Connection", "extended: no MAX_PUSH_ID"),
-    "_max_push_id": ("H3Connection", "None: the client allows no push"),
+    "_max_push_id": (
+        "H3Connection",
+        "the client's MAX_PUSH_ID (None: no push allowed); aioquic's is 8",
+    ),
     "_is_done": ("H3Connection", "stop after a connection error"),
-    "_local_control_stream_id": ("H3Connection", "where GOAWAY is written"),
+    "_local_control_stream_id": (
+        "H3Connection",
+        "where GOAWAY and CANCEL_PUSH are written",
+    ),
     "_receive_datagram": ("H3Connection", "handle_event without its closing"),
     "_receive_stop_sending": ("H3Connection", "handle_event without its closing"),
     "_receive_stream_data": ("H3Connection", "handle_event without its closing"),

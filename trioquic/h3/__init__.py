@@ -6,6 +6,7 @@ machine). See docs/http3.rst."""
 from .._util import fixup_module_metadata as _fixup
 from ._client import ClientH3Driver as ClientH3Driver
 from ._client import Http3Client as Http3Client
+from ._client import Push as Push
 from ._client import RequestStream as RequestStream
 from ._client import Response as Response
 from ._driver import H3Driver as H3Driver

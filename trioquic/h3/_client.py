@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -10,7 +11,11 @@ from typing import Any
 import trio
 
 from .._application import ConnectionIO
-from .._engine import HeadersReceived
+from .._engine import (
+    HeadersReceived,
+    PushPromiseReceived,
+    PushStreamOpened,
+)
 from .._errors import CloseReason, ConnectionClosed
 from .._events import HandshakeInfo
 from .._settings import QuicSettings
@@ -40,6 +45,88 @@ class ClientH3Driver(H3Driver):
         super().__init__(http3_settings, quic_settings)
         self.authority = authority
         self._open_lot = trio.lowlevel.ParkingLot()
+        #: Pushes by push ID (at most ``max_pushes``: later IDs are refused).
+        self.pushes: dict[int, _PushState] = {}
+        #: Promised pushes not yet taken by :meth:`Http3Client.receive_push`.
+        self.push_queue: deque[_PushState] = deque()
+        self.push_lot = trio.lowlevel.ParkingLot()
+
+    def _max_push_id(self) -> int | None:
+        pushes = self.http3_settings.max_pushes
+        return pushes - 1 if pushes else None
+
+    def _push(self, push_id: int) -> _PushState:
+        state = self.pushes.get(push_id)
+        if state is None:
+            state = self.pushes[push_id] = _PushState(push_id)
+        return state
+
+    def _on_push(self, event: PushPromiseReceived | PushStreamOpened) -> None:
+        state = self._push(event.push_id)
+        if isinstance(event, PushPromiseReceived):
+            if state.headers is None:
+                state.headers = event.headers
+                if not state.cancelled:
+                    self.push_queue.append(state)
+                    self.push_lot.unpark_all()
+            elif state.headers != event.headers:
+                # RFC 9114 section 4.6: the same push ID promised with other
+                # request headers.
+                self.io.close(
+                    H3ErrorCode.GENERAL_PROTOCOL_ERROR,
+                    f"push {event.push_id} promised twice with different headers",
+                )
+            return
+        ex = Exchange(self, event.stream_id)
+        ex.send_finished = True  # a push stream carries nothing of ours
+        self.exchanges[event.stream_id] = ex
+        # Credit the push's body as it is read, as a response's.
+        self._raw[event.stream_id] = 0
+        self._credited[event.stream_id] = 0
+        state.exchange = ex
+        if state.cancelled:
+            self.abandon_receive(ex, H3ErrorCode.REQUEST_CANCELLED)
+            self._maybe_done(ex)
+        state.lot.unpark_all()
+
+    def _on_push_cancelled(self, push_id: int) -> None:
+        state = self._push(push_id)
+        if state.failure is None:
+            state.failure = H3Error(
+                H3ErrorCode.REQUEST_CANCELLED, f"the server cancelled push {push_id}"
+            )
+        with suppress(ValueError):
+            self.push_queue.remove(state)
+        state.lot.unpark_all()
+
+    def cancel_push(self, state: _PushState) -> None:
+        """The application does not want this push: CANCEL_PUSH before its
+        stream arrived, STOP_SENDING on it after (RFC 9114 section 4.6)."""
+        if state.cancelled or self.io.error is not None:
+            return
+        state.cancelled = True
+        ex = state.exchange
+        if ex is None:
+            self.engine.cancel_push(state.push_id)
+        else:
+            self.abandon_receive(ex, H3ErrorCode.REQUEST_CANCELLED)
+            self._maybe_done(ex)
+        state.lot.unpark_all()
+        self.io.wake()
+
+    async def wait_push_response(self, state: _PushState) -> Exchange:
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            if state.cancelled:
+                raise H3Error(H3ErrorCode.REQUEST_CANCELLED, "the push was cancelled")
+            if state.failure is not None:
+                raise state.failure
+            if state.exchange is not None:
+                break
+            self._raise_if_closed()
+            await state.lot.park()
+        await self.wait_response(state.exchange)
+        return state.exchange
 
     def process_writes(self, io: ConnectionIO) -> None:
         super().process_writes(io)
@@ -49,6 +136,9 @@ class ClientH3Driver(H3Driver):
     def on_connection_close(self, io: ConnectionIO, reason: CloseReason) -> None:
         super().on_connection_close(io, reason)
         self._open_lot.unpark_all()
+        self.push_lot.unpark_all()
+        for state in self.pushes.values():
+            state.lot.unpark_all()
 
     def send_goaway(self) -> None:
         """Tell the server this client is leaving (GOAWAY with push ID 0: no
@@ -60,7 +150,7 @@ class ClientH3Driver(H3Driver):
 
     def _on_goaway(self, last_id: int) -> None:
         for sid, ex in list(self.exchanges.items()):
-            if sid >= last_id and ex.response_status is None:
+            if sid % 4 == 0 and sid >= last_id and ex.response_status is None:
                 # The server will not process it (RFC 9114 section 5.2).
                 ex.failure = RequestRejected(
                     H3ErrorCode.REQUEST_REJECTED,
@@ -216,6 +306,61 @@ class Response(Body):
         await self.aclose()
 
 
+class _PushState:
+    """What the client knows of one push."""
+
+    def __init__(self, push_id: int) -> None:
+        self.push_id = push_id
+        #: The promised request's header section (pseudo-headers first).
+        self.headers: Headers | None = None
+        #: The push stream's exchange, once it arrived.
+        self.exchange: Exchange | None = None
+        self.cancelled = False
+        self.failure: H3Error | None = None
+        self.lot = trio.lowlevel.ParkingLot()
+
+
+class Push:
+    """A server push (RFC 9114 section 4.6), as
+    :meth:`Http3Client.receive_push` returns it: the request the server
+    promised to answer, and its response once it comes."""
+
+    push_id: int
+    #: The promised request's header section, pseudo-headers included.
+    headers: Headers
+    method: str
+    path: str
+    authority: str
+
+    def __init__(self, driver: ClientH3Driver, state: _PushState) -> None:
+        assert state.headers is not None
+        self._driver = driver
+        self._state = state
+        self.push_id = state.push_id
+        self.headers = state.headers
+        pseudo, _ = split_pseudo(state.headers)
+        self.method = pseudo.get(b":method", b"").decode("latin-1")
+        self.path = pseudo.get(b":path", b"").decode("latin-1")
+        self.authority = pseudo.get(b":authority", b"").decode("latin-1")
+
+    def __repr__(self) -> str:
+        return f"<trioquic.h3.Push {self.push_id} {self.method} {self.path}>"
+
+    async def response(self) -> Response:
+        """Wait for the pushed response's headers and return it (read its body
+        from it). Raises :exc:`~trioquic.h3.H3Error` if the server cancelled
+        the push or reset its stream, or it was cancelled here,
+        :exc:`~trioquic.ConnectionClosed` if the connection ended."""
+        driver = self._driver
+        return Response(driver, await driver.wait_push_response(self._state))
+
+    def cancel(self) -> None:
+        """Refuse the push: CANCEL_PUSH if its response has not started to
+        arrive, else STOP_SENDING on its stream; what arrived is dropped.
+        Idempotent."""
+        self._driver.cancel_push(self._state)
+
+
 class RequestStream:
     """A request whose body is sent piece by piece, and whose response streams
     (:meth:`Http3Client.open_request`): also how an extended CONNECT session
@@ -321,6 +466,31 @@ class Http3Client:
         """Requests whose state the client still holds (sent and not yet
         answered, or whose response body is still being read)."""
         return len(self._driver.exchanges)
+
+    async def receive_push(self) -> Push:
+        """Wait for the server's next push promise (in the order promised).
+
+        Only with ``Http3Settings(max_pushes=N)``: a client allows no push by
+        default, and raises :exc:`RuntimeError` here. A push not wanted should
+        be cancelled (:meth:`Push.cancel`); one taken but not read holds at
+        most ``body_buffer_size`` bytes, as a response does. Raises
+        :exc:`~trioquic.ConnectionClosed` once the connection has ended and
+        no promised push is left."""
+        driver = self._driver
+        if not driver.http3_settings.max_pushes:
+            raise RuntimeError(
+                "this client accepts no server push: open it with "
+                "http3_settings=Http3Settings(max_pushes=N)"
+            )
+        await trio.lowlevel.checkpoint_if_cancelled()
+        blocked = False
+        while not driver.push_queue:
+            driver._raise_if_closed()
+            blocked = True
+            await driver.push_lot.park()
+        if not blocked:
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        return Push(driver, driver.push_queue.popleft())
 
     @property
     def goaway_received(self) -> bool:

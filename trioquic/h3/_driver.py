@@ -24,6 +24,9 @@ from .._engine import (
     H3DatagramReceived,
     H3Engine,
     HeadersReceived,
+    PushCancelled,
+    PushPromiseReceived,
+    PushStreamOpened,
     RequestStopSending,
     RequestStreamReset,
 )
@@ -155,7 +158,12 @@ class H3Driver(ApplicationOverQuic):
             max_field_section_size=h3.max_header_list_size,
             enable_connect_protocol=h3.enable_connect_protocol,
             enable_datagrams=h3.enable_datagrams,
+            max_push_id=self._max_push_id(),
         )
+
+    def _max_push_id(self) -> int | None:
+        """The largest push ID the peer may use (None: no push)."""
+        return None
 
     def on_connection_established(
         self, io: ConnectionIO, handshake: HandshakeInfo
@@ -174,12 +182,13 @@ class H3Driver(ApplicationOverQuic):
         for event in events:
             if isinstance(event, StreamDataReceived):
                 sid = event.stream_id
-                if sid & 2:
-                    # Control and QPACK streams: HTTP/3 consumes them at once.
-                    io.consume(sid, len(event.data))
-                elif sid in self._raw:
+                if sid in self._raw:
                     self._raw[sid] += len(event.data)
                     touched.add(sid)
+                elif sid & 2:
+                    # Control and QPACK streams (and a push stream's first
+                    # bytes): HTTP/3 consumes them at once.
+                    io.consume(sid, len(event.data))
                 elif self._is_new_stream(sid):
                     self._raw[sid] = len(event.data)
                     self._credited[sid] = 0
@@ -207,6 +216,10 @@ class H3Driver(ApplicationOverQuic):
             elif isinstance(h3_event, GoawayReceived):
                 self.goaway_id = h3_event.last_id
                 self._on_goaway(h3_event.last_id)
+            elif isinstance(h3_event, PushPromiseReceived | PushStreamOpened):
+                self._on_push(h3_event)
+            elif isinstance(h3_event, PushCancelled):
+                self._on_push_cancelled(h3_event.push_id)
             if io.error is not None or io.close_reason is not None:
                 return
         for event in events:
@@ -251,6 +264,13 @@ class H3Driver(ApplicationOverQuic):
 
     def _on_goaway(self, last_id: int) -> None:
         pass
+
+    def _on_push(self, event: PushPromiseReceived | PushStreamOpened) -> None:
+        """Client: a push promised, or its stream opened (the engine reports
+        push events only where pushes are allowed)."""
+
+    def _on_push_cancelled(self, push_id: int) -> None:
+        """Client: the server withdrew a promised push."""
 
     def _check_unparsed(self, stream_id: int) -> None:
         """A stream's bytes wait for a message's headers to be complete."""

@@ -97,6 +97,11 @@ class Http3Settings:
     #: be replayed by an attacker. trioquic's client retries such a request
     #: by itself once the handshake has completed.
     refuse_unsafe_early_data: bool = attrs.field(default=False, validator=_flag)
+    #: Client: server pushes (RFC 9114 section 4.6) the client accepts on a
+    #: connection, push IDs 0 to ``max_pushes - 1`` (MAX_PUSH_ID). 0, the
+    #: default, sends no MAX_PUSH_ID, so the server cannot push at all.
+    #: Accepted pushes arrive through :meth:`Http3Client.receive_push`.
+    max_pushes: int = attrs.field(default=0, validator=_int_at_least(0))
     #: Announce extended CONNECT (RFC 9220 SETTINGS_ENABLE_CONNECT_PROTOCOL).
     enable_connect_protocol: bool = attrs.field(default=False, validator=_flag)
     #: Announce HTTP datagrams (RFC 9297 SETTINGS_H3_DATAGRAM); QUIC datagrams
