@@ -101,8 +101,11 @@ def _mark_last(pieces: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
     yield previous, True
 
 
-def aioquic_configuration(*, is_client: bool) -> Any:
-    """aioquic's ``QuicConfiguration`` with the shared settings (ALPN h3)."""
+def aioquic_configuration(
+    *, is_client: bool, congestion_control: str = CONGESTION_CONTROL
+) -> Any:
+    """aioquic's ``QuicConfiguration`` with the shared settings (ALPN h3) and
+    ``congestion_control`` ("reno" or "cubic")."""
     from aioquic.h3.connection import H3_ALPN
     from aioquic.quic.configuration import QuicConfiguration
 
@@ -110,22 +113,35 @@ def aioquic_configuration(*, is_client: bool) -> Any:
         is_client=is_client,
         alpn_protocols=H3_ALPN,
         max_datagram_size=MAX_UDP_PAYLOAD,
-        congestion_control_algorithm=CONGESTION_CONTROL,
+        congestion_control_algorithm=congestion_control,
         max_data=CONNECTION_WINDOW,
         max_stream_data=STREAM_WINDOW,
         idle_timeout=IDLE_TIMEOUT,
     )
 
 
-def trioquic_settings(**tls: Any) -> Any:
-    """trioquic's ``QuicSettings`` with the shared settings (ALPN h3), plus
-    ``certificate``/``private_key`` (server) or ``ca_certs`` (client)."""
+def trioquic_settings(
+    congestion_control: str = CONGESTION_CONTROL,
+    *,
+    library_defaults: bool = False,
+    **tls: Any,
+) -> Any:
+    """trioquic's ``QuicSettings`` with the shared settings (ALPN h3) and
+    ``congestion_control``, plus ``certificate``/``private_key`` (server) or
+    ``ca_certs`` (client). ``library_defaults``: trioquic's own defaults
+    instead of the shared settings (what ``trioquic serve`` and ``trioquic
+    get`` use: 1350-byte UDP payload, 4 MiB connection window, 4 MiB socket
+    buffers), only ALPN and congestion control set."""
     import trioquic
 
+    if library_defaults:
+        return trioquic.QuicSettings(
+            alpn_protocols=["h3"], congestion_control=congestion_control, **tls
+        )
     return trioquic.QuicSettings(
         alpn_protocols=["h3"],
         max_udp_payload_size=MAX_UDP_PAYLOAD,
-        congestion_control=CONGESTION_CONTROL,
+        congestion_control=congestion_control,
         connection_receive_window=CONNECTION_WINDOW,
         stream_receive_window=STREAM_WINDOW,
         idle_timeout=IDLE_TIMEOUT,
@@ -149,4 +165,15 @@ def server_parser(description: str) -> argparse.ArgumentParser:
     parser.add_argument("--key", required=True)
     parser.add_argument("--lifetime", type=float, default=600.0)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument(
+        "--cc",
+        choices=("reno", "cubic"),
+        default=CONGESTION_CONTROL,
+        help="congestion control",
+    )
+    parser.add_argument(
+        "--library-defaults",
+        action="store_true",
+        help="trioquic only: the library's default QUIC settings, not the shared ones",
+    )
     return parser

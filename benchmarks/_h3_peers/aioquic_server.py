@@ -97,7 +97,7 @@ class SessionTicketStore:
 async def main(args: argparse.Namespace) -> None:
     from aioquic.asyncio import serve
 
-    config = aioquic_configuration(is_client=False)
+    config = aioquic_configuration(is_client=False, congestion_control=args.cc)
     config.load_cert_chain(args.cert, args.key)
     tickets = SessionTicketStore()
     server = await serve(

@@ -13,7 +13,8 @@ Both use the QUIC settings every peer of the HTTP/3 benchmarks uses
 The clock and the CPU count start just before connecting and stop at the
 last body byte: the handshake is included, the interpreter's start and the
 connection's close are not. Prints one line, ``H3-BULK {json}`` (status,
-bytes, seconds, cpu_s), and exits. Run it::
+bytes, connected_s: seconds to the completed handshake, seconds, cpu_s),
+and exits. Run it::
 
     python benchmarks/_h3_peers/bulk_client.py --impl trioquic --port 4433 \
         --cert C --path /bytes/52428800
@@ -60,16 +61,24 @@ async def trioquic_get(args: argparse.Namespace) -> dict[str, Any]:
 
     from trioquic.h3 import open_http3_client
 
-    settings = trioquic_settings(ca_certs=args.cert)
+    settings = trioquic_settings(
+        args.cc, library_defaults=args.library_defaults, ca_certs=args.cert
+    )
     with trio.fail_after(args.timeout):
         clock = Clock()
         async with open_http3_client(HOST, args.port, settings=settings) as client:
+            connected = time.perf_counter() - clock.wall
             response = await client.request("GET", args.path)
             received = 0
             async for chunk in response:
                 received += len(chunk)
             measured = clock.stop()
-    return {"status": response.status, "bytes": received, **measured}
+    return {
+        "status": response.status,
+        "bytes": received,
+        "connected_s": connected,
+        **measured,
+    }
 
 
 async def aioquic_get(args: argparse.Namespace) -> dict[str, Any]:
@@ -78,7 +87,7 @@ async def aioquic_get(args: argparse.Namespace) -> dict[str, Any]:
     from aioquic.asyncio import connect
     from load_client import make_protocol
 
-    config = aioquic_configuration(is_client=True)
+    config = aioquic_configuration(is_client=True, congestion_control=args.cc)
     config.load_verify_locations(args.cert)
     authority = f"{HOST}:{args.port}".encode()
     async with asyncio.timeout(args.timeout):
@@ -86,9 +95,15 @@ async def aioquic_get(args: argparse.Namespace) -> dict[str, Any]:
         async with connect(
             HOST, args.port, configuration=config, create_protocol=make_protocol()
         ) as protocol:
+            connected = time.perf_counter() - clock.wall
             status, received = await protocol.get(authority, args.path.encode())
             measured = clock.stop()
-    return {"status": int(status or 0), "bytes": received, **measured}
+    return {
+        "status": int(status or 0),
+        "bytes": received,
+        "connected_s": connected,
+        **measured,
+    }
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -101,6 +116,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--timeout", type=float, default=120.0, help="seconds allowed in all"
     )
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--cc", choices=("reno", "cubic"), default="reno")
+    parser.add_argument(
+        "--library-defaults",
+        action="store_true",
+        help="trioquic: the library's default QUIC settings, not the shared ones",
+    )
     return parser.parse_args(argv)
 
 

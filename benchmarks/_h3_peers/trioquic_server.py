@@ -30,7 +30,13 @@ async def main(args: argparse.Namespace) -> None:
     from trioquic.h3 import Http3Settings, Request, serve_http3
 
     offload = {"udp_offload": False} if args.no_udp_offload else {}
-    settings = trioquic_settings(certificate=args.cert, private_key=args.key, **offload)
+    settings = trioquic_settings(
+        args.cc,
+        library_defaults=args.library_defaults,
+        certificate=args.cert,
+        private_key=args.key,
+        **offload,
+    )
     # serve_http3 sets the QUIC limit on concurrent request streams from this.
     http3_settings = Http3Settings(max_concurrent_requests=MAX_STREAMS)
 
