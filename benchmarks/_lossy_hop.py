@@ -69,6 +69,9 @@ class Counters:
     #: CPU seconds the hop used (its own cost, which the peers share a
     #: machine with).
     cpu_seconds: float = 0.0
+    #: The first ``trace`` datagrams: (seconds since the first, direction,
+    #: size, first byte, dropped), to see a handshake under loss.
+    trace: list[tuple[float, str, int, int, bool]] = field(default_factory=list)
 
 
 class LossyHop:
@@ -86,6 +89,7 @@ class LossyHop:
         seed: int = 0,
         queue: int = 4096,
         max_clients: int = 256,
+        trace: int = 0,
     ) -> None:
         if not 0.0 <= loss <= 1.0:
             raise ValueError(f"loss must be a probability in [0, 1], got {loss!r}")
@@ -96,6 +100,7 @@ class LossyHop:
         self.loss = loss
         self.loss_seconds = loss_seconds
         self.queue_limit = queue
+        self.trace_limit = trace
         self.max_clients = max_clients
         self.random = random.Random(seed)
         self.counters = Counters()
@@ -144,23 +149,35 @@ class LossyHop:
         self.counters.clients += 1
         return sock
 
-    def _admit(self, direction: str, now: float) -> bool:
+    def _admit(self, direction: str, now: float, data: bytes) -> bool:
         """Count a datagram in and decide whether it goes on."""
         counts: Direction = getattr(self.counters, direction)
         counts.received += 1
         if self.first is None:
             self.first = now
+        admitted = True
         if (
             self.loss
             and now - self.first < self.loss_seconds
             and self.random.random() < self.loss
         ):
             counts.lost += 1
-            return False
-        if len(self.pending[direction]) >= self.queue_limit:
+            admitted = False
+        elif len(self.pending[direction]) >= self.queue_limit:
             counts.queue_drops += 1
-            return False
-        return True
+            admitted = False
+        trace = self.counters.trace
+        if len(trace) < self.trace_limit:
+            trace.append(
+                (
+                    round(now - self.first, 4),
+                    direction,
+                    len(data),
+                    data[0],
+                    not admitted,
+                )
+            )
+        return admitted
 
     def _read(self, sock: socket.socket, client: tuple[str, int] | None) -> None:
         now = time.monotonic()
@@ -172,12 +189,12 @@ class LossyHop:
             except OSError:  # an ICMP error report from a closed peer port
                 continue
             if client is None:  # from a client
-                if self._admit("up", now):
+                if self._admit("up", now, data):
                     out = self._upstream_for(addr)
                     self.pending["up"].append(
                         (now + self.delay, out, data, self.target)
                     )
-            elif self._admit("down", now):
+            elif self._admit("down", now, data):
                 self.pending["down"].append(
                     (now + self.delay, self.front, data, client)
                 )
@@ -233,6 +250,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--queue", type=int, default=4096)
+    parser.add_argument(
+        "--trace", type=int, default=0, help="record the first N datagrams"
+    )
     parser.add_argument("--lifetime", type=float, default=600.0)
     return parser.parse_args(argv)
 
@@ -247,6 +267,7 @@ def main(argv: list[str] | None = None) -> int:
         loss_seconds=args.loss_seconds,
         seed=args.seed,
         queue=args.queue,
+        trace=args.trace,
     )
 
     def on_signal(signum: int, frame: object) -> None:

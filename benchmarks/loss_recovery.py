@@ -90,6 +90,8 @@ class Run:
     #: Seconds from the start to the completed handshake.
     connected: float | None = None
     client_cpu: float | None = None
+    #: Seconds at which each tenth of the body had arrived.
+    tenths: list[float] = field(default_factory=list)
     failed: bool = False
     note: str = ""
     hop: dict[str, Any] = field(default_factory=dict)
@@ -157,6 +159,7 @@ def one_run(
                 f"--loss={args.loss}",
                 f"--loss-seconds={args.loss_seconds}",
                 f"--seed={seed}",
+                f"--trace={args.trace}",
                 f"--lifetime={args.timeout + 60}",
             ],
             "HOP-READY ",
@@ -198,6 +201,7 @@ def one_run(
         else:
             run.seconds = result["seconds"]
             run.connected = result.get("connected_s")
+            run.tenths = list(result.get("tenths_s", []))
             run.client_cpu = result["cpu_s"]
             if result["status"] != 200 or result["bytes"] != args.size:
                 run.failed = True
@@ -266,6 +270,14 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
                 "server_datagrams": median(
                     [float(r.hop["down"]["received"]) for r in mine if r.hop]
                 ),
+                "handshake_s": median(
+                    [r.connected for r in mine if not r.failed and r.connected]
+                ),
+                # Where the time goes: median seconds to 10 %, 20 %, ... 100 %.
+                "tenths_s": [
+                    median([r.tenths[i] for r in mine if len(r.tenths) == 10])
+                    for i in range(10)
+                ],
             }
         theirs = row.get("aioquic", {}).get("median_s")
         row["ratios"] = {
@@ -284,6 +296,14 @@ def summarize(runs: list[Run], args: argparse.Namespace) -> dict[str, Any]:
                 f"{r['client_ack_datagrams'] or 0:.0f}, server datagrams "
                 f"{r['server_datagrams'] or 0:.0f}"
             )
+        print(f"  {cc:5} seconds to the handshake, then to each 10 % of the body:")
+        for impl in args.pairs:
+            r = row[impl]
+            marks = " ".join(
+                "-" if t is None else f"{t:5.2f}"
+                for t in [r["handshake_s"], *r["tenths_s"]]
+            )
+            print(f"  {cc:5}   {impl:17} {marks}")
         for impl, ratio in row["ratios"].items():
             print(
                 f"  {cc:5} {impl} / aioquic median seconds: {ratio:.2f}x (goal <= 1.00)"
@@ -310,6 +330,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--timeout", type=float, default=10.0, help="s per download")
     parser.add_argument("--seed", type=int, default=1, help="first hop seed")
     parser.add_argument("--quick", action="store_true", help="1 MiB, once")
+    parser.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        help="the hop records the first N datagrams of each run (in --json)",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     parser.add_argument("--no-pin", action="store_true", help="do not pin to CPUs")
     args = parser.parse_args(argv)

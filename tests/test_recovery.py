@@ -21,7 +21,14 @@ import trio
 import trio.testing
 from helpers import connected_pair
 
-from trioquic.testing import LinkConditions, LossSchedule, MemoryNetwork
+import trioquic
+from trioquic.testing import (
+    LinkConditions,
+    LossSchedule,
+    MemoryNetwork,
+    client_settings,
+    open_memory_server,
+)
 
 SIZE = 10 * 1024 * 1024
 BANDWIDTH = 5_000_000.0  # bytes per second
@@ -100,3 +107,78 @@ async def test_download_recovers_from_heavy_loss(
     if index < len(windows):
         assert windows[index][1] > WINDOW_FLOOR, windows[index]
     assert max(window for t, window, _ in windows if t > loss_ends) > WINDOW_FLOOR
+
+
+async def _send_times(
+    network: MemoryNetwork, source: str, destination: str, until: float
+) -> list[float]:
+    """When datagrams went out from ``source`` to ``destination`` (seconds
+    after the first), sampled every millisecond of the mock clock."""
+    times: list[float] = []
+    seen = 0
+    while trio.current_time() < until:
+        sent = network.link_statistics(source, destination).sent
+        if sent > seen:
+            times.extend([trio.current_time()] * (sent - seen))
+            seen = sent
+        await trio.sleep(0.001)
+    return [round(t - times[0], 2) for t in times] if times else []
+
+
+async def test_client_first_probe_timeout_is_not_doubled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """No probe timeout fires before the first packet is sent: a client
+    whose Initial is lost probes after 2 x the initial RTT (0.2 s), then
+    0.4 s and 0.8 s later (RFC 9002 section 6.2), not 0.4 s and 0.8 s.
+    (aioquic's loss timer counts from time 0 before the first packet: the
+    clock must be far from 0, as trio's real clock is, to show it.)"""
+    autojump_clock.jump(1000)
+    network = MemoryNetwork()
+    network.socket("10.0.0.1", 4433)  # bound, and silent
+    start = trio.current_time()
+    async with trio.open_nursery() as nursery:
+
+        async def connect() -> None:
+            with pytest.raises(trioquic.HandshakeTimeout):
+                async with trioquic.open_quic_connection(
+                    "10.0.0.1",
+                    4433,
+                    settings=client_settings(handshake_timeout=1.5),
+                    socket=network.socket(),
+                ):
+                    pytest.fail("connected to nothing")  # pragma: no cover
+
+        nursery.start_soon(connect)
+        times = await _send_times(network, "10.0.0.2", "10.0.0.1", start + 1.6)
+    assert times[:4] == [0.0, 0.2, 0.6, 1.4]  # then the CONNECTION_CLOSE
+
+
+async def test_server_first_probe_timeout_is_not_doubled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Likewise a server whose first flight is lost sends it again 0.2 s
+    later, not 0.4 s."""
+    autojump_clock.jump(1000)
+    network = MemoryNetwork()
+    network.set_link("10.0.0.1", "10.0.0.2", LinkConditions(loss=1.0))
+
+    async def wait_forever(connection: trioquic.QuicConnection) -> None:
+        await trio.sleep_forever()
+
+    async with open_memory_server(wait_forever, network=network) as server:
+        start = trio.current_time()
+        async with trio.open_nursery() as nursery:
+
+            async def connect() -> None:
+                with pytest.raises(trioquic.HandshakeTimeout):
+                    async with server.connect(
+                        settings=client_settings(handshake_timeout=0.5)
+                    ):
+                        pytest.fail("no answer arrives")  # pragma: no cover
+
+            nursery.start_soon(connect)
+            times = await _send_times(network, "10.0.0.1", "10.0.0.2", start + 0.45)
+    # The first flight (one or more datagrams at once), then its probe.
+    assert times[0] == 0.0
+    assert sorted(set(times))[:2] == [0.0, 0.2]

@@ -225,6 +225,14 @@ class AioquicEngine:
     def handle_timer(self, now: float) -> None:
         quic = self.quic
         close_at = quic._close_at
+        if not self.datagrams_sent and (close_at is None or now < close_at):
+            # Nothing sent yet: aioquic's loss-detection deadline counts from
+            # the time of the last packet sent, 0 when there is none, so it
+            # lies in the past and would declare a probe timeout before the
+            # first packet leaves. That PTO would double every later one (a
+            # lost first Initial resent after 0.4 s instead of 0.2 s). Only
+            # the idle deadline can be due now.
+            return
         if quic._close_event is None and close_at is not None and now >= close_at:
             # With no close under way, aioquic's close deadline is the idle
             # deadline: this call ends the connection by idle timeout.
