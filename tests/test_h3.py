@@ -1201,6 +1201,63 @@ async def test_request_with_async_iterable_body(
             assert (await response.read()).replace(b"|", b"") == b"onetwo"
 
 
+async def test_client_rebinds_mid_response(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Http3Client.rebind(): the connection moves to a new local port while a
+    response streams; the server sees the new address, the body is whole."""
+    seen: list[Any] = []
+
+    async def big(request: Request) -> None:
+        async with request.stream_response(200) as writer:
+            for i in range(40):
+                seen.append(request.peer_address)
+                await writer.send(bytes([i]) * 16384)
+
+    with trio.fail_after(60):
+        async with http3_server(big) as harness, harness.client() as client:
+            before = client.local_address
+            response = await client.request("GET", "/big")
+            body = bytearray()
+            async for chunk in response:
+                body += chunk
+                if len(body) >= 100_000 and client.local_address == before:
+                    assert await client.rebind() != before
+            assert bytes(body) == b"".join(bytes([i]) * 16384 for i in range(40))
+            assert client.local_address != before
+            assert (await client.request("GET", "/again")).status == 200
+    assert seen[0][1] == before[1] and seen[-1][1] == client.local_address[1]
+
+
+async def test_client_leaving_mid_response_is_not_an_error(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client that closes its connection while a response streams (its
+    STOP_SENDING may well arrive after its CONNECTION_CLOSE, or not at all):
+    the handler's send raises ConnectionClosed, which the server does not
+    report as a failing handler."""
+    ended: list[BaseException] = []
+
+    async def big(request: Request) -> None:
+        try:
+            async with request.stream_response(200) as writer:
+                for _ in range(200):
+                    await writer.send(b"x" * 65536)
+        except BaseException as exc:
+            ended.append(exc)
+            raise
+
+    with trio.fail_after(30), caplog.at_level(logging.DEBUG, logger="trioquic.h3"):
+        async with http3_server(big) as harness:
+            async with harness.client() as client:
+                response = await client.request("GET", "/big")
+                async for _ in response:
+                    break  # leave without reading the rest, or aclose()
+            await trio.sleep(1)
+    assert ended, "the handler ran"
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
 async def test_client_abandoning_response_cancels_handler(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -461,6 +461,12 @@ class Http3Client:
         """The QUIC connection's statistics (RTT, congestion window, ...)."""
         return self._driver.io.statistics()
 
+    async def rebind(self) -> Any:
+        """Move the connection to a new local UDP port while requests carry
+        on (connection migration; see :meth:`trioquic.QuicConnection.rebind`,
+        whose rules apply). Returns the new local address."""
+        return await self._driver.io.rebind()
+
     @property
     def active_requests(self) -> int:
         """Requests whose state the client still holds (sent and not yet

@@ -234,7 +234,13 @@ class ServerH3Driver(H3Driver):
                 try:
                     await self.handler(request)
                 except Exception as exc:
-                    if ex.peer_aborted or ex.response_complete:
+                    if (
+                        ex.peer_aborted
+                        or ex.response_complete
+                        or (isinstance(exc, ConnectionClosed) and self.io.error)
+                    ):
+                        # The client left (or the connection ended under the
+                        # handler): nothing to answer, nothing to report.
                         logger.debug("trioquic.h3: handler ended: %r", exc)
                     else:
                         logger.exception(
