@@ -4,6 +4,7 @@ raises TypeError / ValueError saying what to do."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -11,6 +12,7 @@ from functools import partial
 
 import pytest
 import trio
+import trio.testing
 
 import trioquic
 from trioquic import QuicSettings
@@ -228,3 +230,82 @@ async def test_stream_argument_errors() -> None:
                 ):
                     await conn.send_datagram(b"x")
             nursery.cancel_scope.cancel()
+
+
+def initial_with_length(*, length: int, follows: int, token: bytes = b"") -> bytes:
+    """A QUIC v1 Initial whose Length field says ``length`` while ``follows``
+    bytes follow it (the fuzzer's finding: Length past the datagram's end)."""
+    assert len(token) < 64 and length < 2**14
+    return (
+        b"\xc3\x00\x00\x00\x01\x08"
+        + os.urandom(8)
+        + b"\x08"
+        + os.urandom(8)
+        + bytes([len(token)])
+        + token
+        + (0x4000 | length).to_bytes(2, "big")
+        + os.urandom(follows)
+    )
+
+
+@pytest.mark.parametrize("retry", ["never", "always"])
+async def test_initial_whose_length_runs_past_the_datagram_is_dropped(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    retry: str,
+) -> None:
+    """Dropped and counted as malformed by the router: no connection is made
+    for it (aioquic could not parse it, and had no path to answer on), no
+    INVALID_TOKEN answer is attempted, nothing is logged."""
+    from trioquic.testing import (
+        MemoryNetwork,
+        client_settings,
+        open_memory_server,
+        server_settings,
+    )
+
+    network = MemoryNetwork()
+    with trio.fail_after(30), caplog.at_level(logging.WARNING, logger="trioquic"):
+        async with open_memory_server(
+            echo_handler, network=network, server_settings=server_settings(retry=retry)
+        ) as server:
+            attacker = network.socket("10.0.0.66")
+            address = server.server.addresses[0]
+            await attacker.send_batch(
+                [
+                    (initial_with_length(length=5004, follows=1204), address),
+                    (
+                        initial_with_length(
+                            length=5004, follows=1204, token=os.urandom(20)
+                        ),
+                        address,
+                    ),
+                ]
+            )
+            await trio.sleep(1)
+            stats = server.server.statistics()
+            assert stats.dropped.get("malformed", 0) == 2
+            assert stats.connections_accepted == 0
+            assert stats.invalid_tokens == 0
+            # A consistent Length still makes a connection attempt.
+            async with server.connect(settings=client_settings()) as conn:
+                assert await round_trip(conn, b"fine") == b"fine"
+    assert not caplog.records, caplog.text
+
+
+def test_an_unparseable_first_datagram_ends_the_connection_quietly() -> None:
+    """The engine's backstop, should the router ever let such a datagram
+    through: the server connection ends, sending nothing."""
+    from trioquic.lowlevel import create_endpoint_engine
+    from trioquic.testing import server_settings
+
+    endpoint = create_endpoint_engine(server_settings(), is_client=False)
+    engine = endpoint.server_connection(
+        original_destination_cid=os.urandom(8), retry_source_cid=None
+    )
+    engine.receive_datagram(
+        initial_with_length(length=5004, follows=1204), ("10.0.0.66", 4433), 1.0
+    )
+    assert engine.close_reason is not None
+    assert engine.datagrams_to_send(1.0) == []
+    endpoint.close()

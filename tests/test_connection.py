@@ -806,8 +806,12 @@ async def test_many_clients_on_a_lossy_network(autojump_clock: trio.testing.Mock
 
 
 @hypothesis.settings(
-    # Raise with TRIOQUIC_PROPERTY_EXAMPLES=1000 for a long local run.
-    max_examples=int(os.environ.get("TRIOQUIC_PROPERTY_EXAMPLES", "25")),
+    # Raise with TRIOQUIC_PROPERTY_EXAMPLES=1000 for a long local run; at least
+    # TRIOQUIC_PROPERTY_MIN_EXAMPLES (nox -s fuzz).
+    max_examples=max(
+        int(os.environ.get("TRIOQUIC_PROPERTY_EXAMPLES", "25")),
+        int(os.environ.get("TRIOQUIC_PROPERTY_MIN_EXAMPLES") or 0),
+    ),
     deadline=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
@@ -1320,3 +1324,47 @@ async def test_nat_rebinding_before_the_handshake_is_confirmed(
             await stream.send_eof()
             assert await stream.receive_some() == b"hi"
         assert trio.current_time() - started < 2.0  # not the 30 s idle timeout
+
+
+async def test_an_application_that_cannot_attach_leaves_nothing_behind(
+    autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """attach() raising is the application's bug: the error is logged, the
+    attempt is not a connection (no routing entry, no handshake slot), and
+    the server keeps serving."""
+    failures = [True, True]
+
+    class Fragile(trioquic.ApplicationOverQuic):
+        def attach(self, io: trioquic.ConnectionIO) -> None:
+            if failures:
+                failures.pop()
+                raise RuntimeError("cannot attach")
+
+    network = MemoryNetwork()
+    sock = network.socket(*SERVER)
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                trioquic.serve_application,
+                Fragile,
+                SERVER[1],
+                settings=server_settings(),
+                sockets=[sock],
+            )
+        )
+        with trio.fail_after(30):
+            async with trioquic.open_quic_connection(
+                *SERVER, settings=client_settings(), socket=network.socket("10.0.0.2")
+            ) as connection:
+                # The first two Initials failed to attach; a retransmission
+                # of the client's Initial made the connection.
+                assert connection.handshake is not None
+                assert server.connection_count == 1
+                assert server.statistics().connection_ids <= 2
+        await trio.sleep(5)
+        stats = server.statistics()
+        assert server.connection_count == 0
+        assert stats.connection_ids == 0
+        assert stats.pending_handshakes == 0
+        nursery.cancel_scope.cancel()
+    assert caplog.text.count("could not be attached") == 2

@@ -190,13 +190,18 @@ class _Endpoint:
             # the Initial counts as not accepted (the client retries).
             logger.exception("trioquic: the application factory failed")
             return None
-        worker = IoWorker(
-            engine=engine,
-            application=application,
-            socket=socket,
-            table=self.table,
-            settings=self.settings,
-        )
+        try:
+            worker = IoWorker(
+                engine=engine,
+                application=application,
+                socket=socket,
+                table=self.table,
+                settings=self.settings,
+            )
+        except Exception:
+            # The application's attach() failed: as for the factory.
+            logger.exception("trioquic: the application could not be attached")
+            return None
         worker.register_cid(decision.destination_cid)
         self.start(worker)
         return worker

@@ -165,8 +165,10 @@ class IoWorker:
         #: The peer's stateless reset tokens registered in the table.
         self._reset_tokens: tuple[bytes, ...] = ()
         self._closing_datagrams: list[tuple[bytes, Address]] = []
-        self.register_cid(engine.host_cid)
+        # Attach first: if the application fails to, nothing is registered
+        # in the routing table for a connection that never runs.
         application.attach(self.io)
+        self.register_cid(engine.host_cid)
 
     # -- inputs ---------------------------------------------------------------
 

@@ -150,6 +150,8 @@ class AioquicEndpoint:
             original_destination_connection_id=bytes(dcid),
         )
         quic.receive_datagram(data, addr, now=now)
+        if not quic._network_paths:
+            return []  # not even parsed: no path to answer on (a backstop)
         # Whatever reading the ClientHello concluded (it may have failed on
         # its own), the answer is INVALID_TOKEN.
         quic._close_event = None

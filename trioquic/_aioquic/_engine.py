@@ -12,7 +12,7 @@ from aioquic.quic import events as aq_events
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import END_STATES as _END_STATES
 from aioquic.quic.connection import QuicConnectionState
-from aioquic.quic.packet import QuicFrameType
+from aioquic.quic.packet import QuicErrorCode, QuicFrameType
 from aioquic.quic.stream import QuicStream as _AioquicStream
 
 from .._engine import Address
@@ -163,6 +163,19 @@ class AioquicEngine:
         if self._tickets is not None:
             self._tickets.now = now  # the handshake may store or fetch one
         quic.receive_datagram(data, addr, now=now)
+        if not quic._network_paths:
+            # A server's first datagram that aioquic could not even parse
+            # (the router lets through only well-formed Initials; this is the
+            # backstop): aioquic has no path to answer on, and would fail in
+            # datagrams_to_send. End the connection, sending nothing.
+            self.abandon(
+                CloseReason(
+                    error_code=QuicErrorCode.PROTOCOL_VIOLATION,
+                    reason="the first datagram could not be parsed",
+                    cause=CloseCause.CLOSED_LOCALLY,
+                )
+            )
+            return
         if self._retry_validated:
             self._validate_retry_path()
         # Stateless reset (RFC 9000 section 10.3.1), which aioquic ignores: a
@@ -254,6 +267,8 @@ class AioquicEngine:
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         quic = self.quic
+        if not quic._network_paths:
+            return []  # a server that never read a datagram has nowhere to send
         budget = self.amplification_budget()
         datagrams = quic.datagrams_to_send(now=now)
         if budget is not None and datagrams:
