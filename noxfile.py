@@ -8,14 +8,26 @@ example ``nox -s tests -- -k echo -x``.
 
 from __future__ import annotations
 
+import json
+import os
+
 import nox
+import nox.command
 
 nox.options.sessions = ["tests", "lint", "typecheck", "docs"]
 nox.options.reuse_existing_virtualenvs = True
 nox.options.error_on_missing_interpreters = False
 
 PYTHONS = ["3.11", "3.12", "3.13"]
-SOURCES = ["trioquic", "tests", "examples", "benchmarks", "docs", "noxfile.py"]
+SOURCES = [
+    "trioquic",
+    "tests",
+    "examples",
+    "benchmarks",
+    "stress",
+    "docs",
+    "noxfile.py",
+]
 
 
 @nox.session(python=PYTHONS)
@@ -74,6 +86,7 @@ BENCHMARKS = [
     "benchmarks/h3_requests.py",  # 1 KB HTTP/3 requests, 1x50, 4x25, 10x10
     "benchmarks/handshakes.py",  # handshakes/s, sequential and 16 at once
     "benchmarks/idle_memory.py",  # memory per idle connection
+    "benchmarks/loss_recovery.py",  # 10 MiB through early loss, both pairs
 ]
 
 
@@ -87,3 +100,70 @@ def bench(session: nox.Session) -> None:
     quick = ["--quick"] if "--quick" in session.posargs else []
     for script in BENCHMARKS:
         session.run("python", script, *quick)
+
+
+@nox.session
+def soak(session: nox.Session) -> None:
+    """The bounded soak (stress/soak.py, docs/testing.rst): ten minutes of
+    mixed HTTP/3 requests, bulk downloads, datagrams, connection churn and
+    rebinding through a lossy hop against one server; fails if a request is
+    lost or memory and tasks do not level off. ``nox -s soak -- --quick``
+    runs for 30 s; other arguments go to the script."""
+    session.install("-e", ".[test]")
+    session.run("python", "stress/soak.py", *session.posargs)
+
+
+#: ``nox -s fuzz``'s floor of examples for every hypothesis property test.
+FUZZ_EXAMPLES = 10_000
+
+
+@nox.session
+def fuzz(session: nox.Session) -> None:
+    """Fuzzing at scale (docs/testing.rst, "Fuzzing"): stress/fuzz.py sends
+    1,000,000 structure-aware mutated datagrams at a live HTTP/3 server on
+    loopback while a transfer runs (15 minutes at most), then every
+    hypothesis property test runs with at least 10,000 examples, drawn anew
+    (not CI's derandomized profile), in parallel (about 40 minutes on two
+    cores). ``--datagrams-only`` or ``--properties-only`` runs one part,
+    ``--examples N`` sets the floor; other arguments go to stress/fuzz.py
+    (``nox -s fuzz -- --seed 7``). Both parts run; either failing fails the
+    session."""
+    args = list(session.posargs)
+    datagrams = "--properties-only" not in args
+    properties = "--datagrams-only" not in args
+    args = [a for a in args if a not in ("--properties-only", "--datagrams-only")]
+    examples = FUZZ_EXAMPLES
+    if "--examples" in args:
+        index = args.index("--examples")
+        examples = int(args[index + 1])
+        del args[index : index + 2]
+    session.install("-e", ".[test]", "pytest-xdist")
+    failed = []
+    if datagrams:
+        if "--json" not in args:
+            args += ["--json", os.path.join(session.create_tmp(), "fuzz.json")]
+        summary = args[args.index("--json") + 1]
+        # Exit status 1 is a finding: read from the summary, after the
+        # properties have run too.
+        session.run("python", "stress/fuzz.py", *args, success_codes=[0, 1])
+        with open(summary) as fp:
+            if not json.load(fp)["ok"]:
+                failed.append(f"stress/fuzz.py reported findings (see {summary})")
+    if properties:
+        try:
+            session.run(
+                "pytest",
+                "-m",
+                "property",
+                "-n",
+                "auto",
+                "--hypothesis-show-statistics",
+                env={
+                    "TRIOQUIC_PROPERTY_MIN_EXAMPLES": str(examples),
+                    "TRIOQUIC_HYPOTHESIS_PROFILE": "fuzz",
+                },
+            )
+        except nox.command.CommandFailed:
+            failed.append(f"property tests at {examples:,} examples each failed")
+    if failed:
+        session.error("; ".join(failed))

@@ -7,14 +7,61 @@ import pytest
 
 from trioquic.testing import development_certificate
 
+#: Every property test runs at least this many examples when
+#: TRIOQUIC_PROPERTY_MIN_EXAMPLES is set (``nox -s fuzz`` sets 10,000): the
+#: tests with an explicit count take it through ``test_properties.examples``
+#: (or read it themselves), the others through the profile below. A test
+#: left below it fails the collection rather than run short.
+MIN_EXAMPLES = int(os.environ.get("TRIOQUIC_PROPERTY_MIN_EXAMPLES") or 0)
+
 # CI explores the same examples every run (a red run is reproducible); a local
 # run draws new ones.
 hypothesis.settings.register_profile("ci", derandomize=True, print_blob=True)
+# The long exploring run of ``nox -s fuzz``: new examples every run (the seed
+# of a failure is printed to reproduce it), no deadline.
+hypothesis.settings.register_profile(
+    "fuzz",
+    derandomize=False,
+    deadline=None,
+    print_blob=True,
+    suppress_health_check=[
+        hypothesis.HealthCheck.too_slow,
+        hypothesis.HealthCheck.data_too_large,
+    ],
+)
 _profile = os.environ.get("TRIOQUIC_HYPOTHESIS_PROFILE") or (
     "ci" if os.environ.get("CI") else None
 )
 if _profile:
     hypothesis.settings.load_profile(_profile)
+if hypothesis.settings.default.max_examples < MIN_EXAMPLES:
+    hypothesis.settings.register_profile(
+        "min-examples", hypothesis.settings.default, max_examples=MIN_EXAMPLES
+    )
+    hypothesis.settings.load_profile("min-examples")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "property: hypothesis property tests (marked automatically)"
+    )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    short = []
+    for item in items:
+        function = getattr(item, "function", None)
+        if function is None or not hypothesis.is_hypothesis_test(function):
+            continue
+        item.add_marker(pytest.mark.property)
+        settings = getattr(function, "_hypothesis_internal_use_settings", None)
+        if settings is not None and settings.max_examples < MIN_EXAMPLES:
+            short.append(f"{item.nodeid} ({settings.max_examples})")
+    if short:
+        raise pytest.UsageError(
+            f"TRIOQUIC_PROPERTY_MIN_EXAMPLES={MIN_EXAMPLES}, but these property "
+            "tests would run fewer examples: " + ", ".join(short)
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)

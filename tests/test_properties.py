@@ -18,7 +18,8 @@ properties:
 
 Each test runs few examples by default; raise them with
 ``TRIOQUIC_PROPERTY_EXAMPLES`` (e.g. ``TRIOQUIC_PROPERTY_EXAMPLES=250``) for a
-long local run.
+long local run, or set a floor with ``TRIOQUIC_PROPERTY_MIN_EXAMPLES`` (``nox
+-s fuzz`` runs every property test with at least 10,000).
 """
 
 from __future__ import annotations
@@ -46,11 +47,11 @@ SERVER = ("10.0.0.1", 4433)
 def examples(default: int) -> int:
     """``default`` examples, or TRIOQUIC_PROPERTY_EXAMPLES * default / 25 when
     the variable is set (25 is the default of the older property test, so
-    the variable scales every property test alike)."""
+    the variable scales every property test alike); at least
+    TRIOQUIC_PROPERTY_MIN_EXAMPLES when that is set (``nox -s fuzz``)."""
     raised = os.environ.get("TRIOQUIC_PROPERTY_EXAMPLES")
-    if raised is None:
-        return default
-    return max(default, int(raised) * default // 25)
+    count = default if raised is None else max(default, int(raised) * default // 25)
+    return max(count, int(os.environ.get("TRIOQUIC_PROPERTY_MIN_EXAMPLES") or 0))
 
 
 property_settings = hypothesis.settings(
