@@ -158,6 +158,10 @@ def fuzz(session: nox.Session) -> None:
                 "-n",
                 "auto",
                 "--hypothesis-show-statistics",
+                # Each test runs for many minutes here, by design: no
+                # traceback dumps for the suite's 120 s hang guard.
+                "-o",
+                "faulthandler_timeout=0",
                 env={
                     "TRIOQUIC_PROPERTY_MIN_EXAMPLES": str(examples),
                     "TRIOQUIC_HYPOTHESIS_PROFILE": "fuzz",
