@@ -4,6 +4,7 @@ and client as real processes on loopback."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 import pathlib
@@ -393,8 +394,11 @@ async def test_ctrl_c_closes_connections_gracefully(
             closed = await connection.wait_closed()
             assert trio.current_time() - start < 10
             assert closed.reason.by_peer
-            with pytest.raises(trio.BrokenResourceError):
-                await stream.receive_some()
+            # The stream is over: broken by the close, or ended (b"") if the
+            # server's handler finished it (FIN) before the close went out,
+            # which depends on the scheduling of the shutdown.
+            with contextlib.suppress(trio.BrokenResourceError):
+                assert await stream.receive_some() == b""
     status = await trio.to_thread.run_sync(echo_server.process.popen.wait, TIMEOUT)
     assert status == 0
 

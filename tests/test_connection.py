@@ -1360,7 +1360,6 @@ async def test_an_application_that_cannot_attach_leaves_nothing_behind(
                 # of the client's Initial made the connection.
                 assert connection.handshake is not None
                 assert server.connection_count == 1
-                assert server.statistics().connection_ids <= 2
         await trio.sleep(5)
         stats = server.statistics()
         assert server.connection_count == 0
