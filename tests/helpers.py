@@ -62,8 +62,26 @@ async def connected_pair(
         ) as server,
         server.connect(socket=client_socket) as client,
     ):
-        server_side = await receive.receive()
-        yield Pair(client, server_side, server)
+        # The client's handshake can complete while the server's never does
+        # (the client's Finished lost again and again: the server's handshake
+        # timeout then closes the connection): wait for whichever comes first,
+        # and report the close as the client sees it rather than hang.
+        server_side: list[trioquic.QuicConnection] = []
+        async with trio.open_nursery() as nursery:
+
+            async def server_accepted() -> None:
+                server_side.append(await receive.receive())
+                nursery.cancel_scope.cancel()
+
+            async def client_closed() -> None:
+                await client.wait_closed()
+                nursery.cancel_scope.cancel()
+
+            nursery.start_soon(server_accepted)
+            nursery.start_soon(client_closed)
+        if not server_side:
+            raise await client.wait_closed()
+        yield Pair(client, server_side[0], server)
 
 
 async def bidirectional_pair(
