@@ -235,6 +235,21 @@ class LossyHop:
         self.counters.cpu_seconds += time.process_time() - cpu
         return self.counters
 
+    def serve(self, lifetime: float) -> Counters:
+        """Run as a process of its own: print ``HOP-READY <port>``, run until
+        SIGTERM/SIGINT or ``lifetime`` seconds, close, return the counters."""
+
+        def on_signal(signum: int, frame: object) -> None:
+            self.stop()
+
+        signal.signal(signal.SIGTERM, on_signal)
+        signal.signal(signal.SIGINT, on_signal)
+        print(f"{READY_TAG}{self.port}", flush=True)
+        try:
+            return self.run(time.monotonic() + lifetime)
+        finally:
+            self.close()
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -269,17 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         queue=args.queue,
         trace=args.trace,
     )
-
-    def on_signal(signum: int, frame: object) -> None:
-        hop.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"{READY_TAG}{hop.port}", flush=True)
-    try:
-        counters = hop.run(time.monotonic() + args.lifetime)
-    finally:
-        hop.close()
+    counters = hop.serve(args.lifetime)
     print(TAG + json.dumps(asdict(counters)), flush=True)
     return 0
 

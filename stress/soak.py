@@ -363,17 +363,7 @@ def hop_main(args: argparse.Namespace) -> None:
         seed=args.seed,
         max_clients=max(64, limit - 64),
     )
-
-    def on_signal(signum: int, frame: object) -> None:
-        hop.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    print(f"{HOP_READY}{hop.port}", flush=True)
-    try:
-        counters = hop.run(time.monotonic() + args.lifetime)
-    finally:
-        hop.close()
+    counters = hop.serve(args.lifetime)  # prints HOP_READY, the same tag
     directions = {}
     for name in ("up", "down"):
         d = getattr(counters, name)
