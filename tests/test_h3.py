@@ -935,7 +935,7 @@ async def test_server_cancels_a_promised_push(
     its response() raises); a CANCEL_PUSH beyond MAX_PUSH_ID would be an
     H3_ID_ERROR (tests/test_h3_engine.py)."""
     server = pushing_server(
-        promised=[(0, b"/gone"), (1, b"/kept")], streams=[1], cancelled=[0]
+        promised=[(0, b"/gone"), (1, b"/kept")], streams=[1, 0], cancelled=[0]
     )
     with trio.fail_after(30):
         async with (
@@ -951,6 +951,9 @@ async def test_server_cancels_a_promised_push(
                     await push.response()
                 assert info.value.error_code == h3.H3ErrorCode.REQUEST_CANCELLED
             assert await (await push.response()).read() == b"pushed /kept"
+            # The withdrawn push's stream came anyway: refused, not kept.
+            await trio.sleep(1)
+            assert client.active_requests == 0
 
 
 async def test_client_cancels_a_push(autojump_clock: trio.testing.MockClock) -> None:

@@ -84,7 +84,10 @@ class ClientH3Driver(H3Driver):
         self._raw[event.stream_id] = 0
         self._credited[event.stream_id] = 0
         state.exchange = ex
-        if state.cancelled:
+        if state.cancelled or state.failure is not None:
+            # Refused here, or withdrawn by the server: nothing will read it
+            # (the failure lets the exchange be forgotten at once).
+            ex.failure = H3Error(H3ErrorCode.REQUEST_CANCELLED, "push cancelled")
             self.abandon_receive(ex, H3ErrorCode.REQUEST_CANCELLED)
             self._maybe_done(ex)
         state.lot.unpark_all()
@@ -109,6 +112,8 @@ class ClientH3Driver(H3Driver):
         if ex is None:
             self.engine.cancel_push(state.push_id)
         else:
+            if ex.response_status is None and ex.failure is None:
+                ex.failure = H3Error(H3ErrorCode.REQUEST_CANCELLED, "push cancelled")
             self.abandon_receive(ex, H3ErrorCode.REQUEST_CANCELLED)
             self._maybe_done(ex)
         state.lot.unpark_all()
