@@ -36,6 +36,10 @@ from ._events import QuicEvent as QuicEvent
 from ._events import StopSendingReceived as StopSendingReceived
 from ._events import StreamDataReceived as StreamDataReceived
 from ._events import StreamResetReceived as StreamResetReceived
+from ._http import HTTP_DISCONNECTED as HTTP_DISCONNECTED
+from ._http import HttpHandler as HttpHandler
+from ._http import HttpRequest as HttpRequest
+from ._http import HttpResponseWriter as HttpResponseWriter
 from ._settings import QuicSettings as QuicSettings
 from ._statistics import ConnectionStatistics as ConnectionStatistics
 from ._statistics import DropReason as DropReason

@@ -94,7 +94,9 @@ class Exchange:
         self.sending = False
         # server: the handler's cancel scope
         self.cancel_scope: trio.CancelScope | None = None
+        self.cancel_on_abort = True
         self.peer_aborted = False
+        self.abort_event: trio.Event | None = None  # made by wait_aborted()
         # RFC 9297 datagrams
         self.datagrams: deque[bytes] = deque()
         self.datagram_lot = trio.lowlevel.ParkingLot()
@@ -103,6 +105,22 @@ class Exchange:
         self.receive_lot.unpark_all()
         self.send_lot.unpark_all()
         self.datagram_lot.unpark_all()
+        if self.abort_event is not None and (
+            self.peer_aborted or self.driver.io.error is not None
+        ):
+            self.abort_event.set()
+
+    @property
+    def aborted(self) -> bool:
+        """The peer reset or stopped the stream, or the connection ended."""
+        return self.peer_aborted or self.driver.io.error is not None
+
+    async def wait_aborted(self) -> None:
+        if self.abort_event is None:
+            self.abort_event = trio.Event()
+            if self.aborted:
+                self.abort_event.set()
+        await self.abort_event.wait()
 
     @property
     def response_complete(self) -> bool:

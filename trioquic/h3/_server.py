@@ -221,8 +221,9 @@ class ServerH3Driver(H3Driver):
             )
 
     def _peer_aborted(self, ex: Exchange) -> None:
-        # The peer gave up on this request: its handler stops.
-        if ex.cancel_scope is not None:
+        # The peer gave up on this request: its handler stops (unless it
+        # asked to be told instead, Request.cancel_on_abort).
+        if ex.cancel_scope is not None and ex.cancel_on_abort:
             ex.cancel_scope.cancel()
 
     async def _run_handler(self, ex: Exchange, request: Request) -> None:
@@ -358,6 +359,8 @@ class Request(Body):
     protocol: str | None
     headers: Headers
     stream_id: int
+    #: ``"3"``; the TCP front door's requests say ``"2"`` or ``"1.1"``.
+    http_version = "3"
     #: Whether the request arrived as 0-RTT early data, before the handshake
     #: completed (RFC 8470): an attacker may have replayed it. A handler can
     #: answer ``425`` (Too Early) to have the client send it again after the
@@ -402,6 +405,34 @@ class Request(Body):
         """The client's current address (it follows the client if it
         migrates)."""
         return self._driver.io.peer_address
+
+    @property
+    def local_address(self) -> Any:
+        """The server's address this request came to."""
+        return self._driver.io.local_address
+
+    @property
+    def cancel_on_abort(self) -> bool:
+        """Whether the handler is cancelled when the client resets or stops
+        the stream (default ``True``). A handler that sets it to ``False``
+        learns of it instead from :attr:`aborted`, :meth:`wait_aborted`, and
+        the errors reading and sending raise (the ASGI adapter does this, to
+        give the application ``http.disconnect``). When the connection
+        ends, every handler is cancelled either way."""
+        return self._exchange.cancel_on_abort
+
+    @cancel_on_abort.setter
+    def cancel_on_abort(self, value: bool) -> None:
+        self._exchange.cancel_on_abort = bool(value)
+
+    @property
+    def aborted(self) -> bool:
+        """The client reset or stopped the stream, or the connection ended."""
+        return self._exchange.aborted
+
+    async def wait_aborted(self) -> None:
+        """Return when :attr:`aborted` becomes true (at once if it is)."""
+        await self._exchange.wait_aborted()
 
     async def send_informational(self, status: int, headers: HeaderInput = ()) -> None:
         """Send a 1xx informational response (e.g. 103 Early Hints), before
