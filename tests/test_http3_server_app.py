@@ -31,7 +31,6 @@ from trioquic.cli._serve import (
     MAX_BYTES,
     HttpError,
     ServerConfig,
-    content_type,
     index_page,
     parse_byte_count,
     pattern_bytes,
@@ -40,6 +39,7 @@ from trioquic.cli._serve import (
     route,
     run_server,
 )
+from trioquic.cli._files import content_type
 from trioquic.h3 import open_http3_client
 
 TIMEOUT = 30.0
@@ -135,8 +135,14 @@ def test_absolute_filesystem_paths_stay_inside_the_root(
 
 def test_resolve_path_missing_files(root: pathlib.Path) -> None:
     assert status_of(root, "/nope.txt") == 404
-    assert status_of(root, "/empty/") == 404  # a directory without index.html
     assert status_of(root, "/a.txt/more") == 404
+
+
+def test_directory_without_index_resolves_to_itself(root: pathlib.Path) -> None:
+    # Listed by the application.
+    assert resolve_path(root, "/empty/") == (root / "empty").resolve()
+    assert route("GET", "/empty/", root).kind == "listing"
+    assert route("HEAD", "/", root).kind == "file"  # it has an index.html
 
 
 def test_directory_without_slash_redirects(root: pathlib.Path) -> None:
@@ -212,6 +218,7 @@ def test_route_files_with_root(root: pathlib.Path) -> None:
         ("style.css", "text/css; charset=utf-8"),
         ("image.png", "image/png"),
         ("data.json", "application/json; charset=utf-8"),
+        ("icon.svg", "image/svg+xml; charset=utf-8"),
         ("archive.tar.gz", "application/octet-stream"),
         ("no-extension", "application/octet-stream"),
         ("file.unknownext", "application/octet-stream"),
@@ -339,7 +346,7 @@ async def test_end_to_end(root: pathlib.Path) -> None:
                 headers = dict(response.headers)
                 assert headers[b"content-type"] == b"text/plain; charset=utf-8"
                 assert headers[b"content-length"] == b"5"
-                assert headers[b"alt-svc"] == f'h3=":{port}"'.encode()
+                assert headers[b"etag"].startswith(b'"')
 
                 response = await client.request("GET", "/data.bin")
                 assert await response.read() == (root / "data.bin").read_bytes()

@@ -7,18 +7,20 @@ Routes, in this order:
   (:func:`pattern_bytes`), streamed in chunks with backpressure; ``N`` is at
   most :data:`MAX_BYTES`, else 400;
 * ``POST /echo``: the request body, streamed back as it arrives;
-* with a root directory: the files under it (``index.html`` for a
-  directory), ``GET`` and ``HEAD`` only (405 otherwise), never anything
-  outside the root (see :func:`resolve_path`);
+* with a root directory: the files under it, ``GET`` and ``HEAD`` only (405
+  otherwise), never anything outside the root (see :func:`resolve_path`),
+  with validators, conditional requests and byte ranges (:mod:`._files`);
+  a directory serves its ``index.html``, else a listing;
 * without one: a small built-in HTML page at ``/``.
 
-Every response carries ``alt-svc: h3=":PORT"``; every request is logged as
-one line on the ``trioquic.serve.access`` logger.
+The application answers any :class:`trioquic.HttpRequest` (HTTP/3, and the
+TCP door's HTTP/2 and HTTP/1.1); the server layer adds ``alt-svc``. Every
+request is logged as one line on the ``trioquic.serve.access`` logger.
 
 The routing and path logic are pure functions, tested without a network.
 The server binds its sockets itself (:func:`trioquic.lowlevel.bind_udp_sockets`:
-``localhost`` is ``127.0.0.1`` and ``::1``, all on one port) to know the
-port for ``alt-svc`` before it serves.
+``localhost`` is ``127.0.0.1`` and ``::1``, all on one port) to know its
+port before it serves.
 """
 
 from __future__ import annotations
@@ -28,21 +30,22 @@ import functools
 import html
 import http
 import logging
-import mimetypes
 import os
 import pathlib
 import shlex
+import stat as stat_module
 import sys
 import time
 import urllib.parse
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 import trio
 
 from .. import QuicServer, QuicSettings
-from ..h3 import H3Error, Http3Settings, Request, serve_http3
+from .._http import HTTP_DISCONNECTED, HttpRequest
+from ..h3 import Http3Settings, serve_http3
 from ..lowlevel import bind_udp_sockets
 from ._common import (
     CommandError,
@@ -54,6 +57,15 @@ from ._common import (
     _serve_until_signalled,
     _server_certificate,
 )
+from ._files import (
+    FILE_CHUNK_SIZE,
+    ByteRange,
+    FilePlan,
+    content_type,
+    list_directory,
+    listing_page,
+    plan_file_response,
+)
 
 if TYPE_CHECKING:
     from ._common import Commands
@@ -63,7 +75,7 @@ logger = logging.getLogger("trioquic.serve")
 
 #: Largest ``N`` accepted by ``/bytes/N`` (1 GiB).
 MAX_BYTES = 1024**3
-#: Size of the chunks file and ``/bytes`` bodies are sent in.
+#: Size of the chunks ``/bytes`` bodies are sent in.
 CHUNK_SIZE = 64 * 1024
 #: The repeating pattern ``/bytes/N`` serves: byte ``i`` is ``i % 251``
 #: (a prime period, so that misplaced chunks show up in a checksum).
@@ -98,15 +110,21 @@ def split_target(target: str) -> str:
 
 
 def resolve_path(root: pathlib.Path, target: str) -> pathlib.Path:
-    """The file under ``root`` that request target ``target`` names.
+    """The file or directory under ``root`` that request target ``target``
+    names (a directory: its ``index.html`` if it has one, else the
+    directory itself, to be listed).
 
     Raises :exc:`HttpError`: 400 for a malformed path or one with ``..``
     segments (also percent-encoded ones such as ``%2e%2e`` or ``..%2f``),
     NUL bytes or backslashes; 403 when the path resolves outside ``root``
-    (a symbolic link that escapes it); 404 when there is no such file (or a
-    directory has no ``index.html``); 301 with a ``location`` to add the
-    missing slash of a directory.
+    (a symbolic link that escapes it); 404 when there is no such file; 301
+    with a ``location`` to add the missing slash of a directory.
     """
+    return _resolve(root, target)[0]
+
+
+def _resolve(root: pathlib.Path, target: str) -> tuple[pathlib.Path, os.stat_result]:
+    """:func:`resolve_path`, and the ``stat`` of what it found."""
     path = split_target(target)
     if not path.startswith("/"):
         raise HttpError(400)
@@ -124,42 +142,36 @@ def resolve_path(root: pathlib.Path, target: str) -> pathlib.Path:
     candidate = base.joinpath(*parts)
     if not candidate.is_absolute() or not candidate.is_relative_to(base):
         raise HttpError(400)  # pragma: no cover - the checks above prevent it
-    resolved = _inside(base, candidate)
-    if resolved.is_dir():
+    resolved, info = _inside(base, candidate)
+    if stat_module.S_ISDIR(info.st_mode):
         if not path.endswith("/"):
             query = target[len(path) :]
             raise HttpError(301, [(b"location", (path + "/" + query).encode())])
-        resolved = _inside(base, resolved / "index.html")
-    if not resolved.is_file():
+        try:
+            index, index_info = _inside(base, resolved / "index.html")
+        except HttpError as error:
+            if error.status != 404:
+                raise
+        else:
+            if stat_module.S_ISREG(index_info.st_mode):
+                return index, index_info
+        return resolved, info
+    if not stat_module.S_ISREG(info.st_mode):
         raise HttpError(404)
-    return resolved
+    return resolved, info
 
 
-def _inside(base: pathlib.Path, candidate: pathlib.Path) -> pathlib.Path:
+def _inside(
+    base: pathlib.Path, candidate: pathlib.Path
+) -> tuple[pathlib.Path, os.stat_result]:
     try:
         resolved = candidate.resolve(strict=True)
-    except FileNotFoundError:
-        raise HttpError(404) from None
-    except (OSError, RuntimeError):  # a loop of links, a too-long name
+        info = resolved.stat()
+    except (OSError, RuntimeError):  # missing, a loop of links, a too-long name
         raise HttpError(404) from None
     if not resolved.is_relative_to(base):
         raise HttpError(403)
-    return resolved
-
-
-def content_type(path: str | os.PathLike[str]) -> str:
-    """The media type of a file, from its name (``application/octet-stream``
-    when unknown); text types are declared UTF-8."""
-    guessed, encoding = mimetypes.guess_type(os.fspath(path), strict=False)
-    if guessed is None or encoding is not None:
-        # A compressed file (.gz, ...) is served as the bytes it is.
-        return "application/octet-stream"
-    if guessed.startswith("text/") or guessed in (
-        "application/javascript",
-        "application/json",
-    ):
-        return f"{guessed}; charset=utf-8"
-    return guessed
+    return resolved, info
 
 
 def parse_byte_count(text: str, maximum: int = MAX_BYTES) -> int:
@@ -220,12 +232,14 @@ fetch from the command line with <code>trioquic get {here}</code>.</p>
 class Route:
     """What the application does for one request (the pure decision)."""
 
-    #: ``"bytes"``, ``"echo"``, ``"file"``, ``"index"``.
+    #: ``"bytes"``, ``"echo"``, ``"file"``, ``"listing"``, ``"index"``.
     kind: str
     #: ``/bytes/N``: the byte count.
     count: int = 0
-    #: A file to send.
+    #: A file to send, or a directory to list.
     path: pathlib.Path | None = None
+    #: Its ``stat`` when it was resolved.
+    stat: os.stat_result | None = attrs.field(default=None, eq=False, repr=False)
 
 
 def route(method: str, target: str, root: pathlib.Path | None) -> Route:
@@ -242,9 +256,10 @@ def route(method: str, target: str, root: pathlib.Path | None) -> Route:
             _allow(method, ("GET", "HEAD"))
             return Route("index")
         raise HttpError(404)
-    resolved = resolve_path(root, target)
+    resolved, info = _resolve(root, target)
     _allow(method, ("GET", "HEAD"))
-    return Route("file", path=resolved)
+    kind = "listing" if stat_module.S_ISDIR(info.st_mode) else "file"
+    return Route(kind, path=resolved, stat=info)
 
 
 def _allow(method: str, allowed: tuple[str, ...]) -> None:
@@ -255,7 +270,7 @@ def _allow(method: str, allowed: tuple[str, ...]) -> None:
 # -- the application ---------------------------------------------------------------
 
 
-def _peer(request: Request) -> str:
+def _peer(request: HttpRequest) -> str:
     """The client's address, for the access log (``-`` if unknown)."""
     address = request.peer_address
     if isinstance(address, tuple) and len(address) >= 2:
@@ -271,14 +286,15 @@ def _content_length(length: int, head: bool) -> list[tuple[bytes, bytes]]:
     return [] if head else [(b"content-length", str(length).encode())]
 
 
-_BROKEN = (trio.BrokenResourceError, trio.ClosedResourceError)
+_ENDED: tuple[type[Exception], ...] = (trio.ClosedResourceError, *HTTP_DISCONNECTED)
 
 
 class Http3ServerApp:
-    """The request handler of ``trioquic serve`` (pass it to ``serve_http3``).
+    """The request handler of ``trioquic serve`` (pass it to ``serve_http3``,
+    or to the TCP door: it answers any :class:`trioquic.HttpRequest`).
 
-    ``port`` goes into ``alt-svc``; ``root`` is the directory to serve
-    (``None``: the built-in page).
+    ``port`` is the server's, for the built-in page; ``root`` is the
+    directory to serve (``None``: the built-in page).
     """
 
     def __init__(
@@ -290,15 +306,12 @@ class Http3ServerApp:
     ) -> None:
         self.root = pathlib.Path(root).resolve() if root is not None else None
         self.port = port
-        self._common: Headers = [
-            (b"server", server_header.encode()),
-            (b"alt-svc", f'h3=":{port}"'.encode()),
-        ]
+        self._common: Headers = [(b"server", server_header.encode())]
 
     def headers(self, *extra: tuple[bytes, bytes]) -> Headers:
         return [*extra, *self._common]
 
-    async def __call__(self, request: Request) -> None:
+    async def __call__(self, request: HttpRequest) -> None:
         start = time.monotonic()
         method, target = request.method, request.path
         outcome = {"status": 0, "sent": 0}
@@ -306,9 +319,7 @@ class Http3ServerApp:
         try:
             await self._answer(request, method, target, outcome)
             completed = True
-        except Exception as exc:
-            if not (isinstance(exc, _BROKEN | H3Error)):
-                raise
+        except _ENDED as exc:
             # The client reset the stream or the connection ended.
             logger.info("%s %s: stream ended early: %s", method, target, exc)
         finally:
@@ -326,42 +337,35 @@ class Http3ServerApp:
             )
 
     async def _answer(
-        self, request: Request, method: str, target: str, outcome: dict[str, int]
+        self, request: HttpRequest, method: str, target: str, outcome: dict[str, int]
     ) -> None:
+        head = method == "HEAD"
         try:
             decision = route(method, target, self.root)
         except HttpError as error:
-            await self._error(request, error, outcome, head=method == "HEAD")
+            await self._error(request, error, outcome, head=head)
             return
-        head = method == "HEAD"
         if decision.kind == "bytes":
-            await self._send_chunks(
-                request,
-                decision.count,
-                pattern_chunks(decision.count),
-                "application/octet-stream",
-                outcome,
-                head=head,
-            )
+            await self._send_pattern(request, decision.count, outcome, head=head)
         elif decision.kind == "echo":
             await self._echo(request, outcome)
         elif decision.kind == "index":
             body = index_page(self.port)
             await self._respond(
-                request,
-                200,
-                body,
-                "text/html; charset=utf-8",
-                outcome,
-                head=head,
+                request, 200, body, "text/html; charset=utf-8", outcome, head=head
             )
+        elif decision.kind == "listing":
+            assert decision.path is not None and self.root is not None
+            await self._send_listing(request, decision.path, target, outcome, head)
         else:
-            assert decision.path is not None
-            await self._send_file(request, decision.path, outcome, head=head)
+            assert decision.path is not None and decision.stat is not None
+            await self._send_file(
+                request, decision.path, decision.stat, outcome, head=head
+            )
 
     async def _respond(
         self,
-        request: Request,
+        request: HttpRequest,
         status: int,
         body: bytes,
         media_type: str,
@@ -381,7 +385,7 @@ class Http3ServerApp:
 
     async def _error(
         self,
-        request: Request,
+        request: HttpRequest,
         error: HttpError,
         outcome: dict[str, int],
         *,
@@ -398,18 +402,11 @@ class Http3ServerApp:
             extra=error.headers,
         )
 
-    async def _send_chunks(
-        self,
-        request: Request,
-        length: int,
-        chunks: Iterator[bytes] | AsyncIterator[bytes],
-        media_type: str,
-        outcome: dict[str, int],
-        *,
-        head: bool,
+    async def _send_pattern(
+        self, request: HttpRequest, length: int, outcome: dict[str, int], *, head: bool
     ) -> None:
         headers = self.headers(
-            (b"content-type", media_type.encode()),
+            (b"content-type", b"application/octet-stream"),
             *_content_length(length, head),
         )
         outcome["status"] = 200
@@ -417,48 +414,147 @@ class Http3ServerApp:
             await request.respond(200, headers=headers)
             return
         async with request.stream_response(200, headers) as writer:
-            if isinstance(chunks, Iterator):
-                for chunk in chunks:
-                    await writer.send(chunk)
-                    outcome["sent"] += len(chunk)
-            else:
-                async for chunk in chunks:
-                    await writer.send(chunk)
-                    outcome["sent"] += len(chunk)
+            for chunk in pattern_chunks(length):
+                await writer.send(chunk)
+                outcome["sent"] += len(chunk)
+
+    async def _send_listing(
+        self,
+        request: HttpRequest,
+        directory: pathlib.Path,
+        target: str,
+        outcome: dict[str, int],
+        head: bool,
+    ) -> None:
+        assert self.root is not None
+        try:
+            entries = await trio.to_thread.run_sync(
+                list_directory, self.root, directory
+            )
+        except OSError:
+            await self._error(request, HttpError(403), outcome, head=head)
+            return
+        url_path = urllib.parse.unquote(split_target(target))
+        body = listing_page(url_path, entries)
+        await self._respond(
+            request,
+            200,
+            body,
+            "text/html; charset=utf-8",
+            outcome,
+            head=head,
+            extra=[(b"cache-control", b"no-cache")],
+        )
 
     async def _send_file(
         self,
-        request: Request,
+        request: HttpRequest,
         path: pathlib.Path,
+        info: os.stat_result,
         outcome: dict[str, int],
         *,
         head: bool,
     ) -> None:
+        method, request_headers = request.method, request.headers
+        media_type = content_type(path)
+        plan = plan_file_response(
+            method,
+            request_headers,
+            size=info.st_size,
+            mtime_ns=info.st_mtime_ns,
+            media_type=media_type,
+        )
+        if plan.body is None or head:
+            # HEAD, 304, 412, 416: answered from the stat, the file unopened.
+            await self._answer_without_file(request, plan.status, plan, outcome, head)
+            return
         try:
-            file = await trio.open_file(path, "rb")
+            fd = await trio.to_thread.run_sync(
+                os.open, path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
+            )
         except PermissionError:
             await self._error(request, HttpError(403), outcome, head=head)
             return
         except OSError:
             await self._error(request, HttpError(404), outcome, head=head)
             return
-        async with file:
-            size = os.fstat(file.fileno()).st_size
+        try:
+            now = os.fstat(fd)
+            if (now.st_size, now.st_mtime_ns) != (info.st_size, info.st_mtime_ns):
+                # Changed since it was looked up: decide on what was opened.
+                plan = plan_file_response(
+                    method,
+                    request_headers,
+                    size=now.st_size,
+                    mtime_ns=now.st_mtime_ns,
+                    media_type=media_type,
+                )
+                if plan.body is None:
+                    await self._answer_without_file(
+                        request, plan.status, plan, outcome, head
+                    )
+                    return
+            body = plan.body
+            assert body is not None
+            await self._stream_file(request, fd, body, plan, outcome, path)
+        finally:
+            os.close(fd)
 
-            async def read() -> AsyncIterator[bytes]:
-                remaining = size
-                while remaining > 0:
-                    chunk = await file.read(min(CHUNK_SIZE, remaining))
-                    if not chunk:  # the file shrank while being sent
-                        raise trio.BrokenResourceError(f"{path} shrank while read")
-                    remaining -= len(chunk)
-                    yield chunk
-
-            await self._send_chunks(
-                request, size, read(), content_type(path), outcome, head=head
+    async def _answer_without_file(
+        self,
+        request: HttpRequest,
+        status: int,
+        plan: FilePlan,
+        outcome: dict[str, int],
+        head: bool,
+    ) -> None:
+        outcome["status"] = status
+        if status == 304 or (head and status < 300):
+            # No body, and no content-length (see _content_length).
+            await request.respond(status, headers=self.headers(*plan.headers))
+            return
+        if head or status >= 300:
+            body = f"{status} {_reason(status)}\n".encode()
+            await self._respond(
+                request,
+                status,
+                body,
+                "text/plain; charset=utf-8",
+                outcome,
+                head=head,
+                extra=plan.headers,
             )
+            return
+        raise AssertionError(f"a {status} answer needs the file")  # pragma: no cover
 
-    async def _echo(self, request: Request, outcome: dict[str, int]) -> None:
+    async def _stream_file(
+        self,
+        request: HttpRequest,
+        fd: int,
+        body: ByteRange,
+        plan: FilePlan,
+        outcome: dict[str, int],
+        path: pathlib.Path,
+    ) -> None:
+        headers = self.headers(
+            *plan.headers, (b"content-length", str(body.length).encode())
+        )
+        outcome["status"] = plan.status
+        if body.length == 0:
+            await request.respond(plan.status, headers=headers)
+            return
+        async with request.stream_response(plan.status, headers) as writer:
+            position, stop = body.start, body.stop
+            while position < stop:
+                size = min(FILE_CHUNK_SIZE, stop - position)
+                chunk = await trio.to_thread.run_sync(os.pread, fd, size, position)
+                if not chunk:  # the file shrank while being sent
+                    raise trio.BrokenResourceError(f"{path} shrank while read")
+                await writer.send(chunk)
+                position += len(chunk)
+                outcome["sent"] += len(chunk)
+
+    async def _echo(self, request: HttpRequest, outcome: dict[str, int]) -> None:
         media_type = b"application/octet-stream"
         for name, value in request.headers:
             if name == b"content-type":
