@@ -1,0 +1,700 @@
+"""ASGI over HTTP/3: the same Starlette application served by trioquic's ASGI
+server and by the other trio/asyncio HTTP/3 ASGI servers, loaded by ngtcp2's
+native client, in the same run.
+
+The application (``_asgi_peers/app.py``) has two routes: ``GET /`` answers
+1024 bytes of text (``PlainTextResponse``) and ``GET /stream`` 1 MiB as a
+``StreamingResponse`` of 64 KiB pieces. The servers, each in its own
+process, on one CPU:
+
+* ``trioquic``: ``trioquic.asgi.serve_asgi`` (``_asgi_peers/trioquic_server.py
+  --mode asgi``);
+* ``h3``: the baseline, a plain ``trioquic.h3`` handler answering the same
+  two routes with the same bodies, no ASGI and no framework (``--mode h3``);
+  trioquic / h3 is the application's overhead (goal: trioquic keeps >= 75 %
+  of the plain handler's figure);
+* ``hypercorn-trio``: ``hypercorn --worker-class trio --workers 0
+  --quic-bind`` (the worker runs in the process started);
+* ``hypercorn-asyncio``: the same with ``--worker-class asyncio``;
+* ``anycorn-trio``: anycorn (a hypercorn fork on AnyIO), ``--worker-class
+  trio --workers 0 --quic-bind``.
+
+Every server uses the same certificate and aioquic's default QUIC settings
+(``_h3_peers/_shared.py``; hypercorn and anycorn cannot change them).
+
+The load is ngtcp2's ``gtlsclient`` (native, so the load generator costs
+little), 4 processes in parallel, one connection each, on another CPU:
+
+* ``1 KB``: ``--requests`` requests of ``/`` in all (``-n`` each); requests/s
+  = requests / wall time from starting the clients to their exit (one
+  handshake per connection included). gtlsclient opens as many streams at
+  once as the server's stream credit allows.
+* ``1 MiB``: ``--downloads`` downloads of ``/stream`` in all; MB/s (10**6
+  bytes) = bytes / the same wall time.
+
+Before its measurements each server is checked with one request of each
+route (status 200 and the exact body size, through ``--download``); a
+server that answers wrongly is reported, not measured. A client process
+that exits with an error or does not finish within ``--timeout`` seconds
+fails its measurement; its requests are counted as ``failed`` for that
+server (gtlsclient cannot say which of them failed), the run's figure is
+left out and the failure printed. A server that exits during the run is
+counted too. Servers are restarted for every round and their order rotates
+between rounds; figures are medians over the rounds. The CPU time other
+processes took meanwhile is printed; the run says when the machine was
+busy.
+
+Run it::
+
+    python benchmarks/asgi_servers.py                # 5 rounds, a few minutes
+    python benchmarks/asgi_servers.py --quick        # a smoke test
+    python benchmarks/asgi_servers.py --servers trioquic,h3 --rounds 3
+
+Loopback only: servers bind 127.0.0.1. The last line is ``ASGI-BENCH
+{json}``: the medians and ratios, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.util
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _bench_common import use_self_signed_certificate  # noqa: E402
+from h3_requests import (  # noqa: E402
+    HOST,
+    BenchError,
+    Sampler,
+    choose_cpus,
+    free_port,
+    start,
+    stop,
+)
+
+ASGI_PEERS = HERE / "_asgi_peers"
+NATIVE_CLIENT = "gtlsclient"
+RESULT_TAG = "ASGI-BENCH "
+CONNECTIONS = 4
+MB = 1e6
+#: A measurement during which other processes used more than this share of
+#: a CPU is flagged as noisy.
+NOISY_SHARE = 0.25
+
+
+@dataclass(frozen=True)
+class Route:
+    """One measured route: ``bulk`` ones in MB/s, the others in requests/s."""
+
+    label: str
+    path: str
+    size: int
+    #: The file name gtlsclient's ``--download`` gives the body.
+    filename: str
+    bulk: bool
+
+
+@dataclass(frozen=True)
+class Peer:
+    """A server: its label, its command line and what it needs installed."""
+
+    label: str
+    command: Callable[[int, argparse.Namespace], list[str]]
+    #: None when it can run, else why not.
+    missing: Callable[[], str | None]
+
+
+@dataclass(frozen=True)
+class Goal:
+    """``ours / theirs >= factor`` on every route."""
+
+    ours: str
+    theirs: str
+    factor: float
+    text: str
+
+
+@dataclass
+class Load:
+    """One measurement of one route on one server."""
+
+    #: requests/s or MB/s; None when the measurement failed.
+    rate: float | None
+    server_cpu: float | None = None
+    seconds: float | None = None
+    other_cpu: float | None = None
+    failed_requests: int = 0
+    note: str = ""
+
+
+@dataclass
+class Suite:
+    """What a benchmark script measures with :func:`run_suite`."""
+
+    title: str
+    routes: list[Route]
+    peers: dict[str, Peer]
+    #: The server every ratio is taken against.
+    reference: str
+    goals: list[Goal]
+    #: Extra environment for the servers.
+    env: dict[str, str] = field(default_factory=dict)
+
+
+# -- servers -------------------------------------------------------------------
+
+
+def trioquic_peer(label: str, mode: str, *extra: str) -> Peer:
+    """A server of ``_asgi_peers/trioquic_server.py --mode mode``."""
+
+    def command(port: int, args: argparse.Namespace) -> list[str]:
+        return [
+            sys.executable,
+            str(ASGI_PEERS / "trioquic_server.py"),
+            "--mode",
+            mode,
+            *extra,
+            "--port",
+            str(port),
+            "--cert",
+            args.cert,
+            "--key",
+            args.key,
+            "--lifetime",
+            str(args.budget + 120),
+        ]
+
+    def missing() -> str | None:
+        try:
+            if mode == "asgi":
+                from trioquic.asgi import serve_asgi  # noqa: F401
+            else:
+                from trioquic.h3 import serve_http3  # noqa: F401
+        except ImportError as exc:
+            return f"trioquic is missing a part ({exc})"
+        return None
+
+    return Peer(label, command, missing)
+
+
+def corn_peer(label: str, package: str, worker_class: str, app: str) -> Peer:
+    """hypercorn or anycorn (``package``) with a QUIC bind, the worker in the
+    process started (``--workers 0``)."""
+
+    def command(port: int, args: argparse.Namespace) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            package,
+            "--workers",
+            "0",
+            "--worker-class",
+            worker_class,
+            "--quic-bind",
+            f"{HOST}:{port}",
+            "--bind",
+            f"{HOST}:{free_port(socket.SOCK_STREAM)}",
+            "--certfile",
+            args.cert,
+            "--keyfile",
+            args.key,
+            "--log-level",
+            "warning",
+            app,
+        ]
+
+    def missing() -> str | None:
+        for module in (package, "aioquic", "trio" if worker_class == "trio" else ""):
+            if module and importlib.util.find_spec(module) is None:
+                return f"{module} is not installed"
+        return None
+
+    return Peer(label, command, missing)
+
+
+@dataclass
+class Running:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    log: Any
+
+    def diagnostics(self) -> str:
+        self.log.seek(0)
+        text = self.log.read().decode(errors="replace")
+        return f"{self.name} exit={self.process.poll()}:\n{text[-2000:]}"
+
+
+def start_server(
+    name: str, suite: Suite, args: argparse.Namespace, cpu: int | None
+) -> Running:
+    port = free_port(socket.SOCK_DGRAM)
+    log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop_server()
+    env = dict(os.environ, **suite.env)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(ASGI_PEERS), *filter(None, [env.get("PYTHONPATH")])]
+    )
+    process = start(
+        suite.peers[name].command(port, args),
+        cpu=cpu,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=ASGI_PEERS,
+        env=env,
+    )
+    server = Running(name, port, process, log)
+    try:
+        check_routes(server, suite.routes, args, deadline=time.monotonic() + 20)
+    except BaseException:
+        stop_server(server)
+        raise
+    return server
+
+
+def stop_server(server: Running) -> None:
+    stop(server.process)
+    server.log.close()
+
+
+def fetch_once(
+    server: Running, route: Route, args: argparse.Namespace, directory: str
+) -> int | None:
+    """One request of ``route`` with gtlsclient; the body's size, or None
+    when no body arrived."""
+    body = Path(directory) / route.filename
+    with contextlib.suppress(FileNotFoundError):
+        body.unlink()
+    try:
+        completed = subprocess.run(
+            [
+                args.native_path,
+                "-q",
+                "--exit-on-all-streams-close",
+                "--timeout=2s",
+                f"--download={directory}",
+                HOST,
+                str(server.port),
+                f"https://{HOST}:{server.port}{route.path}",
+            ],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=15,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    if completed.returncode != 0 or not body.exists():
+        return None
+    return body.stat().st_size
+
+
+def check_routes(
+    server: Running, routes: Sequence[Route], args: argparse.Namespace, deadline: float
+) -> None:
+    """Wait until the server answers, then check every route's body size."""
+    with tempfile.TemporaryDirectory(dir=args.scratch) as directory:
+        pending = list(routes)
+        while pending:
+            if server.process.poll() is not None:
+                raise BenchError(f"server exited\n{server.diagnostics()}")
+            if time.monotonic() > deadline:
+                raise BenchError(f"server did not answer\n{server.diagnostics()}")
+            size = fetch_once(server, pending[0], args, directory)
+            if size is None:
+                time.sleep(0.2)
+                continue
+            if size != pending[0].size:
+                raise BenchError(
+                    f"{server.name} answered {size} bytes for {pending[0].path}, "
+                    f"expected {pending[0].size}"
+                )
+            pending.pop(0)
+
+
+# -- measurements --------------------------------------------------------------
+
+
+def native_load(
+    server: Running, route: Route, args: argparse.Namespace, cpu: int | None
+) -> Load:
+    """``CONNECTIONS`` gtlsclient processes at once, each sending its share of
+    the route's requests on its connection."""
+    total_asked = args.downloads if route.bulk else args.requests
+    per_process = max(1, total_asked // CONNECTIONS)
+    total = per_process * CONNECTIONS
+    command = [
+        args.native_path,
+        "-q",
+        "--exit-on-all-streams-close",
+        f"--timeout={args.native_idle_timeout}s",
+        "-n",
+        str(per_process),
+        HOST,
+        str(server.port),
+        f"https://{HOST}:{server.port}{route.path}",
+    ]
+    sampler = Sampler(server.process.pid)
+    codes: list[int | None] = []
+    with contextlib.ExitStack() as stack:
+        logs = [
+            stack.enter_context(tempfile.TemporaryFile()) for _ in range(CONNECTIONS)
+        ]
+        processes: list[subprocess.Popen[bytes]] = []
+        try:
+            started = time.perf_counter()
+            for log in logs:
+                processes.append(start(command, cpu=cpu, stdout=log, stderr=log))
+            deadline = time.monotonic() + args.timeout
+            for process in processes:
+                try:
+                    codes.append(
+                        process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    )
+                except subprocess.TimeoutExpired:
+                    codes.append(None)
+            elapsed = time.perf_counter() - started
+        finally:
+            for process in processes:
+                stop(process, grace=0.5)
+        tails = []
+        for log, code in zip(logs, codes, strict=True):
+            if code != 0:
+                log.seek(0)
+                text = log.read().decode(errors="replace").strip()
+                tails.append(f"exit {code}: {text[-200:]}" if text else f"exit {code}")
+    counters = sampler.finish()
+    load = Load(
+        rate=None,
+        server_cpu=counters.server_cpu,
+        seconds=elapsed,
+        other_cpu=counters.other_cpu,
+    )
+    if tails:
+        load.failed_requests = per_process * len(tails)
+        load.note = "; ".join(sorted(set(tails)))[:400] + (
+            " (None: did not finish in time)" if None in codes else ""
+        )
+        return load
+    if server.process.poll() is not None:
+        load.failed_requests = total
+        load.note = f"server exited\n{server.diagnostics()}"
+        return load
+    load.rate = total * route.size / MB / elapsed if route.bulk else total / elapsed
+    return load
+
+
+def noise_share(load: Load) -> float:
+    if load.other_cpu is None or not load.seconds:
+        return 0.0
+    return load.other_cpu / load.seconds
+
+
+def unit(route: Route) -> str:
+    return "MB/s" if route.bulk else "req/s"
+
+
+def _fmt(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_load(round_: int, route: Route, name: str, load: Load) -> None:
+    rate = "failed" if load.rate is None else f"{load.rate:.1f} {unit(route)}"
+    print(
+        f"  round {round_ + 1}: {route.label:<8} {name:<18} {rate:>14}"
+        f"  server CPU {_fmt(load.server_cpu, '.2f')} s"
+        f"  failed requests {load.failed_requests}"
+        f"  other processes' CPU {_fmt(load.other_cpu, '.2f')} s"
+        + (f"\n    {load.note}" if load.note else ""),
+        flush=True,
+    )
+
+
+# -- the run -------------------------------------------------------------------
+
+
+Results = dict[tuple[str, str], list[Load]]  # (route label, server) -> loads
+
+
+def run_suite(suite: Suite, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Measure every route on every server, print the table and return the
+    summary; None when nothing could be measured."""
+    args.native_path = shutil.which(NATIVE_CLIENT)
+    if args.native_path is None:
+        print(f"{NATIVE_CLIENT} (ngtcp2's HTTP/3 client) not found: nothing to do")
+        return None
+    names = [n.strip() for n in args.servers.split(",") if n.strip()]
+    for name in names:
+        if name not in suite.peers:
+            raise SystemExit(
+                f"unknown server {name!r}; choose from {list(suite.peers)}"
+            )
+    missing = {n: why for n in names if (why := suite.peers[n].missing()) is not None}
+    for name, why in missing.items():
+        print(f"skipping {name}: {why}")
+    names = [n for n in names if n not in missing]
+    if not names:
+        print("nothing to measure")
+        return None
+    server_cpu, client_cpu = choose_cpus(args.pin)
+    results: Results = {}
+    not_started: dict[str, list[str]] = {}
+    budget_end = time.monotonic() + args.budget
+    print(
+        f"{suite.title}; servers {', '.join(names)}; {args.rounds} round(s); "
+        f"{CONNECTIONS} gtlsclient connections; {args.requests} requests per "
+        f"small-route measurement, {args.downloads} per bulk one; "
+        f"CPUs: server {server_cpu}, clients {client_cpu}",
+        flush=True,
+    )
+    for round_ in range(args.rounds):
+        if time.monotonic() > budget_end:
+            print(f"time budget of {args.budget:.0f} s spent; stopping")
+            break
+        shift = round_ % len(names)
+        for name in names[shift:] + names[:shift]:
+            try:
+                server = start_server(name, suite, args, server_cpu)
+            except BenchError as exc:
+                print(f"  round {round_ + 1}: {name} did not start or answer: {exc}")
+                not_started.setdefault(name, []).append(str(exc)[:300])
+                continue
+            try:
+                for route in suite.routes:
+                    load = native_load(server, route, args, client_cpu)
+                    print_load(round_, route, name, load)
+                    results.setdefault((route.label, name), []).append(load)
+            finally:
+                stop_server(server)
+    summary = summarize(suite, names, results, not_started, missing)
+    print(RESULT_TAG + json.dumps(summary), flush=True)
+    return summary
+
+
+def _median(values: list[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def summarize(
+    suite: Suite,
+    names: list[str],
+    results: Results,
+    not_started: dict[str, list[str]],
+    missing: dict[str, str],
+) -> dict[str, Any]:
+    """Print the table and the goals; return them as a JSON-able dict."""
+    print()
+    print(
+        f"{suite.title}: medians over rounds; {CONNECTIONS} gtlsclient "
+        "connections; wall time from client start to exit"
+    )
+    header = (
+        f"{'route':<8} {'server':<18} {'median':>9} {'unit':<5} "
+        f"{'vs ' + suite.reference:>12} {'failed req':>10} {'failed runs':>11}"
+        "  runs"
+    )
+    print(header)
+    print("-" * len(header))
+    medians: dict[str, dict[str, float | None]] = {}
+    failures: dict[str, dict[str, int]] = {}
+    for route in suite.routes:
+        reference = _median(
+            [x.rate for x in results.get((route.label, suite.reference), [])]
+        )
+        for name in names:
+            loads = results.get((route.label, name), [])
+            value = _median([x.rate for x in loads])
+            medians.setdefault(route.label, {})[name] = value
+            failed = sum(x.failed_requests for x in loads)
+            failures.setdefault(route.label, {})[name] = failed
+            ratio = (
+                "-" if value is None or not reference else f"{value / reference:.2f}x"
+            )
+            runs = " ".join(_fmt(x.rate, ".1f") if x.rate else "failed" for x in loads)
+            print(
+                f"{route.label:<8} {name:<18} {_fmt(value, '.1f'):>9} {unit(route):<5} "
+                f"{ratio:>12} {failed:>10} {sum(x.rate is None for x in loads):>11}"
+                f"  {runs or 'not measured'}"
+            )
+    for name, reasons in not_started.items():
+        print(f"{name} did not start or answer correctly in {len(reasons)} round(s)")
+    for name, why in missing.items():
+        print(f"{name}: not measured ({why})")
+    print()
+    goals = []
+    for goal in suite.goals:
+        for route in suite.routes:
+            ours = medians.get(route.label, {}).get(goal.ours)
+            theirs = medians.get(route.label, {}).get(goal.theirs)
+            if ours is None or theirs is None or theirs <= 0:
+                verdict, ratio = "not measured", None
+            else:
+                ratio = ours / theirs
+                verdict = "met" if ratio >= goal.factor else "NOT met"
+            print(
+                f"goal: {goal.ours} / {goal.theirs} on {route.label} "
+                f"({unit(route)}) {_fmt(ratio, '.2f')}x, {goal.text}: {verdict}"
+            )
+            goals.append(
+                {
+                    "ours": goal.ours,
+                    "theirs": goal.theirs,
+                    "route": route.label,
+                    "ratio": ratio,
+                    "factor": goal.factor,
+                    "verdict": verdict,
+                }
+            )
+    shares = [noise_share(x) for loads in results.values() for x in loads]
+    if shares and max(shares) > NOISY_SHARE:
+        print(
+            f"warning: other processes used up to {max(shares):.0%} of a CPU during "
+            "a measurement: the machine was busy, the figures are noisy"
+        )
+    return {
+        "medians": medians,
+        "failed_requests": failures,
+        "not_started": {n: len(r) for n, r in not_started.items()},
+        "missing": missing,
+        "goals": goals,
+    }
+
+
+def suite_parser(description: str, defaults: dict[str, Any]) -> argparse.ArgumentParser:
+    """The options every suite takes; ``defaults``: servers, requests,
+    downloads (normal and ``quick_*``)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument(
+        "--quick", action="store_true", help="a smoke test: one short round"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=None, help="rounds (5; --quick: 1)"
+    )
+    parser.add_argument(
+        "--servers", default=defaults["servers"], help="comma-separated"
+    )
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help=f"small route: requests per measurement ({defaults['requests']})",
+    )
+    parser.add_argument(
+        "--downloads",
+        type=int,
+        default=None,
+        help=f"bulk route: downloads per measurement ({defaults['downloads']})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds allowed per measurement"
+    )
+    parser.add_argument(
+        "--native-idle-timeout", type=int, default=3, help="gtlsclient idle timeout, s"
+    )
+    parser.add_argument(
+        "--budget",
+        type=float,
+        default=600.0,
+        help="seconds after which no round starts",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="do not pin processes to CPUs",
+    )
+    parser.set_defaults(**{"_suite_defaults": defaults})
+    return parser
+
+
+def finish_args(args: argparse.Namespace) -> argparse.Namespace:
+    defaults = args._suite_defaults
+    prefix = "quick_" if args.quick else ""
+    if args.rounds is None:
+        args.rounds = 1 if args.quick else 5
+    if args.requests is None:
+        args.requests = defaults[prefix + "requests"]
+    if args.downloads is None:
+        args.downloads = defaults[prefix + "downloads"]
+    if args.rounds < 1 or args.requests < CONNECTIONS or args.downloads < CONNECTIONS:
+        raise SystemExit(f"--rounds >= 1, --requests and --downloads >= {CONNECTIONS}")
+    args.scratch = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    return args
+
+
+def run_main(suite: Suite, args: argparse.Namespace) -> dict[str, Any] | None:
+    """Make a certificate, run the suite; its summary, or None."""
+    with tempfile.TemporaryDirectory() as directory:
+        use_self_signed_certificate(args, directory, HOST)
+        try:
+            return run_suite(suite, args)
+        except BenchError as exc:
+            print(f"benchmark failed: {exc}", file=sys.stderr)
+            return None
+
+
+# -- this benchmark ------------------------------------------------------------
+
+
+def asgi_suite() -> Suite:
+    sys.path.insert(0, str(ASGI_PEERS))
+    from app import SMALL_PATH, SMALL_SIZE, STREAM_PATH, STREAM_SIZE
+
+    peers = {
+        "trioquic": trioquic_peer("trioquic", "asgi", "--app", "app:app"),
+        "h3": trioquic_peer("h3", "h3"),
+        "hypercorn-trio": corn_peer("hypercorn-trio", "hypercorn", "trio", "app:app"),
+        "hypercorn-asyncio": corn_peer(
+            "hypercorn-asyncio", "hypercorn", "asyncio", "app:app"
+        ),
+        "anycorn-trio": corn_peer("anycorn-trio", "anycorn", "trio", "app:app"),
+    }
+    others = ("hypercorn-asyncio", "anycorn-trio")
+    return Suite(
+        title="Starlette over HTTP/3 (1 KB text, 1 MiB streamed)",
+        routes=[
+            Route("1 KB", SMALL_PATH, SMALL_SIZE, "index.html", bulk=False),
+            Route("1 MiB", STREAM_PATH, STREAM_SIZE, "stream", bulk=True),
+        ],
+        peers=peers,
+        reference="trioquic",
+        goals=[
+            Goal("trioquic", "hypercorn-trio", 3.0, "goal >= 3x"),
+            *(Goal("trioquic", other, 1.5, "goal >= 1.5x") for other in others),
+            Goal("trioquic", "h3", 0.75, "goal >= 0.75x (the app's overhead <= 25 %)"),
+        ],
+    )
+
+
+DEFAULTS = {
+    "servers": "trioquic,h3,hypercorn-trio,hypercorn-asyncio,anycorn-trio",
+    "requests": 4000,
+    "downloads": 64,
+    "quick_requests": 200,
+    "quick_downloads": 8,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = suite_parser(__doc__.splitlines()[0], DEFAULTS)
+    summary = run_main(asgi_suite(), finish_args(parser.parse_args(argv)))
+    return 0 if summary is not None else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
