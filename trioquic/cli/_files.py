@@ -148,7 +148,8 @@ _LONG_DAYS = (
 _MONTH = "(" + "|".join(_MONTHS) + ")"
 _TIME = r"(\d\d):(\d\d):(\d\d)"
 _IMF_FIXDATE = re.compile(
-    r"(?:" + "|".join(_DAYS) + r"), (\d\d) " + _MONTH + r" (\d{4}) " + _TIME + " GMT"
+    r"(?:" + "|".join(_DAYS) + r"), (\d\d) " + _MONTH + r" (\d{4}) " + _TIME + " GMT",
+    re.ASCII,
 )
 _RFC850 = re.compile(
     r"(?:"
@@ -157,10 +158,12 @@ _RFC850 = re.compile(
     + _MONTH
     + r"-(\d\d) "
     + _TIME
-    + " GMT"
+    + " GMT",
+    re.ASCII,
 )
 _ASCTIME = re.compile(
-    r"(?:" + "|".join(_DAYS) + r") " + _MONTH + r" ([ \d]\d) " + _TIME + r" (\d{4})"
+    r"(?:" + "|".join(_DAYS) + r") " + _MONTH + r" ([ \d]\d) " + _TIME + r" (\d{4})",
+    re.ASCII,
 )
 
 
@@ -204,7 +207,7 @@ def parse_http_date(value: str) -> int | None:
 
 # -- byte ranges (RFC 9110 section 14) ----------------------------------------------
 
-_RANGE_SPEC = re.compile(r"[ \t]*(?:(\d+)-(\d*)|-(\d+))[ \t]*")
+_RANGE_SPEC = re.compile(r"[ \t]*(?:(\d+)-(\d*)|-(\d+))[ \t]*", re.ASCII)
 # Any number with more digits than this is larger than any file.
 _MAX_DIGITS = 19
 _HUGE = 2**64
@@ -240,7 +243,7 @@ def parse_range_specs(value: str) -> list[tuple[int | None, int | None]] | None:
     (``(first, None)`` for ``first-``, ``(None, n)`` for the suffix ``-n``);
     ``None`` when it is not valid syntax or not in bytes."""
     unit, equals, rest = value.partition("=")
-    if not equals or unit.strip(" \t").lower() != "bytes":
+    if not equals or unit.lower() != "bytes":
         return None
     specs: list[tuple[int | None, int | None]] = []
     for element in rest.split(","):

@@ -286,6 +286,11 @@ def _content_length(length: int, head: bool) -> list[tuple[bytes, bytes]]:
     return [] if head else [(b"content-length", str(length).encode())]
 
 
+def _open_file(path: pathlib.Path) -> int:
+    """Open a file to send (blocking: run in a thread); the caller closes."""
+    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+
 _ENDED: tuple[type[Exception], ...] = (trio.ClosedResourceError, *HTTP_DISCONNECTED)
 
 
@@ -469,9 +474,7 @@ class Http3ServerApp:
             await self._answer_without_file(request, plan.status, plan, outcome, head)
             return
         try:
-            fd = await trio.to_thread.run_sync(
-                os.open, path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)
-            )
+            fd = await trio.to_thread.run_sync(_open_file, path)
         except PermissionError:
             await self._error(request, HttpError(403), outcome, head=head)
             return
