@@ -120,7 +120,7 @@ def test_unsatisfiable_ranges(value: str, size: int) -> None:
         ("bytes=+1-2", 10),
         ("bytes=0-1,4-5", 10),  # a gap: the whole file, no multipart
         ("bytes=-5", 0),  # satisfiable, but an empty file has no byte to send
-        ("bytes=٣-", 10),
+        ("bytes=\u0663-", 10),
     ],
 )
 def test_ignored_ranges(value: str, size: int) -> None:
@@ -640,6 +640,6 @@ def test_dates_agree_with_the_calendar() -> None:
 
 
 def test_only_ascii_digits() -> None:
-    assert parse_http_date("Sun, ٠6 Nov 1994 08:49:37 GMT") is None
-    assert parse_http_date("Sunday, 06-Nov-٩4 08:49:37 GMT") is None
-    assert parse_http_date("Sun Nov  6 08:49:37 199٤") is None
+    assert parse_http_date("Sun, \u06606 Nov 1994 08:49:37 GMT") is None
+    assert parse_http_date("Sunday, 06-Nov-\u06694 08:49:37 GMT") is None
+    assert parse_http_date("Sun Nov  6 08:49:37 199\u0664") is None

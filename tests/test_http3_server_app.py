@@ -20,6 +20,7 @@ import trio
 
 import trioquic
 import trioquic.testing
+from trioquic.cli._files import content_type
 
 # private: the serve and get commands' own parts (routing, paths, content
 # types, URL and header parsing, ordered output as pure functions, and the
@@ -39,7 +40,6 @@ from trioquic.cli._serve import (
     route,
     run_server,
 )
-from trioquic.cli._files import content_type
 from trioquic.h3 import open_http3_client
 
 TIMEOUT = 30.0
