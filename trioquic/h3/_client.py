@@ -225,16 +225,39 @@ class ClientH3Driver(H3Driver):
                     "(SETTINGS_ENABLE_CONNECT_PROTOCOL)",
                 )
         while True:
-            if self.goaway_id is not None:
-                raise ConnectionGoingAway(
-                    H3ErrorCode.REQUEST_REJECTED,
-                    "the server sent GOAWAY: no new requests on this connection",
-                )
-            self._raise_if_closed()
-            sid = self.io.open_stream()
-            if sid is not None:
-                break
+            ex = self.start_request_nowait(
+                method,
+                path,
+                headers,
+                authority=authority,
+                protocol=protocol,
+                end_stream=end_stream,
+            )
+            if ex is not None:
+                return ex
             await self._open_lot.park()
+
+    def start_request_nowait(
+        self,
+        method: str,
+        path: str,
+        headers: Headers,
+        *,
+        authority: str | None,
+        protocol: str | None,
+        end_stream: bool,
+    ) -> Exchange | None:
+        """Open a request stream and send its headers, or return None while
+        the server's limit on concurrent streams is reached."""
+        if self.goaway_id is not None:
+            raise ConnectionGoingAway(
+                H3ErrorCode.REQUEST_REJECTED,
+                "the server sent GOAWAY: no new requests on this connection",
+            )
+        self._raise_if_closed()
+        sid = self.io.open_stream()
+        if sid is None:
+            return None
         ex = Exchange(self, sid)
         self.exchanges[sid] = ex
         self._raw[sid] = 0
@@ -290,6 +313,18 @@ class Response(Body):
 
     def __repr__(self) -> str:
         return f"<trioquic.h3.Response {self.status} stream={self.stream_id}>"
+
+    async def receive_chunk(self) -> bytes:
+        """The next piece of the body as it arrived, ``b""`` at its end (what
+        ``async for`` yields, one call at a time: a deadline can be put
+        around each). Raises as :meth:`read` does."""
+        return await self._driver.receive_chunk(self._exchange)
+
+    @property
+    def complete(self) -> bool:
+        """Whether the whole body has been read."""
+        ex = self._exchange
+        return ex.eof and not ex.chunks
 
     async def aclose(self) -> None:
         """Stop reading the body: what is buffered is dropped, the server is
@@ -371,11 +406,38 @@ class RequestStream:
     (:meth:`Http3Client.open_request`): also how an extended CONNECT session
     (RFC 9220) carries HTTP datagrams (RFC 9297)."""
 
-    def __init__(self, driver: ClientH3Driver, exchange: Exchange) -> None:
+    def __init__(
+        self, driver: ClientH3Driver, exchange: Exchange, *, early: bool = False
+    ) -> None:
         self._driver = driver
         self._exchange = exchange
         self.stream_id = exchange.stream_id
+        #: Whether the request's headers left as 0-RTT early data (before the
+        #: handshake completed; the server may answer 425 Too Early).
+        self.early = early
         self._response: Response | None = None
+
+    @property
+    def rejection(self) -> RequestRejected | None:
+        """Why the server did not process the request (its GOAWAY did not
+        cover it, or it reset the stream with H3_REQUEST_REJECTED), if it did
+        not: then it is safe to send it again on another connection."""
+        failure = self._exchange.failure
+        return failure if isinstance(failure, RequestRejected) else None
+
+    def cancel(self, error_code: int = H3ErrorCode.REQUEST_CANCELLED) -> None:
+        """Abandon the request: reset its stream (if the body was not
+        finished) and stop reading the response (STOP_SENDING, unless it
+        was read to its end); its state is freed. Idempotent."""
+        driver, ex = self._driver, self._exchange
+        if ex.eof and not ex.chunks and ex.response_complete:
+            driver._maybe_done(ex)
+            return
+        if ex.response_status is None and ex.failure is None:
+            ex.failure = H3Error(error_code, "the request was cancelled")
+        driver.reset(ex, error_code)
+        if driver.io.error is not None:
+            driver.exchanges.pop(ex.stream_id, None)
 
     async def send(self, data: bytes) -> None:
         """Send part of the request body (waits while the send buffer is full)."""
@@ -578,6 +640,70 @@ class Http3Client:
                 authority=authority,
             )
         return response
+
+    def start_request_nowait(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeaderInput = (),
+        authority: str | None = None,
+        end_stream: bool = False,
+    ) -> RequestStream | None:
+        """Open a request and send its headers now, or return None while the
+        server's limit on concurrent requests (its MAX_STREAMS) is reached:
+        what a connection pool asks before it opens another connection.
+
+        With ``end_stream`` the request has no body; otherwise send it with
+        :meth:`RequestStream.send` and :meth:`RequestStream.finish`. Then
+        wait for :meth:`RequestStream.response`, and read or close the
+        response; a request given up on is ended with
+        :meth:`RequestStream.cancel` (unlike :meth:`open_request`, nothing
+        ends it for you). Raises :exc:`~trioquic.h3.ConnectionGoingAway` after
+        the server's GOAWAY, :exc:`~trioquic.ConnectionClosed` once the
+        connection ended: in both cases nothing was sent.
+        """
+        driver = self._driver
+        early = not driver.io.handshake_complete
+        ex = driver.start_request_nowait(
+            method,
+            path,
+            normalize_headers(headers),
+            authority=authority,
+            protocol=None,
+            end_stream=end_stream,
+        )
+        return None if ex is None else RequestStream(driver, ex, early=early)
+
+    async def start_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        headers: HeaderInput = (),
+        authority: str | None = None,
+        end_stream: bool = False,
+    ) -> RequestStream:
+        """As :meth:`start_request_nowait`, waiting while the server's limit
+        on concurrent requests is reached. Cancel-safe (a cancelled call
+        sent nothing)."""
+        driver = self._driver
+        fields = normalize_headers(headers)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while True:
+            early = not driver.io.handshake_complete
+            ex = driver.start_request_nowait(
+                method,
+                path,
+                fields,
+                authority=authority,
+                protocol=None,
+                end_stream=end_stream,
+            )
+            if ex is not None:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return RequestStream(driver, ex, early=early)
+            await driver._open_lot.park()
 
     @asynccontextmanager
     async def open_request(
