@@ -38,7 +38,9 @@ server that answers wrongly is reported, not measured. A client process
 that exits with an error or does not finish within ``--timeout`` seconds
 fails its measurement; its requests are counted as ``failed`` for that
 server (gtlsclient cannot say which of them failed), the run's figure is
-left out and the failure printed. A server that exits during the run is
+left out and the failure printed. The server's CPU time (``/proc``) is
+shown beside each figure, as microseconds per request or MB per CPU-second:
+on a busy machine it is the steadier comparison. A server that exits during the run is
 counted too. Servers are restarted for every round and their order rotates
 between rounds; figures are medians over the rounds. The CPU time other
 processes took meanwhile is printed; the run says when the machine was
@@ -139,7 +141,18 @@ class Load:
     seconds: float | None = None
     other_cpu: float | None = None
     failed_requests: int = 0
+    #: Requests (or, for a bulk route, MB) the measurement asked for.
+    amount: float = 0.0
     note: str = ""
+
+    def server_cost(self, bulk: bool) -> float | None:
+        """Server CPU microseconds per request, or MB per server CPU-second
+        (``bulk``): a figure the machine's other load disturbs less."""
+        if self.rate is None or not self.server_cpu or not self.amount:
+            return None
+        if bulk:
+            return self.amount / self.server_cpu
+        return self.server_cpu / self.amount * 1e6
 
 
 @dataclass
@@ -383,6 +396,7 @@ def native_load(
         server_cpu=counters.server_cpu,
         seconds=elapsed,
         other_cpu=counters.other_cpu,
+        amount=total * route.size / MB if route.bulk else total,
     )
     if tails:
         load.failed_requests = per_process * len(tails)
@@ -505,8 +519,8 @@ def summarize(
     )
     header = (
         f"{'route':<8} {'server':<18} {'median':>9} {'unit':<5} "
-        f"{'vs ' + suite.reference:>12} {'failed req':>10} {'failed runs':>11}"
-        "  runs"
+        f"{'vs ' + suite.reference:>12} {'server CPU':>16} {'failed req':>10} "
+        f"{'failed runs':>11}  runs"
     )
     print(header)
     print("-" * len(header))
@@ -526,10 +540,16 @@ def summarize(
                 "-" if value is None or not reference else f"{value / reference:.2f}x"
             )
             runs = " ".join(_fmt(x.rate, ".1f") if x.rate else "failed" for x in loads)
+            cost = _median([x.server_cost(route.bulk) for x in loads])
+            cost_text = (
+                "-"
+                if cost is None
+                else (f"{cost:.1f} MB/CPU-s" if route.bulk else f"{cost:.0f} us/req")
+            )
             print(
                 f"{route.label:<8} {name:<18} {_fmt(value, '.1f'):>9} {unit(route):<5} "
-                f"{ratio:>12} {failed:>10} {sum(x.rate is None for x in loads):>11}"
-                f"  {runs or 'not measured'}"
+                f"{ratio:>12} {cost_text:>16} {failed:>10} "
+                f"{sum(x.rate is None for x in loads):>11}  {runs or 'not measured'}"
             )
     for name, reasons in not_started.items():
         print(f"{name} did not start or answer correctly in {len(reasons)} round(s)")
