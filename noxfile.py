@@ -87,6 +87,9 @@ BENCHMARKS = [
     "benchmarks/handshakes.py",  # handshakes/s, sequential and 16 at once
     "benchmarks/idle_memory.py",  # memory per idle connection
     "benchmarks/loss_recovery.py",  # 10 MiB through early loss, both pairs
+    "benchmarks/asgi_servers.py",  # one Starlette app: trioquic, hypercorn, anycorn
+    "benchmarks/httpx_client.py",  # httpx over HTTP3Transport, Http3Client, niquests
+    "benchmarks/static_files.py",  # built-in file server vs Starlette's StaticFiles
 ]
 
 
