@@ -1,0 +1,76 @@
+"""``serve_asgi``: an ASGI application served over HTTP/3, with its
+lifespan around the server."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from .._endpoint import QuicServer
+from .._settings import QuicSettings
+from ..h3._endpoint import serve_http3
+from ..h3._settings import Http3Settings
+from ._adapter import ASGIAdapter
+from ._lifespan import Lifespan, LifespanMode
+from ._types import ASGIApp
+
+
+async def serve_asgi(
+    app: ASGIApp,
+    port: int,
+    *,
+    host: str | None = None,
+    settings: QuicSettings,
+    http3_settings: Http3Settings | None = None,
+    root_path: str = "",
+    lifespan: LifespanMode = "auto",
+    disconnect_grace: float | None = 30.0,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the ASGI 3 application ``app`` over HTTP/3 on ``port``::
+
+        server = await nursery.start(
+            functools.partial(serve_asgi, app, 4433, settings=settings)
+        )
+
+    Runs the application's lifespan startup first (``lifespan``: see
+    :class:`Lifespan`; a ``lifespan.startup.failed`` raises
+    :exc:`LifespanFailure` and nothing is served), then the server, and
+    reports the :class:`~trioquic.QuicServer` once it listens. Cancelling
+    stops gracefully: GOAWAY, requests in flight finish (within
+    ``http3_settings.goaway_grace_period``), then the lifespan shutdown.
+
+    ``http3_settings`` defaults to :class:`~trioquic.h3.Http3Settings` with
+    extended CONNECT enabled (WebSockets over HTTP/3, RFC 9220); settings
+    you pass are used as they are. ``settings`` needs the certificate and
+    key; ALPN defaults to ``h3``. ``root_path`` and ``disconnect_grace``
+    are :class:`ASGIAdapter`'s.
+    """
+    if not callable(app):
+        raise TypeError(
+            "app must be an ASGI 3 application (see trioquic.asgi.load_app)"
+        )
+    if not isinstance(settings, QuicSettings):
+        raise TypeError(
+            "settings must be a trioquic.QuicSettings with certificate and "
+            f"private_key, got {type(settings).__name__}"
+        )
+    if http3_settings is None:
+        http3_settings = Http3Settings(enable_connect_protocol=True)
+    state: dict[str, Any] = {}
+    adapter = ASGIAdapter(
+        app, root_path=root_path, state=state, disconnect_grace=disconnect_grace
+    )
+    async with Lifespan(app, state, mode=lifespan):
+        await serve_http3(
+            adapter,
+            port,
+            host=host,
+            settings=settings,
+            http3_settings=http3_settings,
+            task_status=task_status,
+        )
+
+
+__all__ = ["serve_asgi"]
