@@ -50,6 +50,10 @@ _DROPPED_FIELDS = frozenset(
     }
 )
 _HTTP3 = b"HTTP/3"
+#: Times a request the server did not process (GOAWAY, H3_REQUEST_REJECTED)
+#: is sent, each time on a connection that was usable: many requests moved
+#: at once to a new connection may meet its GOAWAY too.
+_MAX_ATTEMPTS = 8
 _NO_ERROR_CODES = (0, int(H3ErrorCode.NO_ERROR))
 
 
@@ -299,7 +303,7 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
                 # Not processed by the server (GOAWAY or H3_REQUEST_REJECTED):
                 # safe to send again, once, on another connection.
                 pool.release(conn)
-                if attempts == 1 and body is not None:
+                if attempts < _MAX_ATTEMPTS and body is not None:
                     continue
                 _raise_mapped(exc, "read", request)
             except BaseException:
