@@ -489,9 +489,11 @@ async def test_file_server_end_to_end(
     opened: list[pathlib.Path] = []
     real_open = _serve._open_file
 
-    def counting_open(path: pathlib.Path) -> int:
+    def counting_open(
+        path: pathlib.Path, start: int, size: int
+    ) -> tuple[int, os.stat_result, bytes]:
         opened.append(path)
-        return real_open(path)
+        return real_open(path, start, size)
 
     monkeypatch.setattr(_serve, "_open_file", counting_open)
     certificate = trioquic.testing.development_certificate()
@@ -643,3 +645,89 @@ def test_only_ascii_digits() -> None:
     assert parse_http_date("Sun, \u06606 Nov 1994 08:49:37 GMT") is None
     assert parse_http_date("Sunday, 06-Nov-\u06694 08:49:37 GMT") is None
     assert parse_http_date("Sun Nov  6 08:49:37 199\u0664") is None
+
+
+async def _loopback_client(
+    site: pathlib.Path, nursery: trio.Nursery
+) -> tuple[trioquic.QuicSettings, int]:
+    certificate = trioquic.testing.development_certificate()
+    settings = trioquic.QuicSettings(
+        alpn_protocols=["h3"],
+        certificate=str(certificate.certificate_path),
+        private_key=str(certificate.private_key_path),
+    )
+    config = ServerConfig(host="127.0.0.1", port=0, settings=settings, root=site)
+    server, _ = await nursery.start(functools.partial(run_server, config))
+    client_settings = trioquic.QuicSettings(
+        alpn_protocols=["h3"], ca_certs=str(certificate.certificate_path)
+    )
+    return client_settings, server.port
+
+
+async def test_a_file_changed_before_it_is_opened_is_answered_as_opened(
+    site: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = _serve._open_file
+    replacement = b"new!!"
+
+    def replace_then_open(
+        path: pathlib.Path, start: int, size: int
+    ) -> tuple[int, os.stat_result, bytes]:
+        path.write_bytes(replacement)
+        os.utime(path, ns=(0, 2 * 10**18))
+        return real_open(path, start, size)
+
+    monkeypatch.setattr(_serve, "_open_file", replace_then_open)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            settings, port = await _loopback_client(site, nursery)
+            async with open_http3_client(
+                "127.0.0.1", port, settings=settings
+            ) as client:
+                # Planned as bytes 2-99 of the big file; sent as the new file's.
+                response = await client.request(
+                    "GET", "/big.bin", headers=[("range", "bytes=2-99")]
+                )
+                headers = dict(response.headers)
+                assert response.status == 206
+                assert await response.read() == replacement[2:]
+                assert headers[b"content-range"] == b"bytes 2-4/5"
+                assert headers[b"etag"] == str(entity_tag(5, 2 * 10**18)).encode()
+                # Planned as bytes 7-9 of ten; sent as the last 3 of the new five.
+                (site / "style.css").write_bytes(b"0123456789")
+                response = await client.request(
+                    "GET", "/style.css", headers=[("range", "bytes=-3")]
+                )
+                assert response.status == 206
+                assert dict(response.headers)[b"content-range"] == b"bytes 2-4/5"
+                assert await response.read() == b"w!!"
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_file_that_shrinks_while_sent_resets_the_stream(
+    site: pathlib.Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = _serve._open_file
+
+    def open_then_truncate(
+        path: pathlib.Path, start: int, size: int
+    ) -> tuple[int, os.stat_result, bytes]:
+        opened = real_open(path, start, size)
+        os.truncate(path, FILE_CHUNK_SIZE)
+        return opened
+
+    monkeypatch.setattr(_serve, "_open_file", open_then_truncate)
+    with trio.fail_after(TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            settings, port = await _loopback_client(site, nursery)
+            async with open_http3_client(
+                "127.0.0.1", port, settings=settings
+            ) as client:
+                response = await client.request("GET", "/big.bin")
+                assert response.status == 200
+                with pytest.raises(trioquic.h3.H3Error):
+                    await response.read()
+                # The connection carries on.
+                response = await client.request("GET", "/style.css")
+                assert (response.status, await response.read()) == (200, b"body {}")
+            nursery.cancel_scope.cancel()

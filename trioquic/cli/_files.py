@@ -41,7 +41,7 @@ import attrs
 Headers = list[tuple[bytes, bytes]]
 
 #: What files are read and sent in: large reads, few thread round trips.
-FILE_CHUNK_SIZE = 256 * 1024
+FILE_CHUNK_SIZE = 64 * 1024
 
 
 # -- content types -------------------------------------------------------------

@@ -286,9 +286,18 @@ def _content_length(length: int, head: bool) -> list[tuple[bytes, bytes]]:
     return [] if head else [(b"content-length", str(length).encode())]
 
 
-def _open_file(path: pathlib.Path) -> int:
-    """Open a file to send (blocking: run in a thread); the caller closes."""
-    return os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+def _open_file(
+    path: pathlib.Path, start: int, size: int
+) -> tuple[int, os.stat_result, bytes]:
+    """Open a file to send, with its ``stat`` and its first ``size`` bytes
+    from ``start`` (blocking: one trip to a thread; a small file needs no
+    other). The caller closes the descriptor."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        return fd, os.fstat(fd), os.pread(fd, size, start)
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 _ENDED: tuple[type[Exception], ...] = (trio.ClosedResourceError, *HTTP_DISCONNECTED)
@@ -473,8 +482,11 @@ class Http3ServerApp:
             # HEAD, 304, 412, 416: answered from the stat, the file unopened.
             await self._answer_without_file(request, plan.status, plan, outcome, head)
             return
+        body = plan.body
         try:
-            fd = await trio.to_thread.run_sync(_open_file, path)
+            fd, now, first = await trio.to_thread.run_sync(
+                _open_file, path, body.start, min(body.length, FILE_CHUNK_SIZE)
+            )
         except PermissionError:
             await self._error(request, HttpError(403), outcome, head=head)
             return
@@ -482,7 +494,6 @@ class Http3ServerApp:
             await self._error(request, HttpError(404), outcome, head=head)
             return
         try:
-            now = os.fstat(fd)
             if (now.st_size, now.st_mtime_ns) != (info.st_size, info.st_mtime_ns):
                 # Changed since it was looked up: decide on what was opened.
                 plan = plan_file_response(
@@ -497,9 +508,10 @@ class Http3ServerApp:
                         request, plan.status, plan, outcome, head
                     )
                     return
-            body = plan.body
-            assert body is not None
-            await self._stream_file(request, fd, body, plan, outcome, path)
+                if plan.body.start != body.start:
+                    first = b""
+                body = plan.body
+            await self._stream_file(request, fd, body, first, plan, outcome, path)
         finally:
             os.close(fd)
 
@@ -535,27 +547,36 @@ class Http3ServerApp:
         request: HttpRequest,
         fd: int,
         body: ByteRange,
+        first: bytes,
         plan: FilePlan,
         outcome: dict[str, int],
         path: pathlib.Path,
     ) -> None:
+        """Send ``body`` of the open file ``fd``, whose first bytes
+        (``first``, possibly fewer or none) were read already."""
         headers = self.headers(
             *plan.headers, (b"content-length", str(body.length).encode())
         )
         outcome["status"] = plan.status
-        if body.length == 0:
-            await request.respond(plan.status, headers=headers)
+        first = first[: body.length]
+        if len(first) == body.length:
+            # All of it (a small file): one response, no streaming.
+            await request.respond(plan.status, headers=headers, body=first)
+            outcome["sent"] = len(first)
             return
         async with request.stream_response(plan.status, headers) as writer:
             position, stop = body.start, body.stop
+            chunk = first
             while position < stop:
-                size = min(FILE_CHUNK_SIZE, stop - position)
-                chunk = await trio.to_thread.run_sync(os.pread, fd, size, position)
-                if not chunk:  # the file shrank while being sent
-                    raise trio.BrokenResourceError(f"{path} shrank while read")
+                if not chunk:
+                    size = min(FILE_CHUNK_SIZE, stop - position)
+                    chunk = await trio.to_thread.run_sync(os.pread, fd, size, position)
+                    if not chunk:  # the file shrank while being sent
+                        raise trio.BrokenResourceError(f"{path} shrank while read")
                 await writer.send(chunk)
                 position += len(chunk)
                 outcome["sent"] += len(chunk)
+                chunk = b""
 
     async def _echo(self, request: HttpRequest, outcome: dict[str, int]) -> None:
         media_type = b"application/octet-stream"
