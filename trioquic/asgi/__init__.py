@@ -6,6 +6,7 @@ with its lifespan, :class:`ASGIAdapter` is the request handler underneath,
 from .._util import fixup_module_metadata as _fixup
 from ._adapter import ASGIAdapter as ASGIAdapter
 from ._adapter import ClientDisconnected as ClientDisconnected
+from ._asyncio import AsyncioApp as AsyncioApp
 from ._lifespan import Lifespan as Lifespan
 from ._lifespan import LifespanFailure as LifespanFailure
 from ._lifespan import LifespanMode as LifespanMode
