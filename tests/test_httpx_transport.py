@@ -189,11 +189,14 @@ async def test_streamed_download_arrives_before_the_end() -> None:
 
     received = 0
     with trio.fail_after(10):
-        async with http3_server(streamer) as server, client() as c:
-            async with c.stream("GET", server.url()) as response:
-                async for part in response.aiter_bytes():
-                    received += len(part)
-                    first_seen.set()
+        async with (
+            http3_server(streamer) as server,
+            client() as c,
+            c.stream("GET", server.url()) as response,
+        ):
+            async for part in response.aiter_bytes():
+                received += len(part)
+                first_seen.set()
     assert received == 1000 + 20 * 50_000
 
 
@@ -227,20 +230,17 @@ async def test_closing_an_unread_response_stops_the_server() -> None:
 async def test_hundred_concurrent_gets_share_one_connection() -> None:
     transport_holder: list[HTTP3Transport] = []
     with trio.fail_after(20):
-        async with http3_server(hello) as server:
-            async with client() as c:
-                transport_holder.append(c._transport)  # type: ignore[arg-type]
-                results: list[httpx.Response] = []
+        async with http3_server(hello) as server, client() as c:
+            transport_holder.append(c._transport)  # type: ignore[arg-type]
+            results: list[httpx.Response] = []
 
-                async def get(i: int) -> None:
-                    results.append(await c.get(server.url(f"/{i}")))
+            async def get(i: int) -> None:
+                results.append(await c.get(server.url(f"/{i}")))
 
-                async with trio.open_nursery() as nursery:
-                    for i in range(100):
-                        nursery.start_soon(get, i)
-                connections = sum(
-                    len(v) for v in transport_holder[0].connections.values()
-                )
+            async with trio.open_nursery() as nursery:
+                for i in range(100):
+                    nursery.start_soon(get, i)
+            connections = sum(len(v) for v in transport_holder[0].connections.values())
     assert sorted(r.text for r in results) == sorted(f"hello /{i}" for i in range(100))
     assert len(set(server.peers)) == 1
     assert connections == 1
@@ -248,11 +248,14 @@ async def test_hundred_concurrent_gets_share_one_connection() -> None:
 
 async def test_stream_limit_opens_more_connections() -> None:
     release = trio.Event()
+    all_arrived = trio.Event()
     arrived = 0
 
     async def held(request: Request) -> None:
         nonlocal arrived
         arrived += 1
+        if arrived == 6:
+            all_arrived.set()
         await release.wait()
         await request.respond(200, body=b"ok")
 
@@ -269,8 +272,7 @@ async def test_stream_limit_opens_more_connections() -> None:
             async with trio.open_nursery() as nursery:
                 for _ in range(6):
                     nursery.start_soon(get)
-                while arrived < 6:
-                    await trio.sleep(0.01)
+                await all_arrived.wait()
                 release.set()
     assert statuses == [200] * 6
     assert len(set(server.peers)) == 3
@@ -287,21 +289,21 @@ async def test_beyond_max_connections_requests_wait_then_pool_timeout() -> None:
         async with (
             http3_server(held, Http3Settings(max_concurrent_requests=1)) as server,
             client(max_connections_per_origin=1) as c,
+            trio.open_nursery() as nursery,
         ):
-            async with trio.open_nursery() as nursery:
-                first: list[int] = []
+            first: list[int] = []
 
-                async def get() -> None:
-                    first.append((await c.get(server.url())).status_code)
+            async def get() -> None:
+                first.append((await c.get(server.url())).status_code)
 
-                nursery.start_soon(get)
-                await trio.sleep(0.2)
-                with pytest.raises(httpx.PoolTimeout):
-                    await c.get(server.url(), timeout=httpx.Timeout(10.0, pool=0.3))
-                # One waiting for the stream gets it when the first ends.
-                nursery.start_soon(get)
-                await trio.sleep(0.1)
-                release.set()
+            nursery.start_soon(get)
+            await trio.sleep(0.2)
+            with pytest.raises(httpx.PoolTimeout):
+                await c.get(server.url(), timeout=httpx.Timeout(10.0, pool=0.3))
+            # One waiting for the stream gets it when the first ends.
+            nursery.start_soon(get)
+            await trio.sleep(0.1)
+            release.set()
     assert first == [200, 200]
     assert len(set(server.peers)) == 1
 
@@ -329,15 +331,14 @@ async def test_goaway_moves_requests_to_a_new_connection() -> None:
 
 async def test_idle_connection_is_closed_after_keepalive_expiry() -> None:
     with trio.fail_after(10):
-        async with http3_server(hello) as server:
-            async with client(keepalive_expiry=0.3) as c:
-                transport: HTTP3Transport = c._transport  # type: ignore[assignment]
-                await c.get(server.url())
-                assert sum(len(v) for v in transport.connections.values()) == 1
-                await trio.sleep(0.6)
-                assert transport.connections == {}
-                # A new one is opened for the next request.
-                assert (await c.get(server.url("/2"))).text == "hello /2"
+        async with http3_server(hello) as server, client(keepalive_expiry=0.3) as c:
+            transport: HTTP3Transport = c._transport  # type: ignore[assignment]
+            await c.get(server.url())
+            assert sum(len(v) for v in transport.connections.values()) == 1
+            await trio.sleep(0.6)
+            assert transport.connections == {}
+            # A new one is opened for the next request.
+            assert (await c.get(server.url("/2"))).text == "hello /2"
     assert len(set(server.peers)) == 2
 
 
@@ -375,12 +376,15 @@ async def test_read_timeout_in_the_body() -> None:
             await trio.sleep(5)
 
     with trio.fail_after(10):
-        async with http3_server(stalls) as server, client() as c:
-            async with c.stream(
+        async with (
+            http3_server(stalls) as server,
+            client() as c,
+            c.stream(
                 "GET", server.url(), timeout=httpx.Timeout(5.0, read=0.3)
-            ) as response:
-                with pytest.raises(httpx.ReadTimeout):
-                    await response.aread()
+            ) as response,
+        ):
+            with pytest.raises(httpx.ReadTimeout):
+                await response.aread()
 
 
 async def test_write_timeout() -> None:
@@ -492,10 +496,13 @@ async def test_reset_mid_body_is_remote_protocol_error() -> None:
             request.reset(H3ErrorCode.INTERNAL_ERROR)
 
     with trio.fail_after(10):
-        async with http3_server(breaks) as server, client() as c:
-            async with c.stream("GET", server.url()) as response:
-                with pytest.raises(httpx.RemoteProtocolError):
-                    await response.aread()
+        async with (
+            http3_server(breaks) as server,
+            client() as c,
+            c.stream("GET", server.url()) as response,
+        ):
+            with pytest.raises(httpx.RemoteProtocolError):
+                await response.aread()
 
 
 async def test_http_url_is_unsupported_protocol() -> None:
