@@ -372,3 +372,28 @@ async def test_django_through_asyncio_app(django_app: Any) -> None:
             assert response.status == 404
     finally:
         app.close()
+
+
+# -- the examples --------------------------------------------------------------------
+
+
+def _example(name: str) -> Any:
+    import importlib.util
+
+    path = pathlib.Path(__file__).resolve().parent.parent / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["asgi_starlette", "asgi_fastapi"])
+async def test_examples(name: str) -> None:
+    app = _example(name).app
+    async with served(app) as client:
+        response = await client.request("GET", "/")
+        assert response.status == 200
+        assert await response.read() == b"x" * 1023 + b"\n"
+        response = await client.request("GET", "/stream")
+        assert await response.read() == b"y" * (1024 * 1024)
