@@ -36,9 +36,9 @@ Before its measurements each server is checked with one request of each
 route (status 200 and the exact body size, through ``--download``); a
 server that answers wrongly is reported, not measured. A client process
 that exits with an error or does not finish within ``--timeout`` seconds
-fails its measurement; its requests are counted as ``failed`` for that
-server (gtlsclient cannot say which of them failed), the run's figure is
-left out and the failure printed. The server's CPU time (``/proc``) is
+fails its measurement: its figure is left out, the failure printed and
+every request of the measurement counted as ``failed`` for that server
+(gtlsclient cannot say which of them failed). The server's CPU time (``/proc``) is
 shown beside each figure, as microseconds per request or MB per CPU-second:
 on a busy machine it is the steadier comparison. A server that exits during the run is
 counted too. Servers are restarted for every round and their order rotates
@@ -60,6 +60,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib.util
 import json
 import os
@@ -74,19 +75,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+import h3_requests as h3  # noqa: E402 - the request benchmark, for its helpers
 from _bench_common import use_self_signed_certificate  # noqa: E402
 from h3_requests import (  # noqa: E402
     HOST,
     BenchError,
-    Sampler,
+    Server,
     choose_cpus,
     free_port,
     start,
-    stop,
+    stop_server,
 )
 
 ASGI_PEERS = HERE / "_asgi_peers"
@@ -240,22 +243,12 @@ def corn_peer(label: str, package: str, worker_class: str, app: str) -> Peer:
     return Peer(label, command, missing)
 
 
-@dataclass
-class Running:
-    name: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: Any
-
-    def diagnostics(self) -> str:
-        self.log.seek(0)
-        text = self.log.read().decode(errors="replace")
-        return f"{self.name} exit={self.process.poll()}:\n{text[-2000:]}"
-
-
 def start_server(
     name: str, suite: Suite, args: argparse.Namespace, cpu: int | None
-) -> Running:
+) -> Server:
+    """Start ``name`` and check that it answers every route correctly."""
+    # The request benchmark's Server names its process by label.
+    h3.LABELS.setdefault(name, name)
     port = free_port(socket.SOCK_DGRAM)
     log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop_server()
     env = dict(os.environ, **suite.env)
@@ -270,7 +263,7 @@ def start_server(
         cwd=ASGI_PEERS,
         env=env,
     )
-    server = Running(name, port, process, log)
+    server = Server(name, port, process, log)
     try:
         check_routes(server, suite.routes, args, deadline=time.monotonic() + 20)
     except BaseException:
@@ -279,13 +272,8 @@ def start_server(
     return server
 
 
-def stop_server(server: Running) -> None:
-    stop(server.process)
-    server.log.close()
-
-
 def fetch_once(
-    server: Running, route: Route, args: argparse.Namespace, directory: str
+    server: Server, route: Route, args: argparse.Namespace, directory: str
 ) -> int | None:
     """One request of ``route`` with gtlsclient; the body's size, or None
     when no body arrived."""
@@ -317,7 +305,7 @@ def fetch_once(
 
 
 def check_routes(
-    server: Running, routes: Sequence[Route], args: argparse.Namespace, deadline: float
+    server: Server, routes: Sequence[Route], args: argparse.Namespace, deadline: float
 ) -> None:
     """Wait until the server answers, then check every route's body size."""
     with tempfile.TemporaryDirectory(dir=args.scratch) as directory:
@@ -343,72 +331,34 @@ def check_routes(
 
 
 def native_load(
-    server: Running, route: Route, args: argparse.Namespace, cpu: int | None
+    server: Server, route: Route, args: argparse.Namespace, cpu: int | None
 ) -> Load:
     """``CONNECTIONS`` gtlsclient processes at once, each sending its share of
-    the route's requests on its connection."""
-    total_asked = args.downloads if route.bulk else args.requests
-    per_process = max(1, total_asked // CONNECTIONS)
-    total = per_process * CONNECTIONS
-    command = [
-        args.native_path,
-        "-q",
-        "--exit-on-all-streams-close",
-        f"--timeout={args.native_idle_timeout}s",
-        "-n",
-        str(per_process),
-        HOST,
-        str(server.port),
-        f"https://{HOST}:{server.port}{route.path}",
-    ]
-    sampler = Sampler(server.process.pid)
-    codes: list[int | None] = []
-    with contextlib.ExitStack() as stack:
-        logs = [
-            stack.enter_context(tempfile.TemporaryFile()) for _ in range(CONNECTIONS)
-        ]
-        processes: list[subprocess.Popen[bytes]] = []
-        try:
-            started = time.perf_counter()
-            for log in logs:
-                processes.append(start(command, cpu=cpu, stdout=log, stderr=log))
-            deadline = time.monotonic() + args.timeout
-            for process in processes:
-                try:
-                    codes.append(
-                        process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                    )
-                except subprocess.TimeoutExpired:
-                    codes.append(None)
-            elapsed = time.perf_counter() - started
-        finally:
-            for process in processes:
-                stop(process, grace=0.5)
-        tails = []
-        for log, code in zip(logs, codes, strict=True):
-            if code != 0:
-                log.seek(0)
-                text = log.read().decode(errors="replace").strip()
-                tails.append(f"exit {code}: {text[-200:]}" if text else f"exit {code}")
-    counters = sampler.finish()
+    the route's requests on its connection: the request benchmark's native
+    load, aimed at ``route``."""
+    asked = copy.copy(args)
+    asked.requests = args.downloads if route.bulk else args.requests
+    total = max(1, asked.requests // CONNECTIONS) * CONNECTIONS
+    # The request benchmark's load takes its target from the module's PATH.
+    with mock.patch.object(h3, "PATH", route.path):
+        measured = h3.native_load(server, asked, CONNECTIONS, cpu)
     load = Load(
-        rate=None,
-        server_cpu=counters.server_cpu,
-        seconds=elapsed,
-        other_cpu=counters.other_cpu,
+        rate=measured.requests_per_s,
+        server_cpu=None
+        if measured.server_cpu_us is None
+        else measured.server_cpu_us * total / 1e6,
+        seconds=measured.seconds,
+        other_cpu=measured.other_cpu,
         amount=total * route.size / MB if route.bulk else total,
+        note=measured.note,
     )
-    if tails:
-        load.failed_requests = per_process * len(tails)
-        load.note = "; ".join(sorted(set(tails)))[:400] + (
-            " (None: did not finish in time)" if None in codes else ""
-        )
-        return load
-    if server.process.poll() is not None:
+    if load.rate is not None and server.process.poll() is not None:
+        load.rate, load.note = None, f"server exited\n{server.diagnostics()}"
+    if load.rate is None:
+        # gtlsclient cannot say which of its requests failed: all count.
         load.failed_requests = total
-        load.note = f"server exited\n{server.diagnostics()}"
-        return load
-    load.rate = total * route.size / MB / elapsed if route.bulk else total / elapsed
+    elif route.bulk:
+        load.rate = load.rate * route.size / MB
     return load
 
 

@@ -57,7 +57,6 @@ from asgi_servers import (  # noqa: E402 - the sibling benchmark's harness
     Route,
     Suite,
     start_server,
-    stop_server,
     trioquic_peer,
 )
 from h3_requests import (  # noqa: E402
@@ -67,6 +66,7 @@ from h3_requests import (  # noqa: E402
     read_tagged,
     start,
     stop,
+    stop_server,
 )
 
 CLIENTS = ("httpx", "trioquic", "niquests")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -37,17 +36,13 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "_h3_peers"))
 
 from _shared import HOST, pin_to
+from load_client import cpu_seconds
 
 TAG = "CLIENT-LOAD "
 IMPLEMENTATIONS = ("httpx", "trioquic", "niquests")
 
 #: One GET: (status, body size, protocol it went over).
 Get = Callable[[], Awaitable[tuple[int, int, str]]]
-
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 @dataclass
