@@ -38,13 +38,19 @@ server that answers wrongly is reported, not measured. A client process
 that exits with an error or does not finish within ``--timeout`` seconds
 fails its measurement: its figure is left out, the failure printed and
 every request of the measurement counted as ``failed`` for that server
-(gtlsclient cannot say which of them failed). The server's CPU time (``/proc``) is
-shown beside each figure, as microseconds per request or MB per CPU-second:
-on a busy machine it is the steadier comparison. A server that exits during the run is
-counted too. Servers are restarted for every round and their order rotates
-between rounds; figures are medians over the rounds. The CPU time other
-processes took meanwhile is printed; the run says when the machine was
-busy.
+(gtlsclient cannot say which of them failed); so does a server that exits.
+After its measurements, each server is probed with clients that stop
+reading (``_asgi_peers/stop_sending_probe.py``: five ``/stream`` downloads
+abandoned with STOP_SENDING, then ``/`` on that connection and on a new
+one), since hypercorn's trio worker was seen to exit on STOP_SENDING; the
+outcome is printed per round and summed up at the end.
+
+The server's CPU time (``/proc``) is shown beside each figure, as
+microseconds per request or MB per CPU-second: on a busy machine it is the
+steadier comparison. Servers are restarted for every round and their order
+rotates between rounds; figures are medians over the rounds. The CPU time
+other processes took meanwhile is printed; the run says when the machine
+was busy.
 
 Run it::
 
@@ -95,6 +101,7 @@ from h3_requests import (  # noqa: E402
 ASGI_PEERS = HERE / "_asgi_peers"
 NATIVE_CLIENT = "gtlsclient"
 RESULT_TAG = "ASGI-BENCH "
+PROBE_TAG = "PROBE "
 CONNECTIONS = 4
 MB = 1e6
 #: A measurement during which other processes used more than this share of
@@ -170,6 +177,9 @@ class Suite:
     goals: list[Goal]
     #: Extra environment for the servers.
     env: dict[str, str] = field(default_factory=dict)
+    #: Run ``_asgi_peers/stop_sending_probe.py`` after each server's
+    #: measurements (the suite's app must be ``app.py``'s).
+    probe: bool = False
 
 
 # -- servers -------------------------------------------------------------------
@@ -362,6 +372,33 @@ def native_load(
     return load
 
 
+def stop_sending_probe(server: Server, args: argparse.Namespace) -> str:
+    """ "ok", or what went wrong when clients stopped reading the server's
+    streamed responses (``_asgi_peers/stop_sending_probe.py``)."""
+    command = [
+        sys.executable,
+        str(ASGI_PEERS / "stop_sending_probe.py"),
+        "--port",
+        str(server.port),
+        "--cert",
+        args.cert,
+    ]
+    try:
+        completed = subprocess.run(
+            command, capture_output=True, text=True, timeout=40, check=False
+        )
+    except subprocess.TimeoutExpired:
+        return "the probe did not finish"
+    lines = [x for x in completed.stdout.splitlines() if x.startswith(PROBE_TAG)]
+    if not lines:
+        return f"the probe failed: {completed.stderr.strip()[-300:]}"
+    outcome = json.loads(lines[0][len(PROBE_TAG) :])
+    if server.process.poll() is not None:
+        outcome["server"] = f"exited ({server.process.returncode})"
+    problems = [f"{k}: {v}" for k, v in outcome.items() if v is not True]
+    return "; ".join(problems) if problems else "ok"
+
+
 def noise_share(load: Load) -> float:
     if load.other_cpu is None or not load.seconds:
         return 0.0
@@ -416,6 +453,7 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> dict[str, Any] | None:
         return None
     server_cpu, client_cpu = choose_cpus(args.pin)
     results: Results = {}
+    probes: dict[str, list[str]] = {}
     not_started: dict[str, list[str]] = {}
     budget_end = time.monotonic() + args.budget
     print(
@@ -442,9 +480,23 @@ def run_suite(suite: Suite, args: argparse.Namespace) -> dict[str, Any] | None:
                     load = native_load(server, route, args, client_cpu)
                     print_load(round_, route, name, load)
                     results.setdefault((route.label, name), []).append(load)
+                if suite.probe:
+                    outcome = stop_sending_probe(server, args)
+                    print(f"  round {round_ + 1}: STOP_SENDING probe {name}: {outcome}")
+                    probes.setdefault(name, []).append(outcome)
             finally:
                 stop_server(server)
     summary = summarize(suite, names, results, not_started, missing)
+    if suite.probe:
+        for name in names:
+            outcomes = probes.get(name, [])
+            ok = outcomes.count("ok")
+            bad = sorted({x for x in outcomes if x != "ok"})
+            print(
+                f"STOP_SENDING probe: {name} kept answering in {ok} of "
+                f"{len(outcomes)} round(s)" + (f"; {' | '.join(bad)}" if bad else "")
+            )
+        summary["stop_sending"] = probes
     print(RESULT_TAG + json.dumps(summary), flush=True)
     return summary
 
@@ -643,6 +695,7 @@ def asgi_suite() -> Suite:
         ],
         peers=peers,
         reference="trioquic",
+        probe=True,
         goals=[
             Goal("trioquic", "hypercorn-trio", 3.0, "goal >= 3x"),
             *(Goal("trioquic", other, 1.5, "goal >= 1.5x") for other in others),

@@ -76,6 +76,11 @@ def test_asgi_servers_benchmark_quick() -> None:
             value = medians[name]
             failed = summary["failed_requests"][route][name]
             assert (value is not None and value > 0) or failed > 0, output
+    # Every server was probed with clients that stop reading; trioquic's
+    # servers kept answering (another server's failure is a finding).
+    assert set(summary["stop_sending"]) == set(SERVERS), output
+    for name in ("trioquic", "h3"):
+        assert summary["stop_sending"][name] == ["ok"], output
     goals = {(g["theirs"], g["route"]): g for g in summary["goals"]}
     assert set(goals) == {
         (theirs, route)
