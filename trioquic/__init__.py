@@ -54,3 +54,12 @@ __version__ = "0.2.0"
 
 _fixup(__name__, globals())
 del _fixup
+from ._serve_http import HttpServer as HttpServer  # noqa: E402
+from ._serve_http import serve_http as serve_http  # noqa: E402
+from ._util import fixup_module_metadata as _fixup  # noqa: E402
+from .tcp import TcpServer as TcpServer  # noqa: E402
+from .tcp import TcpSettings as TcpSettings  # noqa: E402
+from .tcp import serve_tcp as serve_tcp  # noqa: E402
+
+_fixup(__name__, globals())
+del _fixup

@@ -46,6 +46,16 @@ RequestHandler = Callable[["Request"], Awaitable[None]]
 """What :func:`~trioquic.h3.serve_http3` runs for each request."""
 
 
+def _final_headers(settings: Http3Settings, fields: Headers) -> Headers:
+    """A final response's fields with ``extra_response_headers`` added
+    (those the handler did not set)."""
+    extra = settings.extra_response_headers
+    if extra:
+        present = {name for name, _ in fields}
+        fields.extend(pair for pair in extra if pair[0] not in present)
+    return fields
+
+
 class ServerH3Driver(H3Driver):
     """The server side: runs ``await handler(request)`` for each request, in
     its own task in the connection's nursery."""
@@ -216,7 +226,10 @@ class ServerH3Driver(H3Driver):
         with contextlib.suppress(H3Error, ConnectionClosed, trio.ClosedResourceError):
             self.send_headers_nowait(
                 ex,
-                [(b":status", str(status).encode()), (b"content-length", b"0")],
+                _final_headers(
+                    self.http3_settings,
+                    [(b":status", str(status).encode()), (b"content-length", b"0")],
+                ),
                 True,
             )
 
@@ -464,6 +477,8 @@ class Request(Body):
     ) -> None:
         """Send the whole response: status, headers, body and trailers."""
         fields = status_headers(status, headers)
+        if status >= 200:
+            fields = _final_headers(self._driver.http3_settings, fields)
         trailer_fields = normalize_headers(trailers) if trailers is not None else None
         self._start()
         driver, ex = self._driver, self._exchange
@@ -477,7 +492,10 @@ class Request(Body):
         """A response whose body is sent piece by piece: an async context
         manager yielding a :class:`ResponseWriter` (see its
         :meth:`~ResponseWriter.send` and :attr:`~ResponseWriter.trailers`)."""
-        return ResponseWriter(self, status_headers(status, headers))
+        fields = status_headers(status, headers)
+        if status >= 200:
+            fields = _final_headers(self._driver.http3_settings, fields)
+        return ResponseWriter(self, fields)
 
     async def send_datagram(self, data: bytes) -> None:
         """Send an HTTP datagram (RFC 9297) bound to this request's stream."""

@@ -47,6 +47,26 @@ def _seconds(*, optional: bool) -> Any:
     return check
 
 
+def _extra_headers(value: Any) -> tuple[tuple[bytes, bytes], ...]:
+    if isinstance(value, str | bytes):
+        raise TypeError(
+            "Http3Settings.extra_response_headers must be a sequence of "
+            "(name, value) pairs, not one string"
+        )
+    out = []
+    for pair in value:
+        name, field = pair
+        bname = name.encode("ascii") if isinstance(name, str) else bytes(name)
+        bvalue = field.encode("latin-1") if isinstance(field, str) else bytes(field)
+        if not bname or bname.startswith(b":") or bname != bname.lower():
+            raise ValueError(
+                "Http3Settings.extra_response_headers names must be lowercase "
+                f"and not pseudo-headers, got {name!r}"
+            )
+        out.append((bname, bvalue))
+    return tuple(out)
+
+
 def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not isinstance(value, bool):
         raise TypeError(
@@ -107,3 +127,11 @@ class Http3Settings:
     #: Announce HTTP datagrams (RFC 9297 SETTINGS_H3_DATAGRAM); QUIC datagrams
     #: must be enabled too (``QuicSettings.max_datagram_frame_size``).
     enable_datagrams: bool = attrs.field(default=False, validator=_flag)
+    #: Server: header fields added to every final response (not to 1xx
+    #: ones), after the handler's, unless the handler set a field of the
+    #: same name; e.g. ``((b"alt-svc", b'h3=":443"; ma=86400'),)``, which
+    #: :func:`trioquic.serve_http` sets. Names and values as ``str`` or
+    #: ``bytes``; names lowercase.
+    extra_response_headers: tuple[tuple[bytes, bytes], ...] = attrs.field(
+        default=(), converter=_extra_headers
+    )
