@@ -589,8 +589,46 @@ async def test_without_zero_rtt_the_ticket_still_resumes() -> None:
 
     with trio.fail_after(20):
         async with http3_server(handler) as server, client(keepalive_expiry=0.5) as c:
+            transport: HTTP3Transport = c._transport  # type: ignore[assignment]
             await c.get(server.url())
+            [first] = transport.connections[("localhost", server.port)]
+            assert first.client is not None and first.client.handshake is not None
+            assert not first.client.handshake.session_resumed
             await trio.sleep(1.0)
             await c.get(server.url())
+            [second] = transport.connections[("localhost", server.port)]
+            assert second.client is not None and second.client.handshake is not None
+            assert second.client.handshake.session_resumed
     assert early == [False, False]
     assert len(set(server.peers)) == 2
+
+
+# -- the example ----------------------------------------------------------------------
+
+
+async def test_example_client(capsys: pytest.CaptureFixture[str]) -> None:
+    import importlib.util
+    import pathlib
+
+    path = pathlib.Path(__file__).parent.parent / "examples" / "httpx_client.py"
+    spec = importlib.util.spec_from_file_location("httpx_client_example", path)
+    assert spec is not None and spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    async def echo(request: Request) -> None:
+        await request.respond(200, body=await request.read())
+
+    with trio.fail_after(20):
+        async with http3_server(echo) as server:
+            url = server.url("/echo")
+            args = example.parse_args(["--ca-certs", ca_path(), "--repeat", "5", url])
+            assert await example.main(args) == 0
+            args = example.parse_args(
+                ["--ca-certs", ca_path(), "--upload", "100000", url]
+            )
+            assert await example.main(args) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:5] == [f"{url}: 200 HTTP/3, 0 bytes"] * 5
+    assert lines[5] == "HTTP/3 connections open: 1"
+    assert lines[6] == f"{url}: 200 HTTP/3, 100000 bytes"
