@@ -355,6 +355,33 @@ async def test_closing_the_client_closes_connections_with_h3_no_error() -> None:
     assert reason.error_code == H3ErrorCode.NO_ERROR
 
 
+async def test_an_exception_in_the_block_propagates_unwrapped() -> None:
+    with trio.fail_after(10):
+        async with http3_server(hello) as server:
+            with pytest.raises(KeyError, match="mine"):
+                async with client() as c:
+                    await c.get(server.url())
+                    raise KeyError("mine")
+            error = await server.connections[0].wait_closed()
+    assert error.reason.error_code == H3ErrorCode.NO_ERROR
+
+
+async def test_cancelled_client_block_closes_its_connections() -> None:
+    with trio.fail_after(10):
+        async with http3_server(hello) as server:
+            with trio.move_on_after(0.5) as scope:
+                async with client() as c:
+                    await c.get(server.url())
+                    await c.get(server.url("/slow"), timeout=None)
+                    await trio.sleep_forever()
+            assert scope.cancelled_caught
+            # The server learns at once (CONNECTION_CLOSE), not by its idle
+            # timeout.
+            with trio.fail_after(2):
+                error = await server.connections[0].wait_closed()
+    assert error.reason.by_peer
+
+
 # -- timeouts ----------------------------------------------------------------------
 
 

@@ -363,11 +363,10 @@ class Pool:
             self._forget(conn)
             self._keep_ticket(conn)
 
-    async def aclose(self) -> None:
+    def close(self) -> None:
         """Close every connection gracefully (each within its close grace
         period; the nursery then waits for them)."""
         self.closed = True
         for conns in list(self.connections.values()):
             for conn in conns:
                 conn.scope.cancel()
-        await trio.lowlevel.checkpoint()

@@ -220,24 +220,31 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
         exc_value: BaseException | None = None,
         traceback: TracebackType | None = None,
     ) -> None:
-        await self.aclose()
         manager, self._nursery_manager = self._nursery_manager, None
-        if manager is not None:
-            await manager.__aexit__(exc_type, exc_value, traceback)
+        try:
+            self._close()
+        finally:
+            if manager is not None:
+                # Waits for the connections to close (each within its close
+                # grace period). The body's own exception is not passed: it
+                # propagates as it is (a nursery would wrap it in a group).
+                await manager.__aexit__(None, None, None)
+
+    def _close(self) -> None:
+        self._closed = True
+        if self._pool is not None:
+            self._pool.close()
+        if self._ca_file is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._ca_file)
+            self._ca_file = None
 
     async def aclose(self) -> None:
         """Close every connection gracefully (GOAWAY, then CONNECTION_CLOSE
         with H3_NO_ERROR, each within ``close_grace_period``). Idempotent;
         leaving the client's ``async with`` also waits for them."""
-        self._closed = True
-        if self._pool is not None:
-            await self._pool.aclose()
-        else:
-            await trio.lowlevel.checkpoint()
-        if self._ca_file is not None:
-            with contextlib.suppress(OSError):
-                os.unlink(self._ca_file)
-            self._ca_file = None
+        self._close()
+        await trio.lowlevel.checkpoint()
 
     @property
     def connections(self) -> dict[Origin, list[Connection]]:
