@@ -23,9 +23,11 @@ import itertools
 import json
 import os
 import pathlib
+import re
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager, suppress
 from typing import Any
@@ -497,3 +499,126 @@ async def test_page_over_forced_http3(tmp_path: pathlib.Path) -> None:
                 assert loaded["version"] == "3"
                 assert served == [("/page/forced", "3")]
             nursery.cancel_scope.cancel()
+
+
+@pytest.fixture
+def cli_with_tcp_door() -> None:
+    """Skip unless ``trioquic serve`` has its TCP door (``--no-tcp``)."""
+    if not _cli_has_tcp_door():
+        pytest.skip("trioquic serve has no TCP door (no --no-tcp option)")
+
+
+def _cli_has_tcp_door() -> bool:
+    result = subprocess.run(
+        [sys.executable, "-m", "trioquic", "serve", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return "--no-tcp" in result.stdout
+
+
+async def _read_until(
+    stream: trio.abc.ReceiveStream, pattern: re.Pattern[str]
+) -> re.Match[str]:
+    seen = b""
+    while True:
+        match = pattern.search(seen.decode(errors="replace"))
+        if match is not None:
+            return match
+        data = await stream.receive_some(65536)
+        if not data:
+            raise RuntimeError(
+                f"the server's output ended: {seen.decode(errors='replace')}"
+            )
+        seen += data
+
+
+async def test_trioquic_serve_root_over_tcp_then_http3(
+    tmp_path: pathlib.Path, cli_with_tcp_door: None
+) -> None:
+    # The command line: `trioquic serve --root DIR` listens on TCP and UDP by
+    # default, and a browser moves to HTTP/3 by itself.
+    certificate = development_certificate()
+    root = tmp_path / "site"
+    root.mkdir()
+    (root / "index.html").write_text(
+        "<!doctype html><html><body><p id=greeting>hello from trioquic serve</p>"
+        "</body></html>"
+    )
+    (root / "other.html").write_text(
+        "<!doctype html><html><body><p id=greeting>another page</p></body></html>"
+    )
+    command = [
+        sys.executable,
+        "-m",
+        "trioquic",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "0",
+        "--root",
+        str(root),
+        "--certificate",
+        str(certificate.certificate_path),
+        "--private-key",
+        str(certificate.private_key_path),
+    ]
+    with (tmp_path / "server.log").open("wb") as server_log:
+        server = await trio.lowlevel.open_process(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=server_log
+        )
+    try:
+        with trio.fail_after(TEST_TIMEOUT):
+            assert server.stdout is not None
+            found = await _read_until(
+                server.stdout, re.compile(r"URL: (https://\S+:(\d+))/")
+            )
+            origin, port = found[1], int(found[2])
+            flags = chromium_flags(
+                tmp_path / "profile",
+                certificate.spki_sha256,
+                force_quic_on="127.0.0.1:1",
+            )
+            async with open_chromium(
+                flags, tmp_path / "profile", tmp_path / "chromium.log"
+            ) as devtools:
+                page = await Page.open(devtools)
+                first = await page.load(f"{origin}/")
+                assert first["protocol"] in ("h2", "http/1.1"), first
+                assert first["response"]["status"] == 200
+                alt_svc = _header(first["response"]["headers"], "alt-svc")
+                assert alt_svc == f'h3=":{port}"; ma=86400', first["response"][
+                    "headers"
+                ]
+                protocols = [first["protocol"]]
+                for _ in range(MAX_NAVIGATIONS):
+                    loaded = await page.load(f"{origin}/other.html")
+                    assert loaded["response"]["status"] == 200
+                    assert loaded["response"]["protocol"] == loaded["protocol"]
+                    protocols.append(loaded["protocol"])
+                    if loaded["protocol"] == "h3":
+                        break
+                print("protocols of the pages, in order:", protocols)
+                assert protocols[-1] == "h3", protocols
+                text = await devtools.call(
+                    "Runtime.evaluate",
+                    page.session,
+                    expression="document.getElementById('greeting').textContent",
+                    returnByValue=True,
+                )
+                assert text["result"]["value"] == "another page"
+    finally:
+        with trio.CancelScope(shield=True):
+            if server.poll() is None:
+                # Ctrl-C: the server stops gracefully.
+                server.send_signal(signal.SIGINT)
+                with trio.move_on_after(10):
+                    await server.wait()
+            if server.poll() is None:
+                server.kill()
+            await server.wait()
+            if server.stdout is not None:
+                await server.stdout.aclose()
