@@ -69,7 +69,7 @@ LOAD_TIMEOUT = 15
 #: Navigations allowed for the browser to move to HTTP/3 after the first.
 #: Chromium races QUIC against TCP once it knows the Alt-Svc; over
 #: HTTP/1.1 it took one in every run seen, over HTTP/2 (whose connection it
-#: may reuse while QUIC connects) at most a few.
+#: may reuse while QUIC connects) one or two.
 MAX_NAVIGATIONS = 8
 
 #: Seconds for a whole test (a run takes about two; under pytest's
