@@ -1037,3 +1037,99 @@ def test_load_app_errors(app_dir: pathlib.Path) -> None:
         load_app("asgi_loader_mod:not_callable", app_dir=app_dir)
     with pytest.raises(TypeError, match="without arguments"):
         load_app("asgi_loader_mod:app", factory=True, app_dir=app_dir)
+
+
+# -- the TCP front door ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("http2", [False, True])
+async def test_tcp_door_serves_the_same_app_with_alt_svc(http2: bool) -> None:
+    import ssl
+
+    import httpx
+
+    scopes: list[Scope] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if await no_lifespan(scope):
+            return
+        scopes.append(scope)
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        await respond(send, body=b"got " + body)
+
+    context = ssl.create_default_context(
+        cafile=str(development_certificate().certificate_path)
+    )
+    async with served(app) as (client, port):
+        response = await client.request("GET", "/h3")
+        h3_alt_svc = dict(response.headers)[b"alt-svc"]
+        async with httpx.AsyncClient(verify=context, http2=http2) as http:
+            reply = await http.post(
+                f"https://localhost:{port}/tcp?q=1", content=b"x" * 70_000
+            )
+    assert reply.status_code == 200
+    assert reply.content == b"got " + b"x" * 70_000
+    assert reply.http_version == ("HTTP/2" if http2 else "HTTP/1.1")
+    assert reply.headers["alt-svc"] == f'h3=":{port}"; ma=86400'
+    assert h3_alt_svc == f'h3=":{port}"; ma=86400'.encode()
+    assert [s["http_version"] for s in scopes] == ["3", "2" if http2 else "1.1"]
+    tcp_scope = scopes[1]
+    assert tcp_scope["path"] == "/tcp"
+    assert tcp_scope["query_string"] == b"q=1"
+    assert (b"host", f"localhost:{port}".encode()) in tcp_scope["headers"]
+    assert tcp_scope["server"] == ("127.0.0.1", port)
+
+
+async def test_websocket_over_the_tcp_door_http11() -> None:
+    import ssl
+
+    from wsproto import WSConnection
+    from wsproto.events import AcceptConnection, Request
+
+    WS_CLOSES.clear()
+    closed = trio.Event()
+    WS_CLOSED[:] = [closed]
+    context = ssl.create_default_context(
+        cafile=str(development_certificate().certificate_path)
+    )
+    context.set_alpn_protocols(["http/1.1"])
+    async with served(ws_echo_app) as (_, port):
+        stream = trio.SSLStream(
+            await trio.open_tcp_stream("127.0.0.1", port),
+            context,
+            server_hostname="localhost",
+            https_compatible=True,
+        )
+        ws = WSConnection(ConnectionType.CLIENT)
+
+        async def events() -> list[Any]:
+            out: list[Any] = []
+            while not out:
+                ws.receive_data(await stream.receive_some())
+                out = list(ws.events())
+            return out
+
+        async with stream:
+            await stream.send_all(
+                ws.send(
+                    Request(host="localhost", target="/chat", subprotocols=["chat"])
+                )
+            )
+            accepted = await events()
+            assert isinstance(accepted[0], AcceptConnection)
+            assert accepted[0].subprotocol == "chat"
+            await stream.send_all(ws.send(WsMessage(data="over tcp")))
+            assert [(type(e), e.data) for e in await events()] == [
+                (TextMessage, "OVER TCP")
+            ]
+            await stream.send_all(ws.send(CloseConnection(code=1001, reason="going")))
+            assert isinstance((await events())[0], CloseConnection)
+        await closed.wait()
+    assert WS_CLOSES == [
+        {"type": "websocket.disconnect", "code": 1001, "reason": "going"}
+    ]

@@ -7,10 +7,10 @@ from typing import Any
 
 import trio
 
-from .._endpoint import QuicServer
+from .._serve_http import HttpServer, serve_http
 from .._settings import QuicSettings
-from ..h3._endpoint import serve_http3
 from ..h3._settings import Http3Settings
+from ..tcp._settings import TcpSettings
 from ._adapter import ASGIAdapter
 from ._lifespan import Lifespan, LifespanMode
 from ._types import ASGIApp
@@ -23,12 +23,16 @@ async def serve_asgi(
     host: str | None = None,
     settings: QuicSettings,
     http3_settings: Http3Settings | None = None,
+    tcp: bool | TcpSettings = True,
+    alt_svc: bool = True,
     root_path: str = "",
     lifespan: LifespanMode = "auto",
     disconnect_grace: float | None = 30.0,
-    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+    task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the ASGI 3 application ``app`` over HTTP/3 on ``port``::
+    """Serve the ASGI 3 application ``app`` over HTTP/3 on ``port`` and,
+    unless ``tcp`` is false, over HTTP/2 and HTTP/1.1 on TCP ``port`` (the
+    TCP front door, see :func:`trioquic.serve_http`)::
 
         server = await nursery.start(
             functools.partial(serve_asgi, app, 4433, settings=settings)
@@ -37,15 +41,17 @@ async def serve_asgi(
     Runs the application's lifespan startup first (``lifespan``: see
     :class:`Lifespan`; a ``lifespan.startup.failed`` raises
     :exc:`LifespanFailure` and nothing is served), then the server, and
-    reports the :class:`~trioquic.QuicServer` once it listens. Cancelling
+    reports the :class:`~trioquic.HttpServer` once it listens. Cancelling
     stops gracefully: GOAWAY, requests in flight finish (within
     ``http3_settings.goaway_grace_period``), then the lifespan shutdown.
 
     ``http3_settings`` defaults to :class:`~trioquic.h3.Http3Settings` with
     extended CONNECT enabled (WebSockets over HTTP/3, RFC 9220); settings
     you pass are used as they are. ``settings`` needs the certificate and
-    key; ALPN defaults to ``h3``. ``root_path`` and ``disconnect_grace``
-    are :class:`ASGIAdapter`'s.
+    key; ALPN defaults to ``h3``. With ``alt_svc`` every response, on both
+    doors, carries ``alt-svc: h3=":PORT"; ma=86400``, so that browsers
+    arriving over TCP move to HTTP/3. ``root_path`` and
+    ``disconnect_grace`` are :class:`ASGIAdapter`'s.
     """
     if not callable(app):
         raise TypeError(
@@ -63,12 +69,14 @@ async def serve_asgi(
         app, root_path=root_path, state=state, disconnect_grace=disconnect_grace
     )
     async with Lifespan(app, state, mode=lifespan):
-        await serve_http3(
+        await serve_http(
             adapter,
             port,
             host=host,
             settings=settings,
             http3_settings=http3_settings,
+            tcp=tcp,
+            alt_svc=alt_svc,
             task_status=task_status,
         )
 
