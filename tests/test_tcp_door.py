@@ -780,16 +780,104 @@ async def test_garbage_and_oversized_heads_are_refused_others_served() -> None:
             assert response.status_code == 200
 
 
-async def test_request_body_too_large_gets_413() -> None:
+async def test_http11_answer_before_the_body_closes_the_connection() -> None:
+    async def handler(request: HttpRequest) -> None:
+        if request.path == "/deny":
+            await request.respond(401, body=b"no")  # the body is not read
+        else:
+            await request.respond(200, body=await request.read())
+
+    async with (
+        running(handler) as server,
+        httpx.AsyncClient(verify=client_context()) as client,
+    ):
+        url = f"https://127.0.0.1:{server.port}"
+        response = await client.post(url + "/deny", content=b"u" * 100_000)
+        assert response.status_code == 401 and response.text == "no"
+        assert response.headers["connection"] == "close"
+        response = await client.post(url + "/ok", content=b"v" * 100_000)
+        assert response.status_code == 200 and len(response.content) == 100_000
+        assert "connection" not in response.headers
+
+
+@pytest.mark.parametrize("http2", [False, True])
+async def test_request_body_too_large_gets_413(http2: bool) -> None:
     async with (
         running(echo, tls_settings(max_request_body_size=1000)) as server,
-        httpx.AsyncClient(verify=client_context(), http2=True) as client,
+        httpx.AsyncClient(verify=client_context(), http2=http2) as client,
     ):
         url = f"https://127.0.0.1:{server.port}/"
         response = await client.post(url, content=b"x" * 5000)
         assert response.status_code == 413
+        if not http2:
+            # The rest of the body was not read: the connection ends.
+            assert response.headers["connection"] == "close"
         response = await client.post(url, content=b"x" * 10)
-        assert response.status_code == 200
+        assert response.status_code == 200 and response.text == "echo:" + "x" * 10
+
+
+async def test_h2_request_trailers_and_goaway_on_shutdown() -> None:
+    started = trio.Event()
+    finish = trio.Event()
+
+    async def handler(request: HttpRequest) -> None:
+        body = await request.read()
+        started.set()
+        await finish.wait()
+        await request.respond(
+            200, body=body + b"|" + dict(request.trailers or [])[b"x-t"]
+        )
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                serve_tcp, handler, 0, host="127.0.0.1", settings=tls_settings()
+            )
+        )
+        client = H2Client(await open_raw(server.port, tls=True, alpn="h2"))
+        await client.wait_settings()
+        sid = await client.request(
+            get_headers(b"/t", server.port, b"POST"), b"body", end=False
+        )
+        client.conn.send_headers(sid, [(b"x-t", b"trailer")], end_stream=True)
+        await client.flush()
+        with trio.fail_after(5):
+            await started.wait()
+        nursery.cancel_scope.cancel()  # stop the server: GOAWAY first
+        goaway = await client.wait_for(
+            lambda e: isinstance(e, h2.events.ConnectionTerminated)
+        )
+        assert goaway.error_code == 0 and goaway.last_stream_id == sid
+        finish.set()
+        headers, body = await client.response(sid)
+        assert headers[b":status"] == b"200" and body == b"body|trailer"
+
+
+async def test_serve_http_with_certificate_objects() -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = development_certificate()
+    settings = QuicSettings(
+        certificate=x509.load_pem_x509_certificate(cert.certificate_path.read_bytes()),
+        private_key=serialization.load_pem_private_key(
+            cert.private_key_path.read_bytes(), None
+        ),
+    )
+
+    async def handler(request: HttpRequest) -> None:
+        await request.respond(200, body=b"objects")
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                serve_http, handler, 0, host="127.0.0.1", settings=settings
+            )
+        )
+        async with httpx.AsyncClient(verify=client_context()) as client:
+            response = await client.get(f"https://127.0.0.1:{server.port}/")
+            assert response.text == "objects"
+        nursery.cancel_scope.cancel()
 
 
 async def test_tls_handshake_timeout_and_idle_keep_alive() -> None:

@@ -84,6 +84,10 @@ class H11Request(TcpRequest):
         alt_svc = conn.server.alt_svc
         if alt_svc is not None and not any(n == b"alt-svc" for n, _ in out):
             out.append((b"alt-svc", alt_svc))
+        if conn.h11.their_state is h11.SEND_BODY:
+            # Answered before the whole body came: the connection cannot be
+            # reused (the rest is read and dropped before closing).
+            conn.closing = True
         if conn.closing:
             out.append((b"connection", b"close"))
         return out
@@ -187,7 +191,7 @@ class H11Request(TcpRequest):
 
     async def _fail(self) -> None:
         conn = self._connection
-        if self.headers_sent or conn.broken:
+        if self.headers_sent or self._aborted or conn.reset_called:
             conn.broken = True
             self.response_complete = True
             return
@@ -200,6 +204,7 @@ class H11Request(TcpRequest):
         """Abandon this request: HTTP/1.1 has no stream to reset, so the
         connection is closed once the handler returns."""
         self._connection.broken = True
+        self._connection.reset_called = True
         self.response_complete = True
 
 
@@ -232,6 +237,7 @@ class H11Connection:
         self.closing = False
         #: The connection cannot carry another request.
         self.broken = False
+        self.reset_called = False
         self._idle_scope: trio.CancelScope | None = None
         self._pump_wake: trio.Event | None = None
         self._request: H11Request | None = None
@@ -252,6 +258,13 @@ class H11Connection:
             self._request = request
             await self._serve(request)
             self._request = None
+            if h.our_state is h11.DONE and h.their_state is h11.SEND_BODY:
+                if not request._aborted and not self.reset_called:
+                    # Answered before the body was read: take the rest in
+                    # (bounded) so that closing does not reset the
+                    # connection under the response.
+                    await self._linger()
+                break
             if (
                 self.broken
                 or h.our_state is not h11.DONE
@@ -259,6 +272,17 @@ class H11Connection:
             ):
                 break
             h.start_next_cycle()
+
+    async def _linger(self) -> None:
+        """Read and drop what the client still sends, at most a second and
+        ``body_buffer_size`` bytes, until it closes."""
+        left = self._body_limit
+        with trio.move_on_after(1):
+            while left > 0:
+                data = await self._receive()
+                if not data:
+                    return
+                left -= len(data)
 
     # -- sending ---------------------------------------------------------------------
 
@@ -387,6 +411,9 @@ class H11Connection:
         )
         request.http_version = event.http_version.decode("ascii")
         request._expect_continue = self.h11.they_are_waiting_for_100_continue
+        # What of the body already arrived (all of a GET's: its end) is
+        # taken now, so the response knows whether the request is complete.
+        self._take_body(request)
         return request
 
     async def _simple(self, status: int, headers: Headers) -> None:
@@ -435,11 +462,40 @@ class H11Connection:
         request._switched = True
         self._wake_pump()
 
+    def _take_body(self, request: H11Request) -> Any:
+        """Hand the body events h11 already has to the request; return the
+        first other event (NEED_DATA, PAUSED, ConnectionClosed), or None
+        when the reading is over (bad or too large a body)."""
+        h = self.h11
+        max_body = self.server.settings.max_request_body_size
+        while True:
+            try:
+                event = h.next_event()
+            except h11.RemoteProtocolError as exc:
+                logger.debug("trioquic.tcp: bad request body: %s", exc)
+                self.broken = True
+                request._abort()
+                return None
+            if isinstance(event, h11.Data):
+                request._feed(bytes(event.data))
+                if max_body is not None and request._body_received > max_body:
+                    self.broken = True
+                    request._fail_body(
+                        413, trio.BrokenResourceError("the request body is too large")
+                    )
+                    return None
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                if request._websocket_key is None:
+                    request._feed_end(list(event.headers) or None)
+                # (a WebSocket's body is what follows the 101)
+                continue
+            return event
+
     async def _pump(self, request: H11Request) -> None:
         """Feed the request body; notice the client leaving."""
         h = self.h11
         limit = self._body_limit
-        max_body = self.server.settings.max_request_body_size
         raw = False
         while True:
             if raw:
@@ -452,27 +508,9 @@ class H11Connection:
                     return
                 request._feed(data)
                 continue
-            try:
-                event = h.next_event()
-            except h11.RemoteProtocolError as exc:
-                logger.debug("trioquic.tcp: bad request body: %s", exc)
-                self.broken = True
-                request._abort()
+            event = self._take_body(request)
+            if event is None:
                 return
-            if isinstance(event, h11.Data):
-                request._feed(bytes(event.data))
-                if max_body is not None and request._body_received > max_body:
-                    self.broken = True
-                    request._fail_body(
-                        413, trio.BrokenResourceError("the request body is too large")
-                    )
-                    return
-                continue
-            if isinstance(event, h11.EndOfMessage):
-                if request._websocket_key is None:
-                    request._feed_end(list(event.headers) or None)
-                # (a WebSocket's body is what follows the 101)
-                continue
             if isinstance(event, h11.ConnectionClosed):
                 self.broken = True
                 request._abort()
