@@ -943,6 +943,36 @@ async def test_websocket_scope_refusal_and_denial() -> None:
 # -- the adapter alone, and load_app ---------------------------------------------------
 
 
+def test_public_names() -> None:
+    import trioquic.asgi
+
+    names = {name for name in dir(trioquic.asgi) if not name.startswith("_")}
+    assert {
+        "ASGIAdapter",
+        "AsyncioApp",
+        "ClientDisconnected",
+        "Lifespan",
+        "LifespanFailure",
+        "load_app",
+        "serve_asgi",
+        "ASGIApp",
+        "Scope",
+        "Message",
+        "Receive",
+        "Send",
+    } <= names
+    for name in (
+        "ASGIAdapter",
+        "AsyncioApp",
+        "ClientDisconnected",
+        "Lifespan",
+        "load_app",
+        "serve_asgi",
+    ):
+        assert getattr(trioquic.asgi, name).__module__ == "trioquic.asgi"
+    assert issubclass(ClientDisconnected, OSError)
+
+
 def test_adapter_arguments() -> None:
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         pass  # pragma: no cover
