@@ -413,8 +413,9 @@ class HttpCycle:
         )
         self.trailers_expected = bool(message.get("trailers", False))
         # Held until the first body message, so that the application may
-        # still fail with a proper 500.
-        await trio.lowlevel.checkpoint()
+        # still fail with a proper 500. Nothing was sent: a cancellation
+        # point, not a scheduling point (the body message that follows is).
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _open(self) -> _Writer:
         assert self.headers is not None
