@@ -12,9 +12,12 @@ import textwrap
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import trio
+from hypothesis import given
+from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
 from wsproto.events import (
     BytesMessage,
@@ -40,6 +43,7 @@ from trioquic.asgi import (
     load_app,
     serve_asgi,
 )
+from trioquic.asgi._adapter import split_target
 from trioquic.h3 import H3Error, Http3Client, Http3Settings, open_http3_client
 from trioquic.testing import development_certificate
 
@@ -1163,3 +1167,23 @@ async def test_websocket_over_the_tcp_door_http11() -> None:
     assert WS_CLOSES == [
         {"type": "websocket.disconnect", "code": 1001, "reason": "going"}
     ]
+
+
+# -- the scope's path, as a property ----------------------------------------------
+
+
+@given(
+    segments=st.lists(st.text(min_size=1, max_size=8), max_size=4),
+    query=st.text(alphabet="abc=&%20+", max_size=12),
+    root=st.sampled_from(["", "/api", "/a/b"]),
+)
+def test_split_target_decodes_what_was_encoded(
+    segments: list[str], query: str, root: str
+) -> None:
+    path = "/" + "/".join(segments)
+    raw = quote(path, safe="/")
+    target = raw + ("?" + query if query else "")
+    scope_path, raw_path, query_string = split_target(target, root)
+    assert scope_path == root + path
+    assert raw_path == (root + raw).encode("latin-1")
+    assert query_string == query.encode()
