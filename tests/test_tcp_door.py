@@ -15,6 +15,7 @@ from typing import Any
 import attrs
 import h2.config
 import h2.connection
+import h2.errors
 import h2.events
 import h2.settings
 import h11
@@ -69,6 +70,40 @@ async def running(
         )
         yield server
         nursery.cancel_scope.cancel()
+
+
+class Stoppable:
+    """A server run in a cancel scope of its own: ``stop()`` cancels it (a
+    graceful shutdown) while the test goes on; ``stopped`` is set when
+    ``serve_tcp`` has returned."""
+
+    def __init__(self) -> None:
+        self.scope = trio.CancelScope()
+        self.stopped = trio.Event()
+        self.stop_time: float | None = None
+
+    def stop(self) -> None:
+        self.stop_time = trio.current_time()
+        self.scope.cancel()
+
+    async def run(
+        self,
+        handler: Handler,
+        settings: TcpSettings,
+        *,
+        task_status: trio.TaskStatus[trioquic.TcpServer] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        try:
+            with self.scope:
+                await serve_tcp(
+                    handler,
+                    0,
+                    host="127.0.0.1",
+                    settings=settings,
+                    task_status=task_status,
+                )
+        finally:
+            self.stopped.set()
 
 
 async def echo(request: HttpRequest) -> None:
@@ -654,6 +689,18 @@ async def test_websocket_over_h2_extended_connect() -> None:
         parser.receive_bytes(data.data)
         frame = next(iter(parser.received_frames()))
         assert frame.payload == "over h2"
+        # A close frame and the end of the stream: the server closes too.
+        client.conn.acknowledge_received_data(data.flow_controlled_length, sid)
+        client.conn.send_data(sid, frames.close(1000, "bye"), end_stream=True)
+        await client.flush()
+        ended = await client.wait_for(
+            lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == sid
+        )
+        assert ended is not None
+        closing = [e for e in client.events if isinstance(e, h2.events.DataReceived)]
+        parser.receive_bytes(b"".join(e.data for e in closing))
+        frame = next(iter(parser.received_frames()))
+        assert frame.opcode == wsproto.frame_protocol.Opcode.CLOSE
 
 
 # -- aborts, failures, bad input ---------------------------------------------------
@@ -828,11 +875,10 @@ async def test_h2_request_trailers_and_goaway_on_shutdown() -> None:
             200, body=body + b"|" + dict(request.trailers or [])[b"x-t"]
         )
 
+    stoppable = Stoppable()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(
-                serve_tcp, handler, 0, host="127.0.0.1", settings=tls_settings()
-            )
+            functools.partial(stoppable.run, handler, tls_settings())
         )
         client = H2Client(await open_raw(server.port, tls=True, alpn="h2"))
         await client.wait_settings()
@@ -843,14 +889,36 @@ async def test_h2_request_trailers_and_goaway_on_shutdown() -> None:
         await client.flush()
         with trio.fail_after(5):
             await started.wait()
-        nursery.cancel_scope.cancel()  # stop the server: GOAWAY first
+        stoppable.stop()
+        with trio.fail_after(3):  # the listener closes, then the drain starts
+            while True:
+                try:
+                    probe = await trio.open_tcp_stream("127.0.0.1", server.port)
+                except OSError:
+                    break
+                await probe.aclose()
+                await trio.sleep(0.01)
+        await trio.sleep(0.05)
+        # While the request in flight is answered, new ones are refused.
+        late = await client.request(get_headers(b"/late", server.port))
+        reset = await client.wait_for(
+            lambda e: isinstance(e, h2.events.StreamReset) and e.stream_id == late
+        )
+        assert reset.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+        finish.set()
+        headers, body = await client.response(sid)
+        assert headers[b":status"] == b"200" and body == b"body|trailer"
+        # Then GOAWAY names the last request processed, and the connection
+        # and the server end, well within the grace period.
         goaway = await client.wait_for(
             lambda e: isinstance(e, h2.events.ConnectionTerminated)
         )
         assert goaway.error_code == 0 and goaway.last_stream_id == sid
-        finish.set()
-        headers, body = await client.response(sid)
-        assert headers[b":status"] == b"200" and body == b"body|trailer"
+        with trio.fail_after(3):
+            await stoppable.stopped.wait()
+        with trio.fail_after(3):
+            while not client.closed:
+                await client.pump()
 
 
 async def test_serve_http_with_certificate_objects() -> None:
@@ -910,11 +978,10 @@ async def test_shutdown_completes_the_response_in_flight(http2: bool) -> None:
             await trio.sleep(0.3)
             await writer.send(b"second")
 
+    stoppable = Stoppable()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(
-                serve_tcp, handler, 0, host="127.0.0.1", settings=tls_settings()
-            )
+            functools.partial(stoppable.run, handler, tls_settings())
         )
         async with httpx.AsyncClient(verify=client_context(), http2=http2) as client:
             result: list[httpx.Response] = []
@@ -925,28 +992,30 @@ async def test_shutdown_completes_the_response_in_flight(http2: bool) -> None:
             async with trio.open_nursery() as inner:
                 inner.start_soon(fetch)
                 await started.wait()
-                nursery.cancel_scope.cancel()
-        assert result[0].text == "first,second"
-        if not http2:
-            assert result[0].headers.get("connection") is None  # head went first
-    # Stopped: nothing listens any more.
-    with pytest.raises(OSError):
-        await trio.open_tcp_stream("127.0.0.1", server.port)
+                stoppable.stop()
+            assert result[0].text == "first,second"
+            if not http2:
+                assert result[0].headers.get("connection") is None  # head went first
+            with trio.fail_after(3):
+                await stoppable.stopped.wait()
+            # Stopped: nothing listens any more.
+            with pytest.raises(OSError):
+                await trio.open_tcp_stream("127.0.0.1", server.port)
 
 
 async def test_shutdown_is_bounded_by_the_grace_period() -> None:
-    async def handler(request: HttpRequest) -> None:
-        await trio.sleep_forever()
+    cancelled = trio.Event()
 
+    async def handler(request: HttpRequest) -> None:
+        try:
+            await trio.sleep_forever()
+        finally:
+            cancelled.set()
+
+    stoppable = Stoppable()
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
-            functools.partial(
-                serve_tcp,
-                handler,
-                0,
-                host="127.0.0.1",
-                settings=tls_settings(grace_period=0.2),
-            )
+            functools.partial(stoppable.run, handler, tls_settings(grace_period=0.3))
         )
         client = H11Client(await open_raw(server.port, tls=True))
         await client.send(
@@ -954,9 +1023,15 @@ async def test_shutdown_is_bounded_by_the_grace_period() -> None:
             h11.EndOfMessage(),
         )
         await trio.sleep(0.05)
-        start = trio.current_time()
-        nursery.cancel_scope.cancel()
-    assert trio.current_time() - start < 2
+        stoppable.stop()
+        with trio.fail_after(3):
+            await stoppable.stopped.wait()
+        assert stoppable.stop_time is not None
+        elapsed = trio.current_time() - stoppable.stop_time
+        assert 0.3 <= elapsed < 2
+        assert cancelled.is_set()
+        # The client sees the connection end.
+        assert await receive_until_closed(client.stream) == b""
 
 
 # -- serve_http: both doors on one port -----------------------------------------------

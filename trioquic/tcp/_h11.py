@@ -129,9 +129,9 @@ class H11Request(TcpRequest):
             if body and not self._head and status not in _NO_BODY_STATUSES:
                 data += h.send(h11.Data(data=body))
             data += h.send(h11.EndOfMessage(headers=trailers or []))
-        except h11.LocalProtocolError:
+        except h11.LocalProtocolError as exc:
             conn.broken = True
-            raise
+            raise RuntimeError(f"cannot send this HTTP/1.1 response: {exc}") from exc
         self.response_complete = True
         await conn.send_bytes(data, self)
 
@@ -289,9 +289,10 @@ class H11Connection:
     async def send(self, event: Any) -> None:
         try:
             data = self.h11.send(event)
-        except h11.LocalProtocolError:
+        except h11.LocalProtocolError as exc:
+            # e.g. more body than the content-length the handler set
             self.broken = True
-            raise
+            raise RuntimeError(f"cannot send this HTTP/1.1 response: {exc}") from exc
         if data:
             await self.send_bytes(data, self._request)
         else:

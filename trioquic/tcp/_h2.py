@@ -22,7 +22,6 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import trio
-from hyperframe.frame import GoAwayFrame
 
 from .._engine import Headers
 from ._request import HOP_BY_HOP, TcpRequest, gone, logger, run_handler
@@ -197,7 +196,6 @@ class H2Connection:
         self.broken = False
         self.closing = False
         self._goaway_last = _MAX_STREAM_ID
-        self._extra = b""
         self._write_wake = trio.Event()
         self._written = trio.Event()
         self._queued = 0
@@ -210,16 +208,19 @@ class H2Connection:
     # -- life ------------------------------------------------------------------------
 
     def begin_shutdown(self) -> None:
-        """GOAWAY: requests already received finish; new streams are
-        refused; the connection closes when the last request is answered."""
+        """Graceful close: requests already received finish, new streams
+        are refused (REFUSED_STREAM: the client may retry them elsewhere),
+        and once the last request is answered the connection sends GOAWAY
+        (NO_ERROR, the last stream it processed) and closes.
+
+        The GOAWAY waits for the requests in flight rather than opening the
+        drain as RFC 9113 section 6.8 suggests: httpx's HTTP/2 client
+        (httpcore) fails every stream still in flight on any GOAWAY, even
+        those the GOAWAY says will be answered."""
         if self.closing:
             return
         self.closing = True
         self._goaway_last = self.h2.highest_inbound_stream_id
-        self._extra += GoAwayFrame(
-            stream_id=0, last_stream_id=self._goaway_last, error_code=0
-        ).serialize()
-        self.wake_writer()
         self._on_idle()
 
     def _on_idle(self) -> None:
@@ -278,7 +279,6 @@ class H2Connection:
             except h2.exceptions.ProtocolError as exc:
                 # h2 queued a GOAWAY with the error.
                 logger.debug("trioquic.tcp: HTTP/2 protocol error: %s", exc)
-                self._extra = b""
                 return
             data = b""
             for event in events:
@@ -452,6 +452,8 @@ class H2Connection:
         except h2.exceptions.StreamClosedError as exc:
             request._abort()
             raise gone() from exc
+        except h2.exceptions.ProtocolError as exc:
+            raise ValueError(f"cannot send these HTTP/2 headers: {exc}") from exc
         if end:
             request.response_complete = True
         self.wake_writer()
@@ -469,7 +471,11 @@ class H2Connection:
                 if end:
                     self._send_frame(request, b"", True)
                 break
-            window = h.local_flow_control_window(sid)
+            try:
+                window = h.local_flow_control_window(sid)
+            except h2.exceptions.StreamClosedError as exc:
+                request._abort()
+                raise gone() from exc
             if window <= 0:
                 wake = request._send_wake = trio.Event()
                 await wake.wait()
@@ -513,9 +519,6 @@ class H2Connection:
                         )
                     )
             data = h.data_to_send()
-            if self._extra:
-                data += self._extra
-                self._extra = b""
             self._queued = 0
             if data and not self.stream_failed:
                 try:

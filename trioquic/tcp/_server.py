@@ -71,6 +71,7 @@ class TcpServer:
     ) -> None:
         self._listeners = list(listeners)
         self._state = state
+        self._addresses = [listener.socket.getsockname() for listener in listeners]
 
     def __repr__(self) -> str:
         return f"<trioquic.TcpServer addresses={self.addresses!r}>"
@@ -78,7 +79,7 @@ class TcpServer:
     @property
     def addresses(self) -> list[Any]:
         """The bound local addresses, one per listening socket."""
-        return [listener.socket.getsockname() for listener in self._listeners]
+        return list(self._addresses)
 
     @property
     def port(self) -> int:
@@ -124,10 +125,11 @@ async def serve_tcp(
 
     Each connection runs in its own task; at most
     ``settings.max_connections`` at once. Cancelling ``serve_tcp`` stops
-    accepting and shuts down gracefully: HTTP/2 connections get GOAWAY,
-    HTTP/1.1 responses in progress ``connection: close``; requests in flight
-    have ``settings.grace_period`` seconds to finish, then the connections
-    are closed.
+    accepting and shuts down gracefully: HTTP/2 connections refuse new
+    streams and send GOAWAY once their requests are answered, HTTP/1.1
+    responses not yet started carry ``connection: close``; requests in
+    flight have ``settings.grace_period`` seconds to finish, then the
+    connections are closed.
     """
     if not callable(handler):
         raise TypeError("handler must be an async function taking a request")
@@ -274,12 +276,12 @@ async def _serve_connection(
         state.connections.discard(connection)
         connection.closed.set()
         limiter.release_on_behalf_of(borrower)
-        # TLS close_notify where the peer still listens (a bounded wait:
-        # aclose closes the socket however it ends).
-        with trio.move_on_after(1):
-            with contextlib.suppress(
-                trio.BrokenResourceError, trio.ClosedResourceError
-            ):
+        # TLS close_notify where the peer still listens, even when the
+        # connection was cut short by the end of the grace period (shielded,
+        # bounded: aclose closes the socket however it ends).
+        with trio.CancelScope(shield=True) as closing:
+            closing.deadline = trio.current_time() + 0.5
+            with contextlib.suppress(trio.BrokenResourceError, trio.BusyResourceError):
                 await transport.aclose()
 
 

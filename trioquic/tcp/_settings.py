@@ -167,8 +167,8 @@ class TcpSettings:
     #: HTTP/2: announce extended CONNECT (RFC 8441), for WebSockets.
     enable_connect_protocol: bool = attrs.field(default=True, validator=_flag)
     #: Seconds requests in flight get to finish when the server stops
-    #: (HTTP/2 GOAWAY, HTTP/1.1 ``connection: close``); then connections are
-    #: closed.
+    #: (HTTP/2: new streams refused, GOAWAY after the last response;
+    #: HTTP/1.1: ``connection: close``); then connections are closed.
     grace_period: float = attrs.field(default=5.0, validator=_seconds)
     #: Bytes asked of the socket per read.
     read_size: int = attrs.field(default=64 * _KIB, validator=_int_at_least(1024))
