@@ -380,6 +380,8 @@ async def test_cancelled_client_block_closes_its_connections() -> None:
             with trio.fail_after(2):
                 error = await server.connections[0].wait_closed()
     assert error.reason.by_peer
+    # Gracefully: GOAWAY, then H3_NO_ERROR, even though it was cancelled.
+    assert error.reason.error_code == H3ErrorCode.NO_ERROR
 
 
 # -- timeouts ----------------------------------------------------------------------

@@ -112,6 +112,9 @@ class Pool:
         #: The newest unused session ticket per origin (each is used once).
         self.tickets: dict[Origin, bytes] = {}
         self.closed = False
+        #: Every connection whose task runs (shielded once connected: the
+        #: pool must end each one).
+        self._running: set[Connection] = set()
 
     # -- taking and giving back ----------------------------------------------
 
@@ -318,35 +321,47 @@ class Pool:
                 settings, session_ticket=ticket, zero_rtt=self._zero_rtt
             )
         started = False
+        self._running.add(conn)
         try:
-            async with AsyncExitStack() as stack:
-                connect_host = host
-                sock = None
-                if self._local_address is not None:
-                    sock, connect_host = await self._open_socket(host, port)
-                    stack.callback(sock.close)
-                    if settings.server_name is None:
-                        settings = attrs.evolve(settings, server_name=host)
-                client = await stack.enter_async_context(
-                    open_http3_client(
-                        connect_host,
-                        port,
-                        settings=settings,
-                        http3_settings=self._http3_settings,
-                        socket=sock,
+            # Until the connection is up, cancelling the request that opens
+            # it cancels this task (nursery.start); from then on it is
+            # shielded, and only the pool ends it (conn.scope: idle expiry,
+            # the transport closing), so that it always closes gracefully,
+            # even when the code around the client's block was cancelled.
+            with trio.CancelScope() as guard:
+                async with AsyncExitStack() as stack:
+                    connect_host = host
+                    sock = None
+                    if self._local_address is not None:
+                        sock, connect_host = await self._open_socket(host, port)
+                        stack.callback(sock.close)
+                        if settings.server_name is None:
+                            settings = attrs.evolve(settings, server_name=host)
+                    client = await stack.enter_async_context(
+                        open_http3_client(
+                            connect_host,
+                            port,
+                            settings=settings,
+                            http3_settings=self._http3_settings,
+                            socket=sock,
+                        )
                     )
-                )
-                conn.client = client
-                if self._keepalive_expiry is not None:
-                    conn.scope.deadline = trio.current_time() + self._keepalive_expiry
-                started = True
-                task_status.started()
-                with conn.scope:
-                    await client.wait_closed()
-                self._retire(conn)
-                # Leaving closes it gracefully: GOAWAY, what was sent is
-                # delivered, CONNECTION_CLOSE with H3_NO_ERROR (bounded by
-                # the close grace period).
+                    guard.shield = True
+                    conn.client = client
+                    if self._keepalive_expiry is not None:
+                        conn.scope.deadline = (
+                            trio.current_time() + self._keepalive_expiry
+                        )
+                    if self.closed:
+                        conn.scope.cancel()
+                    started = True
+                    task_status.started()
+                    with conn.scope:
+                        await client.wait_closed()
+                    self._retire(conn)
+                    # Leaving closes it gracefully: GOAWAY, what was sent is
+                    # delivered, CONNECTION_CLOSE with H3_NO_ERROR (bounded by
+                    # the close grace period).
         except Exception:
             if not started:
                 raise
@@ -354,6 +369,7 @@ class Pool:
                 "trioquic.httpx: connection to %s ended", conn.origin, exc_info=True
             )
         finally:
+            self._running.discard(conn)
             self._retire(conn)
 
     def _retire(self, conn: Connection) -> None:
@@ -367,6 +383,5 @@ class Pool:
         """Close every connection gracefully (each within its close grace
         period; the nursery then waits for them)."""
         self.closed = True
-        for conns in list(self.connections.values()):
-            for conn in conns:
-                conn.scope.cancel()
+        for conn in list(self._running):
+            conn.scope.cancel()
