@@ -1,6 +1,7 @@
 """Alt-Svc (RFC 7838): the header parser, and AltSvcTransport moving an origin
 from TCP to HTTP/3 and back, against a TLS TCP server (h11) that advertises
-a trioquic.h3 server on 127.0.0.1."""
+a trioquic.h3 server on another port of 127.0.0.1, and against
+trioquic.serve_http (the TCP door and HTTP/3 on one port)."""
 
 from __future__ import annotations
 
@@ -326,3 +327,41 @@ def test_bad_arguments() -> None:
         AltSvcTransport(tcp=object())  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         AltSvcTransport(http3=object())  # type: ignore[arg-type]
+
+
+# -- against trioquic.serve_http (TCP door + HTTP/3 on one port) ----------------------
+
+
+async def test_serve_http_tcp_door_then_http3() -> None:
+    import trioquic
+
+    cert = development_certificate()
+    seen: list[tuple[str, str]] = []
+
+    async def handler(request: Any) -> None:
+        seen.append((request.http_version, request.path))
+        await request.respond(
+            200, [(b"content-type", b"text/plain")], request.http_version.encode()
+        )
+
+    settings = QuicSettings(
+        certificate=str(cert.certificate_path), private_key=str(cert.private_key_path)
+    )
+    with trio.fail_after(15):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(
+                    trioquic.serve_http, handler, 0, host="127.0.0.1", settings=settings
+                )
+            )
+            url = f"https://localhost:{server.port}"
+            async with alt_svc_client() as c:
+                first = await c.get(url + "/1")
+                second = await c.get(url + "/2")
+            nursery.cancel_scope.cancel()
+    assert first.http_version in ("HTTP/1.1", "HTTP/2")
+    assert first.headers["alt-svc"] == f'h3=":{server.port}"; ma=86400'
+    assert second.http_version == "HTTP/3"
+    assert second.text == "3"
+    assert [path for _, path in seen] == ["/1", "/2"]
+    assert seen[1][0] == "3"
