@@ -44,7 +44,7 @@ def _percent_decode(text: str) -> str:
     i = 0
     raw = text.encode("latin-1")
     while i < len(raw):
-        if raw[i] == 0x25 and i + 2 < len(raw) + 0 and i + 2 <= len(raw) - 1:
+        if raw[i] == 0x25 and i + 2 < len(raw):
             try:
                 out.append(int(raw[i + 1 : i + 3], 16))
                 i += 3
