@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import pathlib
 import queue
@@ -14,6 +15,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -56,9 +58,12 @@ class Process:
     """A child process whose stdout lines are read by a thread, so that
     waiting for a line has a deadline."""
 
-    def __init__(self, argv: list[str]) -> None:
+    def __init__(
+        self, argv: list[str], cwd: str | os.PathLike[str] | None = None
+    ) -> None:
         self.popen = subprocess.Popen(
             argv,
+            cwd=cwd,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -472,8 +477,17 @@ class Http3Server:
         ).split(": ", 1)[1]
         self.spki = process.wait_for("certificate SPKI SHA-256 (base64): ").split()[-1]
         self.client_command = process.wait_for("try it with: ").split(": ", 1)[1]
-        self.chromium = process.wait_for("or in Chromium: ")
+        self.chromium = process.wait_for("in Chromium: ")
         process.wait_for("press Ctrl-C to stop")
+        #: The curl command for the TCP front door (None with --no-tcp).
+        self.curl = next(
+            (
+                line.split(": ", 1)[1]
+                for line in process.seen
+                if line.startswith("over TCP: ")
+            ),
+            None,
+        )
 
     def get(
         self, *args: str, timeout: float = TIMEOUT
@@ -539,6 +553,11 @@ def test_serve_get_bad_arguments_exit_2(
         (["get", "https://a/", "--header", "nocolon"], "not a header"),
         (["get", "https://a/", "--zero-rtt"], "needs --session-ticket"),
         (["serve", "--root", "/nonexistent-dir"], "not a directory"),
+        (["serve", "no_such_module_here:app"], "cannot load no_such_module_here:app"),
+        (["serve", "noattr"], "MODULE:ATTR"),
+        (["serve", "json:app", "--root", "."], "cannot be given with an application"),
+        (["serve", "--factory"], "--factory needs an application"),
+        (["serve", "--asyncio"], "--asyncio needs an application"),
     ],
 )
 def test_serve_get_failures_are_one_line(
@@ -559,10 +578,13 @@ def test_serve_prints_a_working_client_command(http3_server: Http3Server) -> Non
     assert argv[3:5] == ["get", f"https://localhost:{http3_server.port}/"]
     assert argv[5:] == ["--ca-certs", http3_server.certificate]
     assert http3_server.spki == spki_sha256(http3_server.certificate)
+    # With the TCP front door Chromium finds HTTP/3 through Alt-Svc: only the
+    # certificate needs a flag.
     assert (
-        f"--origin-to-force-quic-on=localhost:{http3_server.port} "
-        f"--ignore-certificate-errors-spki-list={http3_server.spki}"
+        f"--ignore-certificate-errors-spki-list={http3_server.spki} "
+        f"https://localhost:{http3_server.port}/"
     ) in http3_server.chromium
+    assert "--origin-to-force-quic-on" not in http3_server.chromium
     result = subprocess.run(argv, capture_output=True, timeout=TIMEOUT, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout == b"<h1>site</h1>"
@@ -706,6 +728,132 @@ def test_serve_builtin_page_with_retry() -> None:
             result = server.get(f"https://[::1]:{server.port}/bytes/10")
             assert result.returncode == 0, result.stderr
             assert result.stdout == bytes(range(10))
+        assert process.interrupt() == 0
+    finally:
+        process.kill()
+
+
+STARLETTE_APP = """
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse, PlainTextResponse
+from starlette.routing import Route
+
+
+async def home(request):
+    return PlainTextResponse("hello " + request.scope["http_version"])
+
+
+async def echo(request):
+    body = await request.body()
+    return JSONResponse({"length": len(body), "root": request.scope["root_path"]})
+
+
+def make_app():
+    return Starlette(routes=[Route("/", home), Route("/echo", echo, methods=["POST"])])
+
+
+app = make_app()
+"""
+
+
+@pytest.fixture
+def app_dir(tmp_path: pathlib.Path) -> pathlib.Path:
+    directory = tmp_path / "project"
+    directory.mkdir()
+    (directory / "cli_test_app.py").write_text(STARLETTE_APP)
+    return directory
+
+
+def test_serve_asgi_app_over_http3_and_the_tcp_door(app_dir: pathlib.Path) -> None:
+    """``trioquic serve MODULE:ATTR``, found from the current directory as
+    uvicorn finds it: HTTP/3 through ``trioquic get``, HTTP/2 and HTTP/1.1
+    through the TCP front door, Alt-Svc on every response."""
+    process = Process(
+        [*PYTHON_M, "serve", "cli_test_app:app", "--port", "0", "--host", "127.0.0.1"],
+        cwd=app_dir,
+    )
+    try:
+        server = Http3Server(process)
+        assert "serving: the ASGI application cli_test_app:app" in process.seen
+        tcp_line = f"listening on 127.0.0.1:{server.port} (TCP)"
+        assert any(tcp_line in line for line in process.seen), process.seen
+        result = server.get(
+            f"https://127.0.0.1:{server.port}/", "--server-name", "localhost"
+        )
+        assert result.returncode == 0, result.stderr
+        assert result.stdout == b"hello 3"
+        result = server.get(
+            f"https://127.0.0.1:{server.port}/echo",
+            "--server-name",
+            "localhost",
+            "--data",
+            "x" * 1000,
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"length": 1000, "root": ""}
+        assert server.curl is not None
+        import httpx
+
+        for http2, version in ((True, "2"), (False, "1.1")):
+            context = ssl.create_default_context(cafile=server.certificate)
+            with httpx.Client(verify=context, http2=http2) as client:
+                response = client.get(f"https://localhost:{server.port}/")
+            assert response.text == f"hello {version}"
+            assert response.headers["alt-svc"] == f'h3=":{server.port}"; ma=86400'
+        curl = shutil.which("curl")
+        if curl is not None:
+            argv = shlex.split(server.curl)
+            assert argv[0] == "curl"
+            result = run([curl, *argv[1:]])
+            assert result.returncode == 0, result.stderr
+            assert f'alt-svc: h3=":{server.port}"; ma=86400' in result.stdout
+            assert result.stdout.endswith("hello 2") or result.stdout.endswith(
+                "hello 1.1"
+            )
+        assert process.interrupt() == 0
+        assert process.rest()[-1] == "HTTP/3 server stopped"
+    finally:
+        process.kill()
+
+
+def test_serve_asgi_factory_root_path_and_no_tcp(app_dir: pathlib.Path) -> None:
+    process = Process(
+        [
+            *PYTHON_M,
+            "serve",
+            "cli_test_app:make_app",
+            "--factory",
+            "--app-dir",
+            str(app_dir),
+            "--root-path",
+            "/api",
+            "--no-tcp",
+            "--port",
+            "0",
+            "--host",
+            "127.0.0.1",
+        ]
+    )
+    try:
+        server = Http3Server(process)
+        assert server.curl is None
+        assert not any("(TCP)" in line for line in process.seen), process.seen
+        # Without the TCP door nothing advertises HTTP/3: Chromium is told
+        # to use QUIC for the origin.
+        assert "--origin-to-force-quic-on=127.0.0.1:" in server.chromium
+        result = server.get(
+            # A proxy in front strips the prefix; the application sees it in
+            # root_path (and, as with uvicorn, in front of the path).
+            f"https://127.0.0.1:{server.port}/echo",
+            "--server-name",
+            "localhost",
+            "--data",
+            "abc",
+        )
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout) == {"length": 3, "root": "/api"}
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", server.port), timeout=5).close()
         assert process.interrupt() == 0
     finally:
         process.kill()

@@ -347,6 +347,9 @@ async def test_end_to_end(root: pathlib.Path) -> None:
                 assert headers[b"content-type"] == b"text/plain; charset=utf-8"
                 assert headers[b"content-length"] == b"5"
                 assert headers[b"etag"].startswith(b'"')
+                # The server layer (serve_http) advertises HTTP/3 on every
+                # response, the TCP door's and HTTP/3's alike.
+                assert headers[b"alt-svc"] == f'h3=":{port}"; ma=86400'.encode()
 
                 response = await client.request("GET", "/data.bin")
                 assert await response.read() == (root / "data.bin").read_bytes()

@@ -43,10 +43,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 import trio
 
-from .. import QuicServer, QuicSettings
-from .._http import HTTP_DISCONNECTED, HttpRequest
-from ..h3 import Http3Settings, serve_http3
-from ..lowlevel import bind_udp_sockets
+from .. import QuicSettings
+from .._http import HTTP_DISCONNECTED, HttpHandler, HttpRequest
+from .._serve_http import HttpServer, serve_http
+from ..asgi import ASGIApp, AsyncioApp, LifespanMode, load_app, serve_asgi
+from ..h3 import Http3Settings
+from ..tcp import TcpServer, alt_svc_value
 from ._common import (
     CommandError,
     _add_server_arguments,
@@ -603,45 +605,71 @@ class ServerConfig:
     port: int
     settings: QuicSettings
     root: pathlib.Path | None = None
-    #: ``/echo`` takes bodies up to :data:`MAX_BYTES`.
-    http3_settings: Http3Settings = attrs.field(
-        factory=lambda: Http3Settings(max_request_body_size=MAX_BYTES)
-    )
+    #: HTTP/3 settings; ``None``: for the built-in application, ``/echo``
+    #: taking bodies up to :data:`MAX_BYTES`; for an ASGI application,
+    #: :func:`trioquic.asgi.serve_asgi`'s default (extended CONNECT on).
+    http3_settings: Http3Settings | None = None
+    #: The TCP front door (HTTP/2 and HTTP/1.1 on the same port number).
+    tcp: bool = True
+    #: An ASGI application to serve instead of the built-in one.
+    app: ASGIApp | None = None
+    root_path: str = ""
+    lifespan: LifespanMode = "auto"
 
 
 async def run_server(
     config: ServerConfig,
     *,
-    task_status: trio.TaskStatus[tuple[QuicServer, Http3ServerApp]] = (
+    task_status: trio.TaskStatus[tuple[HttpServer, HttpHandler | ASGIApp]] = (
         trio.TASK_STATUS_IGNORED
     ),
 ) -> None:
-    """Serve the built-in application until cancelled (cancelling sends
-    GOAWAY and CONNECTION_CLOSE to every client)."""
-    sockets = await bind_udp_sockets(
-        config.host,
-        config.port,
-        buffer_size=config.settings.udp_buffer_size,
-        offload=config.settings.udp_offload,
-    )
-    try:
-        port = int(sockets[0].local_address[1])
-        app = Http3ServerApp(port=port, root=config.root)
+    """Serve the built-in application (or ``config.app``, an ASGI
+    application) over HTTP/3 and, with ``config.tcp``, the TCP front door,
+    until cancelled: cancelling sends GOAWAY, lets requests in flight
+    finish, then closes every connection. Reports the
+    :class:`~trioquic.HttpServer` and what it serves."""
+    if config.app is not None:
         async with trio.open_nursery() as nursery:
-            server: QuicServer = await nursery.start(
+            asgi_server: HttpServer = await nursery.start(
                 functools.partial(
-                    serve_http3,
-                    app,
-                    port,
+                    serve_asgi,
+                    config.app,
+                    config.port,
+                    host=config.host,
                     settings=config.settings,
                     http3_settings=config.http3_settings,
-                    sockets=sockets,
+                    tcp=config.tcp,
+                    root_path=config.root_path,
+                    lifespan=config.lifespan,
                 )
             )
-            task_status.started((server, app))
-    finally:
-        for sock in sockets:
-            sock.close()
+            task_status.started((asgi_server, config.app))
+        return
+    http3_settings = config.http3_settings or Http3Settings(
+        max_request_body_size=MAX_BYTES
+    )
+    holder: list[Http3ServerApp] = []
+
+    async def handler(request: HttpRequest) -> None:
+        await holder[0](request)
+
+    async with trio.open_nursery() as nursery:
+        server: HttpServer = await nursery.start(
+            functools.partial(
+                serve_http,
+                handler,
+                config.port,
+                host=config.host,
+                settings=config.settings,
+                http3_settings=http3_settings,
+                tcp=config.tcp,
+            )
+        )
+        # The built-in page names the port, known only once bound; nothing
+        # can have been answered before this (the handler runs on requests).
+        holder.append(Http3ServerApp(port=server.port, root=config.root))
+        task_status.started((server, holder[0]))
 
 
 # -- the command -------------------------------------------------------------------
@@ -666,21 +694,45 @@ def _configure_access_log() -> None:
     access.propagate = False
 
 
-async def _run_http3_server(
+async def _run_http_server(
     config: ServerConfig,
-    on_ready: Callable[[QuicServer, int], None],
+    on_ready: Callable[[HttpServer], None],
     out: TextIO,
 ) -> None:
-    """The HTTP/3 server, until SIGINT or SIGTERM."""
+    """The server, until SIGINT or SIGTERM."""
 
     def ready(reported: Any) -> None:
-        server, app = reported
-        on_ready(server, app.port)
+        server, _ = reported
+        on_ready(server)
 
     await _serve_until_signalled(functools.partial(run_server, config), ready, out)
 
 
+def _load_application(args: argparse.Namespace) -> ASGIApp | None:
+    """The ASGI application named on the command line, if any."""
+    if args.app is None:
+        for option, given in (
+            ("--factory", args.factory),
+            ("--asyncio", args.asyncio),
+            ("--root-path", args.root_path),
+        ):
+            if given:
+                raise CommandError(f"{option} needs an application (MODULE:ATTR)")
+        return None
+    if args.root is not None:
+        raise CommandError(
+            "--root serves files with the built-in server; it cannot be given "
+            "with an application (serve files from the application instead)"
+        )
+    try:
+        app = load_app(args.app, factory=args.factory, app_dir=args.app_dir)
+    except (ImportError, ValueError, TypeError) as exc:
+        raise CommandError(f"cannot load {args.app}: {exc}") from exc
+    return AsyncioApp(app) if args.asyncio else app
+
+
 def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
+    app = _load_application(args)
     root: pathlib.Path | None = None
     if args.root is not None:
         root = pathlib.Path(args.root)
@@ -698,50 +750,132 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         retry="always" if args.retry else "never",
     )
     config = ServerConfig(
-        host=args.host or None, port=args.port, settings=settings, root=root
+        host=args.host or None,
+        port=args.port,
+        settings=settings,
+        root=root,
+        tcp=not args.no_tcp,
+        app=app,
+        root_path=args.root_path,
+        lifespan=args.lifespan,
     )
     _configure_access_log()
 
-    def on_ready(server: QuicServer, port: int) -> None:
-        _print_listening(server, "HTTP/3 server", out)
-        url = f"https://{_url_host(args.host)}:{port}/"
-        print(f"serving: {root if root is not None else 'the built-in page'}", file=out)
+    def on_ready(server: HttpServer) -> None:
+        _print_listening(server.http3, "HTTP/3 server", out)
+        if server.tcp is not None:
+            _print_tcp_listening(server.tcp, out)
+        url = f"https://{_url_host(args.host)}:{server.port}/"
+        if app is not None:
+            serving = f"the ASGI application {args.app}"
+        else:
+            serving = str(root) if root is not None else "the built-in page"
+        print(f"serving: {serving}", file=out)
         print(f"URL: {url}", file=out)
+        print(f"every response carries alt-svc: {alt_svc_value(server.port)}", file=out)
         _print_certificate(certificate_path, key_path, generated, spki, out)
         client = [*_self_command(prog), "get", url, "--ca-certs", certificate_path]
         print(f"try it with: {shlex.join(client)}", file=out)
-        host = _url_host(args.host)
-        print(
-            "or in Chromium: chromium "
-            f"--origin-to-force-quic-on={host}:{port} "
-            f"--ignore-certificate-errors-spki-list={spki} {url}",
-            file=out,
-        )
+        if server.tcp is not None:
+            curl = ["curl", "--cacert", certificate_path, "-i", url]
+            print(f"over TCP: {shlex.join(curl)}", file=out)
+            # Chromium reaches HTTP/3 through the TCP door's Alt-Svc; the
+            # SPKI flag makes it trust the development certificate on both.
+            print(
+                f"in Chromium: chromium --ignore-certificate-errors-spki-list={spki} "
+                f"{url}",
+                file=out,
+            )
+        else:
+            host = _url_host(args.host)
+            print(
+                "in Chromium: chromium "
+                f"--origin-to-force-quic-on={host}:{server.port} "
+                f"--ignore-certificate-errors-spki-list={spki} {url}",
+                file=out,
+            )
         print("press Ctrl-C to stop", file=out)
         out.flush()
 
-    trio.run(_run_http3_server, config, on_ready, out)
+    trio.run(_run_http_server, config, on_ready, out)
     print("HTTP/3 server stopped", file=out)
     return 0
+
+
+def _print_tcp_listening(server: TcpServer, out: TextIO) -> None:
+    """One line per TCP address of the front door."""
+    for address in server.addresses:
+        where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+        print(
+            f"trioquic TCP front door (HTTP/2, HTTP/1.1) listening on "
+            f"{where}:{address[1]} (TCP)",
+            file=out,
+        )
 
 
 def add_serve_command(commands: Commands) -> None:
     """``trioquic serve``."""
     serve = commands.add_parser(
         "serve",
-        help="run an HTTP/3 server (files, /bytes/N, /echo)",
+        help="run an HTTP/3 server (an ASGI application, or files, /bytes/N, /echo)",
         description=(
-            "Serve HTTP/3: the files under --root (or a built-in page at /), "
-            "GET /bytes/N (N bytes) and POST /echo (the body, sent back). "
-            "Without --certificate a self-signed development certificate for "
-            "localhost, 127.0.0.1 and ::1 is generated. Ctrl-C stops the "
-            "server gracefully (GOAWAY, then CONNECTION_CLOSE)."
+            "Serve HTTP/3, and HTTP/2 and HTTP/1.1 over TLS on the same TCP "
+            "port (the TCP front door; every response carries Alt-Svc, so "
+            "browsers move to HTTP/3). With MODULE:ATTR, the ASGI application "
+            "found there (importable from the current directory, as uvicorn "
+            "finds it); without, the built-in server: the files under --root "
+            "(or a built-in page at /), GET /bytes/N (N bytes) and POST /echo "
+            "(the body, sent back). Without --certificate a self-signed "
+            "development certificate for localhost, 127.0.0.1 and ::1 is "
+            "generated. Ctrl-C stops the server gracefully (GOAWAY, requests "
+            "in flight finish, then CONNECTION_CLOSE)."
         ),
+    )
+    serve.add_argument(
+        "app",
+        nargs="?",
+        metavar="MODULE:ATTR",
+        help="an ASGI application, e.g. main:app (default: the built-in server)",
     )
     _add_server_arguments(
         serve,
         host="localhost",
         host_help="address to bind (default: localhost, i.e. 127.0.0.1 and ::1)",
+    )
+    serve.add_argument(
+        "--factory",
+        action="store_true",
+        help="MODULE:ATTR is a function returning the application",
+    )
+    serve.add_argument(
+        "--app-dir",
+        metavar="DIR",
+        default=".",
+        help="import the application from here (default: the current directory)",
+    )
+    serve.add_argument(
+        "--root-path",
+        metavar="PATH",
+        default="",
+        help="the ASGI root_path: the prefix the application is mounted under",
+    )
+    serve.add_argument(
+        "--lifespan",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="the ASGI lifespan protocol (default: auto, used if the "
+        "application supports it)",
+    )
+    serve.add_argument(
+        "--asyncio",
+        action="store_true",
+        help="run the application on an asyncio loop in a thread (for "
+        "applications that need asyncio, such as Django's)",
+    )
+    serve.add_argument(
+        "--no-tcp",
+        action="store_true",
+        help="HTTP/3 only: no TCP front door (HTTP/2, HTTP/1.1) on the same port",
     )
     serve.add_argument("--root", metavar="DIR", help="directory to serve files from")
     serve.add_argument(
