@@ -20,11 +20,14 @@ import h2.events
 import h2.settings
 import h11
 import httpx
+import hypothesis
+import hypothesis.strategies as st
 import pytest
 import trio
 import wsproto
 import wsproto.events
 import wsproto.frame_protocol
+from test_properties import examples
 from wsproto.connection import Connection, ConnectionType
 
 import trioquic
@@ -1173,3 +1176,96 @@ async def test_bad_arguments() -> None:
         await serve_tcp(echo, 0, settings=QuicSettings())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="certificate"):
         await serve_http(echo, 0, settings=QuicSettings())
+
+
+# -- property: whatever bytes arrive, the door answers or closes, logs no
+# error, and keeps serving --------------------------------------------------------
+
+_request_heads = st.builds(
+    lambda method, target, headers, body: (
+        method
+        + b" "
+        + target
+        + b" HTTP/1.1\r\nHost: x\r\n"
+        + b"".join(headers)
+        + b"\r\n"
+        + body
+    ),
+    st.sampled_from([b"GET", b"POST", b"HEAD", b"PUT", b"G\x00T", b""]),
+    st.binary(max_size=20).map(lambda b: b"/" + b),
+    st.lists(
+        st.one_of(
+            st.sampled_from(
+                [
+                    b"Content-Length: 5\r\n",
+                    b"Content-Length: -1\r\n",
+                    b"Content-Length: 99999999999999999999\r\n",
+                    b"Transfer-Encoding: chunked\r\n",
+                    b"Expect: 100-continue\r\n",
+                    b"Upgrade: websocket\r\n",
+                    b"Connection: Upgrade\r\n",
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+                    b"Sec-WebSocket-Version: 13\r\n",
+                ]
+            ),
+            st.binary(max_size=40).map(lambda b: b + b"\r\n"),
+        ),
+        max_size=6,
+    ),
+    st.binary(max_size=60),
+)
+
+
+@hypothesis.settings(
+    max_examples=examples(25),
+    deadline=None,
+    suppress_health_check=[hypothesis.HealthCheck.too_slow],
+)
+@hypothesis.given(
+    data=st.one_of(
+        st.binary(max_size=200),
+        _request_heads,
+        # HTTP/2 with prior knowledge, then anything
+        st.binary(max_size=200).map(lambda b: b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b),
+    )
+)
+def test_property_any_bytes_answered_or_closed_and_the_door_keeps_serving(
+    data: bytes,
+) -> None:
+    errors: list[logging.LogRecord] = []
+
+    class Errors(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            errors.append(record)
+
+    async def handler(request: HttpRequest) -> None:
+        body = await request.read()
+        await request.respond(200, body=body[:10])
+
+    async def main() -> None:
+        async with running(handler, TcpSettings(keep_alive_timeout=0.5)) as server:
+            stream = await trio.open_tcp_stream("127.0.0.1", server.port)
+            await stream.send_all(data)
+            received = b""
+            with trio.move_on_after(1):
+                while chunk := await stream.receive_some(65536):
+                    received += chunk
+            await stream.aclose()
+            if not data.startswith(b"PRI * HTTP/2.0"):
+                assert not received or received.startswith(b"HTTP/1.1 ")
+            if received.startswith(b"HTTP/"):
+                status = int(received.split(b" ", 2)[1])
+                assert status in (100, 101, 200, 400, 413, 431), received[:80]
+            async with httpx.AsyncClient() as client:
+                response = await client.post(
+                    f"http://127.0.0.1:{server.port}/after", content=b"ok"
+                )
+                assert response.status_code == 200 and response.text == "ok"
+
+    handler_ = Errors(logging.ERROR)
+    logging.getLogger("trioquic").addHandler(handler_)
+    try:
+        trio.run(main)
+    finally:
+        logging.getLogger("trioquic").removeHandler(handler_)
+    assert not errors, [r.getMessage() for r in errors]
