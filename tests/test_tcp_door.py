@@ -406,6 +406,21 @@ async def test_http11_pipelining_and_keep_alive() -> None:
         await stream.aclose()
 
 
+async def test_http11_handler_may_close_the_connection() -> None:
+    async def handler(request: HttpRequest) -> None:
+        await request.respond(200, [("connection", "close")], b"bye")
+
+    async with running(handler) as server:
+        client = H11Client(await open_raw(server.port, tls=True))
+        await client.send(
+            h11.Request(method="GET", target="/", headers=[("host", "x")]),
+            h11.EndOfMessage(),
+        )
+        response, body, _ = await client.response()
+        assert body == b"bye" and (b"connection", b"close") in list(response.headers)
+        assert await receive_until_closed(client.stream) == b""
+
+
 async def test_http11_chunked_body_trailers_both_ways() -> None:
     async def handler(request: HttpRequest) -> None:
         chunks = [chunk async for chunk in request]

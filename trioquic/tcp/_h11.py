@@ -88,6 +88,8 @@ class H11Request(TcpRequest):
             # Answered before the whole body came: the connection cannot be
             # reused (the rest is read and dropped before closing).
             conn.closing = True
+        if any(n == b"connection" and _has_token(v, b"close") for n, v in fields):
+            conn.closing = True  # the handler asks for it
         if conn.closing:
             out.append((b"connection", b"close"))
         return out
