@@ -4,6 +4,7 @@ GOAWAY, limits, extended CONNECT and datagrams."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -1606,3 +1607,62 @@ async def test_a_handler_can_reset_its_request(
             assert info.value.error_code == h3.H3ErrorCode.REQUEST_REJECTED
             response = await client.request("GET", "/fine")
             assert await response.read() == b"hello /fine"
+
+
+async def test_a_cancelled_client_block_closes_the_connection_at_once() -> None:
+    """A timeout around ``open_http3_client`` with a request in flight, on
+    real sockets (the in-memory network's send never blocks, so it cannot
+    show this): the server's handler learns at once that the client went
+    away, not after its idle timeout. The client's router and worker are
+    shielded from the cancellation until CONNECTION_CLOSE is sent; before,
+    the worker was cancelled with the block and the close was often never
+    sent (4 rounds in 10 here)."""
+    certificate = trioquic.testing.development_certificate()
+    server_quic = trioquic.QuicSettings(
+        alpn_protocols=["h3"],
+        certificate=str(certificate.certificate_path),
+        private_key=str(certificate.private_key_path),
+    )
+    client_quic = trioquic.QuicSettings(
+        alpn_protocols=["h3"], ca_certs=str(certificate.certificate_path)
+    )
+    ended: list[float] = []
+    started = trio.Event()
+    ended_event = trio.Event()
+
+    async def handler(request: Request) -> None:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            ended.append(trio.current_time())
+            ended_event.set()
+
+    with trio.fail_after(60):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                functools.partial(
+                    h3.serve_http3, handler, 0, host="127.0.0.1", settings=server_quic
+                )
+            )
+            port = server.addresses[0][1]
+            for attempt in range(10):
+                ended.clear()
+                started = trio.Event()
+                ended_event = trio.Event()
+                with trio.CancelScope() as scope:
+                    async with (
+                        h3.open_http3_client(
+                            "127.0.0.1", port, settings=client_quic
+                        ) as client,
+                        trio.open_nursery() as requests,
+                    ):
+                        requests.start_soon(client.request, "GET", "/")
+                        await started.wait()
+                        scope.cancel()
+                cancelled = trio.current_time()
+                with trio.move_on_after(2):
+                    await ended_event.wait()
+                assert ended, f"round {attempt}: the server never heard the close"
+                assert ended[0] - cancelled < 2  # idle timeout is 30 s
+            nursery.cancel_scope.cancel()

@@ -429,7 +429,13 @@ async def _open_client(
             socket.close()
         raise
     try:
-        async with trio.open_nursery() as nursery:
+        async with trio.open_nursery() as outer:
+            # The router and the worker run shielded from the caller's
+            # cancellation, so that a cancelled ``async with`` still sends
+            # CONNECTION_CLOSE (the worker must be alive to send it); they
+            # end when _close_gracefully is done and ``services`` is cancelled.
+            services = trio.CancelScope(shield=True)
+            nursery: trio.Nursery = await outer.start(_shielded_nursery, services)
             endpoint = _Endpoint(
                 resolved, endpoint_engine, is_client=True, nursery=nursery
             )
@@ -463,7 +469,7 @@ async def _open_client(
                 user_exc = exc
             finally:
                 await _close_gracefully(worker)
-                nursery.cancel_scope.cancel()
+                services.cancel()
     finally:
         endpoint_engine.close()
         if own_socket:
@@ -557,6 +563,19 @@ class _ClientPath:
 async def _cancel_after(scope: trio.CancelScope, delay: float) -> None:
     await trio.sleep(delay)
     scope.cancel()
+
+
+async def _shielded_nursery(
+    scope: trio.CancelScope,
+    *,
+    task_status: trio.TaskStatus[trio.Nursery] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """A nursery inside ``scope`` (a shielded scope), reported and kept open
+    until ``scope`` is cancelled."""
+    with scope:
+        async with trio.open_nursery() as nursery:
+            task_status.started(nursery)
+            await trio.sleep_forever()
 
 
 async def _close_gracefully(worker: IoWorker) -> None:
