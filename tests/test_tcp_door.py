@@ -982,6 +982,43 @@ async def test_tls_handshake_timeout_and_idle_keep_alive() -> None:
         assert await receive_until_closed(client.stream, limit=3) == b""
 
 
+async def test_connections_beyond_the_limit_wait_their_turn() -> None:
+    async with running(echo, TcpSettings(max_connections=1)) as server:
+        first = H11Client(await open_raw(server.port, tls=False))
+        await first.send(
+            h11.Request(method="GET", target="/1", headers=[("host", "x")]),
+            h11.EndOfMessage(),
+        )
+        await first.response()
+        # Accepted by the kernel, not served while the first is open.
+        second = H11Client(await open_raw(server.port, tls=False))
+        await second.send(
+            h11.Request(method="GET", target="/2", headers=[("host", "x")]),
+            h11.EndOfMessage(),
+        )
+        with trio.move_on_after(0.3) as waited:
+            await second.response()
+        assert waited.cancelled_caught
+        assert server.connection_count == 1
+        await first.stream.aclose()
+        response, body, _ = await second.response()
+        assert response.status_code == 200 and body == b"echo:"
+
+
+async def test_h2_idle_connection_closes_after_keep_alive_timeout() -> None:
+    async with running(echo, tls_settings(keep_alive_timeout=0.3)) as server:
+        client = H2Client(await open_raw(server.port, tls=True, alpn="h2"))
+        await client.wait_settings()
+        sid = await client.request(get_headers(b"/", server.port))
+        await client.response(sid)
+        start = trio.current_time()
+        goaway = await client.wait_for(
+            lambda e: isinstance(e, h2.events.ConnectionTerminated), limit=3
+        )
+        assert goaway.error_code == 0 and goaway.last_stream_id == sid
+        assert trio.current_time() - start >= 0.25
+
+
 # -- graceful shutdown ----------------------------------------------------------------
 
 
