@@ -1666,3 +1666,37 @@ async def test_a_cancelled_client_block_closes_the_connection_at_once() -> None:
                 assert ended, f"round {attempt}: the server never heard the close"
                 assert ended[0] - cancelled < 2  # idle timeout is 30 s
             nursery.cancel_scope.cancel()
+
+
+async def test_a_response_to_head_carries_the_get_content_length(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """RFC 9110 section 8.6: a response to HEAD may say the content-length a
+    GET would get, with no body. The client takes it (aioquic alone fails
+    the connection: content-length does not match data size), and still
+    checks it on other requests."""
+
+    async def handler(request: Request) -> None:
+        headers = [(b"content-length", b"5")]
+        if request.method == "HEAD":
+            await request.respond(200, headers=headers)
+        elif request.path == "/short":
+            await request.respond(200, headers=headers, body=b"hi")
+        else:
+            await request.respond(200, headers=headers, body=b"hello")
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            for method in ("HEAD", "GET", "HEAD"):
+                response = await client.request(method, "/")
+                assert response.status == 200
+                assert dict(response.headers)[b"content-length"] == b"5"
+                body = await response.read()
+                assert body == (b"" if method == "HEAD" else b"hello")
+            assert not client.is_closed
+        # A body shorter than its content-length is still an error.
+        async with http3_server(handler) as harness:
+            with pytest.raises((h3.H3Error, trioquic.ConnectionClosed)):
+                async with harness.client() as client:
+                    response = await client.request("GET", "/short")
+                    await response.read()

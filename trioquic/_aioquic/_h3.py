@@ -29,6 +29,7 @@ from aioquic.h3.connection import (
     ErrorCode,
     FrameType,
     H3Connection,
+    H3Stream,
     ProtocolError,
     Setting,
     StreamType,
@@ -157,6 +158,9 @@ class _H3Connection(H3Connection):
         max_push_id: int | None,
     ) -> None:
         self.tq_max_push_id = max_push_id
+        #: Request streams this client sent HEAD on: their responses carry
+        #: the content-length a GET would have, and no body.
+        self.tq_head_streams: set[int] = set()
         self.tq_settings = {_MAX_FIELD_SECTION_SIZE: max_field_section_size}
         if enable_connect_protocol:
             self.tq_settings[_ENABLE_CONNECT_PROTOCOL] = 1
@@ -171,6 +175,15 @@ class _H3Connection(H3Connection):
         # a PUSH_PROMISE or push stream is an H3_ID_ERROR.
         self._max_push_id = self.tq_max_push_id  # None on a server
         super()._init_connection()
+
+    def _check_content_length(self, stream: H3Stream) -> None:
+        # RFC 9110 section 8.6: the content-length of a response to HEAD is
+        # that of the GET's body, which is not sent. aioquic checks it
+        # against the (empty) body and fails the connection.
+        if stream.stream_id in self.tq_head_streams:
+            self.tq_head_streams.discard(stream.stream_id)
+            return
+        super()._check_content_length(stream)
 
     def _get_local_settings(self) -> dict[int, int]:
         settings = super()._get_local_settings()
@@ -370,6 +383,8 @@ class AioquicH3Engine:
     # -- output -------------------------------------------------------------------
 
     def send_headers(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
+        if self.is_client and (b":method", b"HEAD") in headers:
+            self.h3.tq_head_streams.add(stream_id)
         try:
             self.h3.send_headers(stream_id, headers, end_stream)
         except ProtocolError as exc:  # FrameUnexpected: not in this state

@@ -139,6 +139,8 @@ PINNED_METHODS: dict[str, str] = {
     # ... and passes trioquic's StreamDataReceived, which has the three
     # attributes this reads
     "aioquic.h3.connection:H3Connection._receive_stream_data": "e200d7c42964916f",
+    # _H3Connection._check_content_length skips it for responses to HEAD
+    "aioquic.h3.connection:H3Connection._check_content_length": "44e822b7df644287",
 }
 
 
