@@ -1295,11 +1295,11 @@ def test_property_any_bytes_answered_or_closed_and_the_door_keeps_serving(
         await request.respond(200, body=body[:10])
 
     async def main() -> None:
-        async with running(handler, TcpSettings(keep_alive_timeout=0.5)) as server:
+        async with running(handler, TcpSettings(keep_alive_timeout=0.1)) as server:
             stream = await trio.open_tcp_stream("127.0.0.1", server.port)
             await stream.send_all(data)
             received = b""
-            with trio.move_on_after(1):
+            with trio.move_on_after(0.5):
                 while chunk := await stream.receive_some(65536):
                     received += chunk
             await stream.aclose()
