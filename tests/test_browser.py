@@ -573,14 +573,24 @@ async def test_trioquic_serve_root_over_tcp_then_http3(
     try:
         with trio.fail_after(TEST_TIMEOUT):
             assert server.stdout is not None
-            found = await _read_until(
-                server.stdout, re.compile(r"URL: (https://\S+:(\d+))/")
+            # The flags are the ones the command prints for Chromium: what
+            # it tells users must work.
+            printed = await _read_until(
+                server.stdout,
+                re.compile(
+                    r"URL: (https://\S+:(\d+))/\n.*"
+                    r"in Chromium: chromium "
+                    r"--ignore-certificate-errors-spki-list=(\S+) "
+                    r"--origin-to-force-quic-on=(\S+) (\S+)\n",
+                    re.S,
+                ),
             )
-            origin, port = found[1], int(found[2])
+            origin, port = printed[1], int(printed[2])
+            assert printed[3] == certificate.spki_sha256
+            assert printed[4] != f"127.0.0.1:{port}"  # not forced: Alt-Svc
+            assert printed[5] == f"{origin}/"
             flags = chromium_flags(
-                tmp_path / "profile",
-                certificate.spki_sha256,
-                force_quic_on="127.0.0.1:1",
+                tmp_path / "profile", printed[3], force_quic_on=printed[4]
             )
             async with open_chromium(
                 flags, tmp_path / "profile", tmp_path / "chromium.log"

@@ -779,11 +779,17 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         if server.tcp is not None:
             curl = ["curl", "--cacert", certificate_path, "-i", url]
             print(f"over TCP: {shlex.join(curl)}", file=out)
-            # Chromium reaches HTTP/3 through the TCP door's Alt-Svc; the
-            # SPKI flag makes it trust the development certificate on both.
+            # Chromium reaches HTTP/3 through the TCP door's Alt-Svc. The
+            # SPKI flag makes it trust the development certificate; for
+            # QUIC, Chromium also wants the host listed in
+            # --origin-to-force-quic-on (it matches the host only), so it
+            # is listed with a port nothing serves: HTTP/3 is still found
+            # through Alt-Svc, not forced.
+            host = _url_host(args.host)
             print(
-                f"in Chromium: chromium --ignore-certificate-errors-spki-list={spki} "
-                f"{url}",
+                "in Chromium: chromium "
+                f"--ignore-certificate-errors-spki-list={spki} "
+                f"--origin-to-force-quic-on={host}:1 {url}",
                 file=out,
             )
         else:
