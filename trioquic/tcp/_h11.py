@@ -243,6 +243,11 @@ class H11Connection:
         self._idle_scope: trio.CancelScope | None = None
         self._pump_wake: trio.Event | None = None
         self._request: H11Request | None = None
+        self._pump_go = trio.Event()
+        self._pump_done = trio.Event()
+        self._pump_stop = False
+        self._pump_request: H11Request | None = None
+        self._pump_scope: trio.CancelScope | None = None
 
     def begin_shutdown(self) -> None:
         """Close when idle; a response in progress gets ``connection: close``
@@ -252,6 +257,16 @@ class H11Connection:
             self._idle_scope.cancel()
 
     async def run(self) -> None:
+        # The reading task lives as long as the connection (one task, not
+        # one per request); it reads for one request at a time (_serve).
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._pump_loop)
+            try:
+                await self._serve_requests()
+            finally:
+                nursery.cancel_scope.cancel()
+
+    async def _serve_requests(self) -> None:
         h = self.h11
         while not self.closing:
             request = await self._next_request()
@@ -441,10 +456,33 @@ class H11Connection:
             pass
 
     async def _serve(self, request: H11Request) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._pump, request)
+        """Run the handler while the reading task reads for ``request``;
+        then stop the reading task and wait until it has let go of the
+        socket and of h11."""
+        self._pump_request = request
+        self._pump_stop = False
+        done = self._pump_done = trio.Event()
+        self._pump_go.set()
+        try:
             await run_handler(self.server.handler, request)
-            nursery.cancel_scope.cancel()
+        finally:
+            self._pump_stop = True
+            if self._pump_scope is not None:
+                self._pump_scope.cancel()
+        await done.wait()
+
+    async def _pump_loop(self) -> None:
+        while True:
+            await self._pump_go.wait()
+            self._pump_go = trio.Event()
+            request = self._pump_request
+            if request is not None and not self._pump_stop:
+                with trio.CancelScope() as scope:
+                    self._pump_scope = scope
+                    await self._pump(request)
+                self._pump_scope = None
+            self._pump_request = None
+            self._pump_done.set()
 
     def _wake_pump(self) -> None:
         wake = self._pump_wake
