@@ -4,6 +4,7 @@ HTTP/2 on real sockets, with httpx, curl, and raw h11 / h2 / wsproto clients."""
 from __future__ import annotations
 
 import functools
+import http
 import logging
 import shutil
 import socket
@@ -476,10 +477,10 @@ async def test_http11_100_continue_head_and_early_hints() -> None:
         # The body is held back until the server asks for it.
         first = await client.next_event()
         assert isinstance(first, h11.InformationalResponse)
-        assert first.status_code == 103
+        assert first.status_code == 103 and first.reason == b"Early Hints"
         second = await client.next_event()
         assert isinstance(second, h11.InformationalResponse)
-        assert second.status_code == 100
+        assert second.status_code == 100 and second.reason == b"Continue"
         await client.send(h11.Data(data=b"body"), h11.EndOfMessage())
         response, body, _ = await client.response()
         assert response.status_code == 200 and body == b"got body"
@@ -1307,7 +1308,9 @@ def test_property_any_bytes_answered_or_closed_and_the_door_keeps_serving(
                 assert not received or received.startswith(b"HTTP/1.1 ")
             if received.startswith(b"HTTP/"):
                 status = int(received.split(b" ", 2)[1])
-                assert status in (100, 101, 200, 400, 413, 431), received[:80]
+                assert status in (100, 101, 200, 400, 413, 431, 501), received[:80]
+                reason = received.split(b"\r\n", 1)[0].split(b" ", 2)[2]
+                assert reason == http.HTTPStatus(status).phrase.encode()
             async with httpx.AsyncClient() as client:
                 response = await client.post(
                     f"http://127.0.0.1:{server.port}/after", content=b"ok"

@@ -74,7 +74,11 @@ class H11Request(TcpRequest):
         if self._expect_continue and not self.headers_sent:
             self._expect_continue = False
             conn = self._connection
-            await conn.send(h11.InformationalResponse(status_code=100, headers=[]))
+            await conn.send(
+                h11.InformationalResponse(
+                    status_code=100, headers=[], reason=b"Continue"
+                )
+            )
 
     # -- response --------------------------------------------------------------------
 
@@ -99,7 +103,11 @@ class H11Request(TcpRequest):
         if conn.h11.their_http_version != b"1.1":
             await trio.lowlevel.checkpoint()
             return
-        await conn.send(h11.InformationalResponse(status_code=status, headers=fields))
+        await conn.send(
+            h11.InformationalResponse(
+                status_code=status, headers=fields, reason=_REASONS.get(status, b"")
+            )
+        )
 
     async def _send_response(
         self, status: int, fields: Headers, body: bytes, trailers: Headers | None
@@ -368,8 +376,7 @@ class H11Connection:
             headers.append((b"alt-svc", self.server.alt_svc))
         # h11 refuses to send once the peer errored: the response is built by
         # hand (it is fixed).
-        reason = {431: b"Request Header Fields Too Large"}.get(status, b"Bad Request")
-        lines = [b"HTTP/1.1 %d %s" % (status, reason)]
+        lines = [b"HTTP/1.1 %d %s" % (status, _REASONS.get(status, b""))]
         lines += [name + b": " + value for name, value in headers]
         with trio.move_on_after(1):
             with contextlib.suppress(
