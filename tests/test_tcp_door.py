@@ -247,9 +247,6 @@ class H2Client:
         return sid
 
     async def response(self, sid: int) -> tuple[dict[bytes, bytes], bytes]:
-        def mine(kind: type) -> Callable[[Any], bool]:
-            return lambda e: isinstance(e, kind) and e.stream_id == sid
-
         event = await self.wait_for(
             lambda e: (
                 isinstance(e, h2.events.ResponseReceived | h2.events.StreamReset)
@@ -272,7 +269,6 @@ class H2Client:
             body += part.data
             self.conn.acknowledge_received_data(part.flow_controlled_length, sid)
             await self.flush()
-        del mine
 
 
 def get_headers(
@@ -864,6 +860,28 @@ async def test_http11_answer_before_the_body_closes_the_connection() -> None:
         response = await client.post(url + "/ok", content=b"v" * 100_000)
         assert response.status_code == 200 and len(response.content) == 100_000
         assert "connection" not in response.headers
+
+
+async def test_h2_protocol_error_ends_the_connection_with_one_goaway() -> None:
+    async with running(echo) as server:
+        client = H2Client(await open_raw(server.port, tls=True, alpn="h2"))
+        await client.wait_settings()
+        # A DATA frame on stream 0: a connection error (RFC 9113 section 6.1).
+        await client.stream.send_all(b"\x00\x00\x01\x00\x00\x00\x00\x00\x00x")
+        with trio.fail_after(5):
+            while not client.closed:
+                try:
+                    await client.pump()
+                except trio.BrokenResourceError:
+                    break
+        goaways = [
+            e for e in client.events if isinstance(e, h2.events.ConnectionTerminated)
+        ]
+        assert [g.error_code for g in goaways] == [h2.errors.ErrorCodes.PROTOCOL_ERROR]
+        # The server goes on.
+        async with httpx.AsyncClient(verify=client_context(), http2=True) as http:
+            response = await http.get(f"https://127.0.0.1:{server.port}/")
+            assert response.status_code == 200
 
 
 @pytest.mark.parametrize("http2", [False, True])

@@ -29,6 +29,9 @@ _NO_BODY_STATUSES = frozenset({204, 304})
 #: h11's state of a client that asked to switch protocols (not in h11.__all__).
 _MIGHT_SWITCH: Any = getattr(h11, "MIGHT_SWITCH_PROTOCOL")  # noqa: B009
 _SWITCHED: Any = h11.SWITCHED_PROTOCOL
+#: h11's states of a server whose response went out whole (MUST_CLOSE: with
+#: ``connection: close``).
+_RESPONSE_SENT = (h11.DONE, h11.MUST_CLOSE)
 
 
 def websocket_accept(key: bytes) -> bytes:
@@ -283,7 +286,7 @@ class H11Connection:
             self._request = request
             await self._serve(request)
             self._request = None
-            if h.our_state is h11.DONE and h.their_state is h11.SEND_BODY:
+            if h.their_state is h11.SEND_BODY and h.our_state in _RESPONSE_SENT:
                 if not request._aborted and not self.reset_called:
                     # Answered before the body was read: take the rest in
                     # (bounded) so that closing does not reset the

@@ -34,7 +34,6 @@ _INTERNAL_ERROR = h2.errors.ErrorCodes.INTERNAL_ERROR
 _REFUSED_STREAM = h2.errors.ErrorCodes.REFUSED_STREAM
 _NO_ERROR = h2.errors.ErrorCodes.NO_ERROR
 _MAX_STREAM_ID = 2**31 - 1
-_DEFAULT_WINDOW = 65535
 _STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
 
 
@@ -202,6 +201,7 @@ class H2Connection:
         self._nursery: trio.Nursery | None = None
         self._read_scope: trio.CancelScope | None = None
         self._finishing = False
+        self._goaway_queued = False
         #: The socket failed or the client closed it: nothing more is sent.
         self.stream_failed = False
 
@@ -277,8 +277,9 @@ class H2Connection:
             try:
                 events = h.receive_data(data)
             except h2.exceptions.ProtocolError as exc:
-                # h2 queued a GOAWAY with the error.
+                # h2 queued a GOAWAY with the error: that one is the last.
                 logger.debug("trioquic.tcp: HTTP/2 protocol error: %s", exc)
+                self._goaway_queued = True
                 return
             data = b""
             for event in events:
@@ -511,7 +512,7 @@ class H2Connection:
             await self._write_wake.wait()
             self._write_wake = trio.Event()
             finishing = self._finishing
-            if finishing and not self.stream_failed:
+            if finishing and not self.stream_failed and not self._goaway_queued:
                 with contextlib.suppress(h2.exceptions.ProtocolError):
                     h.close_connection(
                         last_stream_id=min(
