@@ -224,6 +224,89 @@ async def test_closing_an_unread_response_stops_the_server() -> None:
             assert (await c.get(server.url("/again"))).status_code == 200
 
 
+async def test_a_response_arrived_whole_frees_its_stream_at_once() -> None:
+    """A small response whose body came with its headers is handed to httpx
+    whole: the request is over before the body is read; a body still
+    arriving holds the connection until it is read."""
+    more = trio.Event()
+
+    async def handler(request: Request) -> None:
+        if request.path == "/small":
+            await hello(request)
+            return
+        async with request.stream_response(200) as writer:
+            await writer.send(b"a" * 100)
+            await more.wait()
+            await writer.send(b"b" * 100)
+
+    with trio.fail_after(10):
+        async with http3_server(handler) as server, client() as c:
+            transport = c._transport
+            assert isinstance(transport, HTTP3Transport)
+
+            def active() -> int:
+                return sum(
+                    conn.active
+                    for conns in transport.connections.values()
+                    for conn in conns
+                )
+
+            async with c.stream("GET", server.url("/small")) as response:
+                assert active() == 0
+                assert await response.aread() == b"hello /small"
+            async with c.stream("GET", server.url("/slow")) as response:
+                assert active() == 1
+                more.set()
+                assert await response.aread() == b"a" * 100 + b"b" * 100
+            assert active() == 0
+            # Many requests, each answered at once, reuse one connection.
+            for _ in range(20):
+                assert (await c.get(server.url("/small"))).text == "hello /small"
+            assert sum(len(v) for v in transport.connections.values()) == 1
+
+
+async def test_http3_client_read_nowait() -> None:
+    more = trio.Event()
+
+    async def handler(request: Request) -> None:
+        async with request.stream_response(200) as writer:
+            await writer.send(b"a" * 10)
+            await more.wait()
+            await writer.send(b"b" * 10)
+
+    cert = development_certificate()
+    settings = QuicSettings(alpn_protocols=["h3"], ca_certs=str(cert.certificate_path))
+    with trio.fail_after(10):
+        async with (
+            http3_server(handler) as server,
+            h3.open_http3_client("localhost", server.port, settings=settings) as hc,
+        ):
+            response = await hc.request("GET", "/")
+            with pytest.raises(trio.WouldBlock):
+                response.read_nowait()
+            more.set()
+            while True:
+                try:
+                    body = response.read_nowait()
+                except trio.WouldBlock:
+                    await trio.sleep(0.005)
+                else:
+                    break
+            assert body == b"a" * 10 + b"b" * 10
+            assert response.complete
+            assert response.read_nowait() == b""
+            assert hc.active_requests == 0
+
+
+async def test_pseudo_header_fields_are_refused() -> None:
+    with trio.fail_after(10):
+        async with http3_server(hello) as server, client() as c:
+            with pytest.raises(ValueError, match="pseudo-header"):
+                await c.get(server.url(), headers={":path": "/elsewhere"})
+            # The same client carries on.
+            assert (await c.get(server.url())).text == "hello /"
+
+
 # -- pooling ---------------------------------------------------------------------
 
 

@@ -277,8 +277,11 @@ class ClientH3Driver(H3Driver):
         self.send_headers_nowait(ex, pseudo + headers, end_stream)
         return ex
 
-    async def wait_response(self, ex: Exchange) -> None:
+    async def wait_response(self, ex: Exchange) -> bool:
+        """Wait for ex's response headers; return whether it had to wait
+        (parking is a full checkpoint: then the caller needs no other)."""
         await trio.lowlevel.checkpoint_if_cancelled()
+        blocked = False
         while ex.response_status is None:
             if ex.failure is not None:
                 raise ex.failure
@@ -287,7 +290,9 @@ class ClientH3Driver(H3Driver):
                     H3ErrorCode.MESSAGE_ERROR, "the stream ended without a response"
                 )
             self._raise_if_closed()
+            blocked = True
             await ex.receive_lot.park()
+        return blocked
 
     def _can_forget(self, ex: Exchange) -> bool:
         return ex.response_status is not None or ex.failure is not None
@@ -319,6 +324,27 @@ class Response(Body):
         ``async for`` yields, one call at a time: a deadline can be put
         around each). Raises as :meth:`read` does."""
         return await self._driver.receive_chunk(self._exchange)
+
+    def read_nowait(self) -> bytes:
+        """The whole (rest of the) body, if all of it has arrived (as it
+        often has with the headers of a small response); raises
+        :exc:`trio.WouldBlock` while some is still to come (then use
+        :meth:`read`). Not a checkpoint; a single buffered piece is returned
+        as it is, without a copy."""
+        driver, ex = self._driver, self._exchange
+        if ex.receiving:
+            raise trio.BusyResourceError("another task is already reading this body")
+        if not ex.eof:
+            raise trio.WouldBlock
+        chunks = ex.chunks
+        body = chunks.popleft() if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        ex.buffered = 0
+        if not ex.response_complete:
+            # Else the exchange is over: forgetting it credits the stream.
+            driver._update_credit(ex.stream_id)
+        driver._body_finished(ex)
+        return body
 
     @property
     def complete(self) -> bool:
@@ -455,9 +481,13 @@ class RequestStream:
     async def response(self) -> Response:
         """Wait for the response's headers (its body then streams)."""
         if self._response is None:
-            await self._driver.wait_response(self._exchange)
+            blocked = await self._driver.wait_response(self._exchange)
             self._response = Response(self._driver, self._exchange)
-        await trio.lowlevel.checkpoint()
+            if blocked:
+                return self._response  # parking was the checkpoint
+            await trio.lowlevel.cancel_shielded_checkpoint()
+        else:
+            await trio.lowlevel.checkpoint()
         return self._response
 
     async def send_datagram(self, data: bytes) -> None:
@@ -663,12 +693,27 @@ class Http3Client:
         the server's GOAWAY, :exc:`~trioquic.ConnectionClosed` once the
         connection ended: in both cases nothing was sent.
         """
+        return self._start_request_fields(
+            method, path, normalize_headers(headers), authority, end_stream
+        )
+
+    def _start_request_fields(
+        self,
+        method: str,
+        path: str,
+        fields: Headers,
+        authority: str | None,
+        end_stream: bool,
+    ) -> RequestStream | None:
+        """:meth:`start_request_nowait` with ``fields`` already normalized
+        (lowercase byte names, no pseudo-header): for a caller that
+        converted them once for many requests."""
         driver = self._driver
         early = not driver.io.handshake_complete
         ex = driver.start_request_nowait(
             method,
             path,
-            normalize_headers(headers),
+            fields,
             authority=authority,
             protocol=None,
             end_stream=end_stream,

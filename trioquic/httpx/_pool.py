@@ -134,15 +134,18 @@ class Pool:
         pool_timeout_error: Callable[[], BaseException],
     ) -> Acquired:
         """A stream for a new request to ``origin`` (its headers sent), on a
-        pooled connection or a new one. Connect errors propagate as
-        trioquic raises them (the transport maps them)."""
+        pooled connection or a new one. ``headers`` are normalized (lowercase
+        byte names, no pseudo-header). Connect errors propagate as trioquic
+        raises them (the transport maps them)."""
         pool_deadline = (
             math.inf if pool_timeout is None else trio.current_time() + pool_timeout
         )
         while True:
             if self.closed:
                 raise PoolClosed("the transport is closed")
-            conns = self.connections.setdefault(origin, [])
+            conns = self.connections.get(origin)
+            if conns is None:
+                conns = self.connections[origin] = []
             connecting: Connection | None = None
             for conn in conns:
                 if conn.client is None:
@@ -161,12 +164,8 @@ class Pool:
                     if not conn.usable:
                         continue
                 try:
-                    stream = client.start_request_nowait(
-                        method,
-                        path,
-                        headers=headers,
-                        authority=authority,
-                        end_stream=end_stream,
+                    stream = client._start_request_fields(
+                        method, path, headers, authority, end_stream
                     )
                 except (ConnectionGoingAway, ConnectionClosed):
                     continue  # it can take no request: try the others
@@ -230,8 +229,10 @@ class Pool:
             raise timeout_error()
 
     def _activate(self, conn: Connection) -> None:
+        if not conn.active:
+            # A connection in use never expires (release re-arms it).
+            conn.scope.deadline = math.inf
         conn.active += 1
-        conn.scope.deadline = math.inf
 
     def release(self, conn: Connection) -> None:
         """A request on ``conn`` is over (its response read or closed)."""

@@ -55,6 +55,8 @@ _HTTP3 = b"HTTP/3"
 #: at once to a new connection may meet its GOAWAY too.
 _MAX_ATTEMPTS = 8
 _NO_ERROR_CODES = (0, int(H3ErrorCode.NO_ERROR))
+#: Header sections remembered by a transport (a client sends few).
+_FIELDS_CACHE_SIZE = 64
 
 
 def _check_timeout_value(name: str, value: object) -> float | None:
@@ -156,6 +158,8 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
         self._zero_rtt = zero_rtt
         self._local_address = local_address
         self._pool: Pool | None = None
+        #: httpx's raw header fields -> (authority, HTTP/3 fields).
+        self._fields: dict[tuple[tuple[bytes, bytes], ...], tuple[str, Headers]] = {}
         self._nursery_manager: Any = None
         self._closed = False
 
@@ -278,18 +282,16 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
         origin = (url.host, url.port or 443)
         timeouts = request.extensions.get("timeout") or {}
         method = request.method
-        authority = ""
-        headers: Headers = []
-        for name, value in request.headers.raw:
-            lname = name.lower()
-            if lname == b"host":
-                authority = value.decode("ascii")
-            elif lname in _DROPPED_FIELDS or (
-                lname == b"te" and value.lower() != b"trailers"
-            ):
-                continue
-            else:
-                headers.append((lname, value))
+        # A client sends the same header fields again and again: they are
+        # converted once.
+        raw = tuple(request.headers.raw)
+        converted = self._fields.get(raw)
+        if converted is None:
+            converted = _convert_fields(raw)
+            if len(self._fields) >= _FIELDS_CACHE_SIZE:
+                self._fields.clear()
+            self._fields[raw] = converted
+        authority, headers = converted
         if not authority:
             authority = url.netloc.decode("ascii")
         path = url.raw_path.decode("ascii")
@@ -330,12 +332,22 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
                 with contextlib.suppress(ConnectionClosed):
                     await conn.client.wait_handshake()
                 continue
+            stream_out: httpx.AsyncByteStream
+            try:
+                # Small responses have often arrived whole with their
+                # headers: taken at once, the connection is free again.
+                content = response.read_nowait()
+            except trio.WouldBlock:
+                stream_out = ResponseStream(
+                    pool, conn, response, _timeout(timeouts, "read"), request
+                )
+            else:
+                pool.release(conn)
+                stream_out = _CompleteBody(content)
             return httpx.Response(
                 response.status,
                 headers=response.headers,
-                stream=ResponseStream(
-                    pool, conn, response, _timeout(timeouts, "read"), request
-                ),
+                stream=stream_out,
                 extensions={"http_version": _HTTP3},
             )
 
@@ -433,6 +445,29 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
             _raise_mapped(exc, "read", request)
 
 
+def _convert_fields(raw: tuple[tuple[bytes, bytes], ...]) -> tuple[str, Headers]:
+    """httpx's header fields as HTTP/3 sends them: names in lowercase,
+    the connection-specific ones dropped, Host as the authority (``""``
+    without one)."""
+    authority = ""
+    headers: Headers = []
+    for name, value in raw:
+        lname = name.lower()
+        if lname == b"host":
+            authority = value.decode("ascii")
+        elif lname in _DROPPED_FIELDS or (
+            lname == b"te" and value.lower() != b"trailers"
+        ):
+            continue
+        elif lname.startswith(b":"):
+            raise ValueError(
+                f"pseudo-header fields are set by the transport, not passed: {name!r}"
+            )
+        else:
+            headers.append((lname, value))
+    return authority, headers
+
+
 def _timeout(timeouts: dict[str, float | None], kind: str) -> float | None:
     value = timeouts.get(kind)
     return None if value is None else float(value)
@@ -493,6 +528,30 @@ def _raise_mapped(exc: BaseException, phase: str, request: httpx.Request) -> NoR
     else:
         raise exc
     raise mapped from exc
+
+
+class _CompleteBody(httpx.AsyncByteStream):
+    """A response body that had all arrived with the headers (its request is
+    over and its connection released): given to httpx as it is, without
+    waiting, copying or checkpointing (the request waited for its answer)."""
+
+    def __init__(self, content: bytes) -> None:
+        self._content = content
+
+    # An iterator of its own, not an async generator: no generator to start,
+    # hook and finalize for one piece.
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self
+
+    async def __anext__(self) -> bytes:
+        content = self._content
+        if not content:
+            raise StopAsyncIteration
+        self._content = b""
+        return content
+
+    async def aclose(self) -> None:
+        self._content = b""
 
 
 class ResponseStream(httpx.AsyncByteStream):
