@@ -40,6 +40,8 @@ from ._http import HTTP_DISCONNECTED as HTTP_DISCONNECTED
 from ._http import HttpHandler as HttpHandler
 from ._http import HttpRequest as HttpRequest
 from ._http import HttpResponseWriter as HttpResponseWriter
+from ._serve_http import HttpServer as HttpServer
+from ._serve_http import serve_http as serve_http
 from ._settings import QuicSettings as QuicSettings
 from ._statistics import ConnectionStatistics as ConnectionStatistics
 from ._statistics import DropReason as DropReason
@@ -49,17 +51,11 @@ from ._stream import QuicReceiveStream as QuicReceiveStream
 from ._stream import QuicSendStream as QuicSendStream
 from ._stream import QuicStream as QuicStream
 from ._util import fixup_module_metadata as _fixup
+from .tcp._server import TcpServer as TcpServer
+from .tcp._server import serve_tcp as serve_tcp
+from .tcp._settings import TcpSettings as TcpSettings
 
 __version__ = "0.2.0"
-
-_fixup(__name__, globals())
-del _fixup
-from ._serve_http import HttpServer as HttpServer  # noqa: E402
-from ._serve_http import serve_http as serve_http  # noqa: E402
-from ._util import fixup_module_metadata as _fixup  # noqa: E402
-from .tcp import TcpServer as TcpServer  # noqa: E402
-from .tcp import TcpSettings as TcpSettings  # noqa: E402
-from .tcp import serve_tcp as serve_tcp  # noqa: E402
 
 _fixup(__name__, globals())
 del _fixup

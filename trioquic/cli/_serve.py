@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import attrs
 import trio
 
-from .. import QuicSettings
+from .. import QuicSettings, TcpServer
 from .._http import HTTP_DISCONNECTED, HttpHandler, HttpRequest
 from .._serve_http import HttpServer, serve_http
 from ..asgi import ASGIApp, AsyncioApp, LifespanMode, load_app, serve_asgi
 from ..h3 import Http3Settings
-from ..tcp import TcpServer, alt_svc_value
+from ..tcp import alt_svc_value
 from ._common import (
     CommandError,
     _add_server_arguments,

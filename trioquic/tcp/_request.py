@@ -279,13 +279,15 @@ class TcpRequest:
         self._start()
         await self._send_response(status, fields, bytes(body), trailer_fields)
 
-    def stream_response(self, status: int, headers: HeaderInput = ()) -> ResponseWriter:
+    def stream_response(
+        self, status: int, headers: HeaderInput = ()
+    ) -> TcpResponseWriter:
         """A response whose body is sent piece by piece: an async context
-        manager yielding a :class:`ResponseWriter`."""
+        manager yielding a :class:`TcpResponseWriter`."""
         check_status(status)
         if status < 200:
             raise ValueError(f"stream_response() sends a final response, got {status}")
-        return ResponseWriter(self, status, normalize_headers(headers))
+        return TcpResponseWriter(self, status, normalize_headers(headers))
 
     def reset(self, error_code: int = 0x8) -> None:
         """Abandon this request: HTTP/2 resets the stream with
@@ -317,7 +319,7 @@ class TcpRequest:
         raise NotImplementedError
 
 
-class ResponseWriter:
+class TcpResponseWriter:
     """A streamed response (:meth:`TcpRequest.stream_response`), an async
     context manager. Entering sends the head; leaving normally sends the
     :attr:`trailers` (if set and the protocol carries them) and ends the
