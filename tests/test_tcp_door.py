@@ -1171,6 +1171,31 @@ async def test_serve_http_without_tcp() -> None:
         nursery.cancel_scope.cancel()
 
 
+async def test_serve_http_binds_tcp_where_udp_is_bound() -> None:
+    """``localhost`` is 127.0.0.1 and ::1 for both doors (bind_udp_sockets
+    resolves it so; the system resolver may give TCP only one of them)."""
+    cert = development_certificate()
+    settings = QuicSettings(
+        certificate=str(cert.certificate_path), private_key=str(cert.private_key_path)
+    )
+
+    async def handler(request: HttpRequest) -> None:
+        await request.respond(200)
+
+    async with trio.open_nursery() as nursery:
+        server = await nursery.start(
+            functools.partial(
+                serve_http, handler, 0, host="localhost", settings=settings
+            )
+        )
+        assert server.tcp is not None
+        udp_hosts = sorted(address[0] for address in server.http3.addresses)
+        tcp_hosts = sorted(address[0] for address in server.tcp.addresses)
+        assert tcp_hosts == udp_hosts
+        assert {address[1] for address in server.tcp.addresses} == {server.port}
+        nursery.cancel_scope.cancel()
+
+
 async def test_h3_extra_response_headers_hook() -> None:
     cert = development_certificate()
     settings = QuicSettings(

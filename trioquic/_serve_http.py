@@ -165,9 +165,7 @@ async def _bind(
         if not tcp:
             return udp, []
         try:
-            listeners = await trio.open_tcp_listeners(
-                udp[0].local_address[1], host=host
-            )
+            listeners = await _tcp_listeners(host, udp)
         except OSError as exc:
             for sock in udp:
                 sock.close()
@@ -177,6 +175,29 @@ async def _bind(
             raise
         return udp, listeners
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def _tcp_listeners(
+    host: str | None, udp: list[UdpSocket]
+) -> list[trio.SocketListener]:
+    """TCP listeners on the addresses and port the UDP sockets got (a name
+    such as ``localhost`` is ``127.0.0.1`` and ``::1`` for both doors, as
+    :func:`~trioquic.lowlevel.bind_udp_sockets` resolves it); for a wildcard
+    host, trio's own wildcard listeners."""
+    port = udp[0].local_address[1]
+    if host is None or host == "":
+        return await trio.open_tcp_listeners(port, host=host)
+    listeners: list[trio.SocketListener] = []
+    try:
+        for sock in udp:
+            listeners += await trio.open_tcp_listeners(
+                port, host=str(sock.local_address[0])
+            )
+    except BaseException:
+        for listener in listeners:
+            await trio.aclose_forcefully(listener)
+        raise
+    return listeners
 
 
 def _tcp_settings(
