@@ -709,7 +709,7 @@ def test_serve_access_log_and_ctrl_c(http3_server: Http3Server) -> None:
     assert "SIGINT received: closing connections and stopping" in lines
     assert lines[-1] == "HTTP/3 server stopped"
     log = http3_server.process.stderr()
-    assert re.search(r'"GET /notes\.txt" 200 11 [0-9.]+ms', log), log
+    assert re.search(r'"GET /notes\.txt HTTP/3" 200 11 [0-9.]+ms', log), log
 
 
 def test_serve_builtin_page_with_retry() -> None:
@@ -814,6 +814,12 @@ def test_serve_asgi_app_over_http3_and_the_tcp_door(app_dir: pathlib.Path) -> No
             )
         assert process.interrupt() == 0
         assert process.rest()[-1] == "HTTP/3 server stopped"
+        # One access-log line per request, with the version it came over.
+        log = process.stderr()
+        assert re.search(r'"GET / HTTP/3" 200 7 [0-9.]+ms', log), log
+        assert re.search(r'"POST /echo HTTP/3" 200 \d+ [0-9.]+ms', log), log
+        assert re.search(r'"GET / HTTP/2" 200 7 [0-9.]+ms', log), log
+        assert re.search(r'"GET / HTTP/1.1" 200 9 [0-9.]+ms', log), log
     finally:
         process.kill()
 

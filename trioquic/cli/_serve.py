@@ -49,6 +49,7 @@ from .._serve_http import HttpServer, serve_http
 from ..asgi import ASGIApp, AsyncioApp, LifespanMode, load_app, serve_asgi
 from ..h3 import Http3Settings
 from ..tcp import alt_svc_value
+from ._access import AccessLog, log_request
 from ._common import (
     CommandError,
     _add_server_arguments,
@@ -72,7 +73,6 @@ from ._files import (
 if TYPE_CHECKING:
     from ._common import Commands
 
-access_logger = logging.getLogger("trioquic.serve.access")
 logger = logging.getLogger("trioquic.serve")
 
 #: Largest ``N`` accepted by ``/bytes/N`` (1 GiB).
@@ -272,15 +272,6 @@ def _allow(method: str, allowed: tuple[str, ...]) -> None:
 # -- the application ---------------------------------------------------------------
 
 
-def _peer(request: HttpRequest) -> str:
-    """The client's address, for the access log (``-`` if unknown)."""
-    address = request.peer_address
-    if isinstance(address, tuple) and len(address) >= 2:
-        host = str(address[0])
-        return f"[{host}]:{address[1]}" if ":" in host else f"{host}:{address[1]}"
-    return "-" if address is None else str(address)
-
-
 def _content_length(length: int, head: bool) -> list[tuple[bytes, bytes]]:
     """``content-length``, except on answers to HEAD: RFC 9110 lets a server
     leave it out there, and some HTTP/3 clients (aioquic's among them) check
@@ -340,16 +331,15 @@ class Http3ServerApp:
             logger.info("%s %s: stream ended early: %s", method, target, exc)
         finally:
             # Also when cancelled: the client reset the stream, or shutdown.
-            elapsed = (time.monotonic() - start) * 1000
-            access_logger.info(
-                '%s "%s %s" %s %d %.1fms%s',
-                _peer(request),
+            log_request(
+                request.peer_address,
                 method,
                 target,
-                outcome["status"] or "-",
+                request.http_version,
+                outcome["status"],
                 outcome["sent"],
-                elapsed,
-                "" if completed else " (aborted)",
+                start,
+                completed=completed,
             )
 
     async def _answer(
@@ -728,7 +718,7 @@ def _load_application(args: argparse.Namespace) -> ASGIApp | None:
         app = load_app(args.app, factory=args.factory, app_dir=args.app_dir)
     except (ImportError, ValueError, TypeError) as exc:
         raise CommandError(f"cannot load {args.app}: {exc}") from exc
-    return AsyncioApp(app) if args.asyncio else app
+    return AccessLog(AsyncioApp(app) if args.asyncio else app)
 
 
 def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
