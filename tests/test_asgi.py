@@ -43,7 +43,7 @@ from trioquic.asgi import (
     load_app,
     serve_asgi,
 )
-from trioquic.asgi._adapter import split_target
+from trioquic.asgi._adapter import address_pair, split_target
 from trioquic.h3 import H3Error, Http3Client, Http3Settings, open_http3_client
 from trioquic.testing import development_certificate
 
@@ -1187,3 +1187,23 @@ def test_split_target_decodes_what_was_encoded(
     assert scope_path == root + path
     assert raw_path == (root + raw).encode("latin-1")
     assert query_string == query.encode()
+
+
+@pytest.mark.parametrize(
+    ("address", "pair"),
+    [
+        (("127.0.0.1", 4433), ("127.0.0.1", 4433)),
+        (("::1", 4433, 0, 0), ("::1", 4433)),
+        (["10.0.0.1", 80], ("10.0.0.1", 80)),
+        (("h", "80"), ("h", 80)),
+        (None, None),
+        ("/tmp/socket", None),
+        (("h",), None),
+    ],
+)
+def test_address_pair(address: object, pair: tuple[str, int] | None) -> None:
+    result = address_pair(address)
+    assert result == pair
+    if result is not None:
+        assert type(result) is tuple
+        assert type(result[0]) is str and type(result[1]) is int

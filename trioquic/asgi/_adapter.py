@@ -52,6 +52,10 @@ class _IncompleteResponse(Exception):
 
 def address_pair(address: Any) -> tuple[str, int] | None:
     """``(host, port)`` of a socket address (IPv6 addresses carry more)."""
+    if type(address) is tuple and len(address) == 2:
+        host, port = address
+        if type(host) is str and type(port) is int:
+            return address  # already the pair (the usual IPv4 case)
     if isinstance(address, tuple | list) and len(address) >= 2:
         return (str(address[0]), int(address[1]))
     return None
@@ -62,19 +66,24 @@ def split_target(target: str, root_path: str) -> tuple[str, bytes, bytes]:
     of a request target, ``root_path`` in front of both paths (as uvicorn
     does: an application mounted below ``root_path`` sees it there)."""
     raw, _, query = target.partition("?")
-    return (
-        root_path + unquote(raw),
-        (root_path + raw).encode("latin-1"),
-        query.encode("latin-1"),
-    )
+    path = unquote(raw) if "%" in raw else raw
+    if root_path:
+        path = root_path + path
+        raw = root_path + raw
+    return path, raw.encode("latin-1"), query.encode("latin-1")
 
 
 def scope_headers(request: HttpRequest) -> list[tuple[bytes, bytes]]:
     """The request's fields for a scope: ``:authority`` given as ``host``
     (first) when the request carries no ``host`` field."""
     headers = request.headers
-    if request.authority and not any(name == b"host" for name, _ in headers):
-        return [(b"host", request.authority.encode("latin-1")), *headers]
+    authority = request.authority
+    if authority:
+        for name, _ in headers:
+            if name == b"host":
+                break
+        else:
+            return [(b"host", authority.encode("latin-1")), *headers]
     return list(headers)
 
 
@@ -204,6 +213,26 @@ class ASGIAdapter:
 class HttpCycle:
     """One ``http`` scope: the application call and its receive and send."""
 
+    __slots__ = (
+        "adapter",
+        "body",
+        "body_done",
+        "body_finished",
+        "complete",
+        "context",
+        "disconnected",
+        "end",
+        "head",
+        "headers",
+        "headers_sent",
+        "request",
+        "scope",
+        "status",
+        "trailers",
+        "trailers_expected",
+        "writer",
+    )
+
     def __init__(self, adapter: ASGIAdapter, request: HttpRequest) -> None:
         self.adapter = adapter
         self.request = request
@@ -228,13 +257,21 @@ class HttpCycle:
 
     async def run(self) -> None:
         request = self.request
-        scope = self.adapter.http_scope(request)
+        adapter = self.adapter
+        scope = adapter.http_scope(request)
         failure: Exception | None = None
         with self.scope:
             try:
-                await self.adapter.app(scope, self.receive, self.send)
+                await adapter.app(scope, self.receive, self.send)
             except Exception as exc:
                 failure = exc
+        if (
+            failure is None
+            and self.complete
+            and self.body is None
+            and not self.scope.cancelled_caught
+        ):
+            return  # the usual ending: nothing to report, nothing to close
         try:
             if self.scope.cancelled_caught:
                 logger.warning(
@@ -367,10 +404,10 @@ class HttpCycle:
                 raise ClientDisconnected(f"the client has gone: cannot send {kind}")
             raise ClientDisconnected(f"the response is complete: cannot send {kind}")
         try:
-            if kind == "http.response.start":
-                await self._start(message)
-            elif kind == "http.response.body":
-                self._check_started(kind)
+            # The most frequent first: a streamed response is many bodies.
+            if kind == "http.response.body":
+                if self.headers is None:
+                    raise RuntimeError(f"{kind} before http.response.start")
                 if self.body_finished:
                     raise RuntimeError(
                         "http.response.body after the last one (more_body=False)"
@@ -378,6 +415,8 @@ class HttpCycle:
                 await self._send_body(
                     message.get("body", b""), bool(message.get("more_body", False))
                 )
+            elif kind == "http.response.start":
+                await self._start(message)
             elif kind == "http.response.trailers":
                 await self._send_trailers(message)
             elif kind == "http.response.pathsend":
@@ -442,7 +481,9 @@ class HttpCycle:
                 assert self.headers is not None
                 self.headers_sent = True
                 await self.request.respond(self.status, self.headers, body)
-                self.completed()
+                self.complete = True
+                if self.end is not None:
+                    self.end.set()
                 return
             writer = await self._open()
         if body:
