@@ -298,6 +298,53 @@ async def test_http3_client_read_nowait() -> None:
             assert hc.active_requests == 0
 
 
+async def test_http3_client_receive_chunk_nowait() -> None:
+    more = trio.Event()
+    reset = trio.Event()
+
+    async def handler(request: Request) -> None:
+        async with request.stream_response(200) as writer:
+            await writer.send(b"a" * 10)
+            await more.wait()
+            if request.path == "/reset":
+                request.reset(H3ErrorCode.INTERNAL_ERROR)
+                reset.set()
+                return
+            await writer.send(b"b" * 10)
+
+    async def next_piece(response: h3.Response) -> bytes:
+        while True:
+            try:
+                return response.receive_chunk_nowait()
+            except trio.WouldBlock:
+                await trio.sleep(0.005)
+
+    cert = development_certificate()
+    settings = QuicSettings(alpn_protocols=["h3"], ca_certs=str(cert.certificate_path))
+    with trio.fail_after(10):
+        async with (
+            http3_server(handler) as server,
+            h3.open_http3_client("localhost", server.port, settings=settings) as hc,
+        ):
+            response = await hc.request("GET", "/")
+            assert await next_piece(response) == b"a" * 10
+            with pytest.raises(trio.WouldBlock):
+                response.receive_chunk_nowait()
+            more.set()
+            assert await next_piece(response) == b"b" * 10
+            assert await next_piece(response) == b""
+            assert response.complete
+            assert hc.active_requests == 0
+
+            more = trio.Event()
+            response = await hc.request("GET", "/reset")
+            assert await next_piece(response) == b"a" * 10
+            more.set()
+            await reset.wait()
+            with pytest.raises(h3.H3Error):
+                await next_piece(response)
+
+
 async def test_pseudo_header_fields_are_refused() -> None:
     with trio.fail_after(10):
         async with http3_server(hello) as server, client() as c:

@@ -325,6 +325,30 @@ class Response(Body):
         around each). Raises as :meth:`read` does."""
         return await self._driver.receive_chunk(self._exchange)
 
+    def receive_chunk_nowait(self) -> bytes:
+        """The next piece of the body if one has arrived (``b""`` at its
+        end); raises :exc:`trio.WouldBlock` while none has (then use
+        :meth:`receive_chunk`), else as :meth:`read` does. Not a
+        checkpoint."""
+        driver, ex = self._driver, self._exchange
+        if ex.receiving:
+            raise trio.BusyResourceError("another task is already reading this body")
+        chunks = ex.chunks
+        if chunks:
+            chunk = chunks.popleft()
+            ex.buffered -= len(chunk)
+            driver._update_credit(ex.stream_id)
+            return chunk
+        if ex.eof:
+            driver._body_finished(ex)
+            return b""
+        if ex.failure is not None:
+            raise ex.failure
+        if ex.abandoned:
+            raise H3Error(H3ErrorCode.REQUEST_CANCELLED, "the body was abandoned")
+        driver._raise_if_closed()
+        raise trio.WouldBlock
+
     def read_nowait(self) -> bytes:
         """The whole (rest of the) body, if all of it has arrived (as it
         often has with the headers of a small response); raises

@@ -57,6 +57,9 @@ _MAX_ATTEMPTS = 8
 _NO_ERROR_CODES = (0, int(H3ErrorCode.NO_ERROR))
 #: Header sections remembered by a transport (a client sends few).
 _FIELDS_CACHE_SIZE = 64
+#: Bytes of a response body that already arrived given to httpx between two
+#: schedule points.
+_YIELD_EVERY = 64 * 1024
 
 
 def _check_timeout_value(name: str, value: object) -> float | None:
@@ -584,18 +587,32 @@ class ResponseStream(httpx.AsyncByteStream):
         response = self._response
         timeout = self._read_timeout
         receive = response.receive_chunk
+        receive_nowait = response.receive_chunk_nowait
+        unyielded = 0
         try:
             while True:
-                if timeout is None:
-                    chunk = await receive()
-                else:
-                    with trio.move_on_after(timeout) as scope:
+                await trio.lowlevel.checkpoint_if_cancelled()
+                try:
+                    # What has arrived needs no deadline.
+                    chunk = receive_nowait()
+                except trio.WouldBlock:
+                    if timeout is None:
                         chunk = await receive()
-                    if scope.cancelled_caught:
-                        raise httpx.ReadTimeout(
-                            f"no response data within {timeout} s",
-                            request=self._request,
-                        )
+                    else:
+                        with trio.move_on_after(timeout) as scope:
+                            chunk = await receive()
+                        if scope.cancelled_caught:
+                            raise httpx.ReadTimeout(
+                                f"no response data within {timeout} s",
+                                request=self._request,
+                            ) from None
+                else:
+                    # A schedule point per _YIELD_EVERY bytes taken without
+                    # waiting, not per piece (a piece is a packet's worth).
+                    unyielded += len(chunk)
+                    if unyielded >= _YIELD_EVERY:
+                        unyielded = 0
+                        await trio.lowlevel.cancel_shielded_checkpoint()
                 if not chunk:
                     break
                 yield chunk
