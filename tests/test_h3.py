@@ -198,6 +198,42 @@ async def test_alpn_is_h3(autojump_clock: trio.testing.MockClock) -> None:
             assert client.handshake.alpn_protocol == "h3"
 
 
+async def test_respond_is_a_checkpoint_that_sends_nothing_when_cancelled(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """respond() is a cancellation point before anything is sent (the
+    handler can still answer afterwards) and a schedule point once; local
+    and peer addresses are the connection's."""
+    outcome: dict[str, object] = {}
+
+    async def handler(request: Request) -> None:
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await request.respond(200, body=b"never")
+        outcome["cancelled"] = scope.cancelled_caught
+        outcome["addresses"] = (request.local_address, request.local_address)
+        ran = []
+
+        async def other() -> None:
+            ran.append(True)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(other)
+            await request.respond(200, body=b"answered")
+            # respond() let the other task run (a schedule point)
+            outcome["scheduled"] = ran == [True]
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request("GET", "/")
+            assert response.status == 200
+            assert await response.read() == b"answered"
+    assert outcome["cancelled"] is True
+    assert outcome["scheduled"] is True
+    first, second = outcome["addresses"]  # type: ignore[misc]
+    assert first == SERVER and second is first
+
+
 async def test_post_body_and_trailers_both_ways(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -80,6 +80,9 @@ class ServerH3Driver(H3Driver):
         #: Request streams already handled (their late frames are ignored);
         #: pruned once the transport has forgotten them.
         self._done_ids: set[int] = set()
+        #: The server's address (one socket per connection, so fixed): read
+        #: once, not with a system call per request.
+        self._local_address: Any = None
 
     def _peer_request_limit(self) -> int:
         return self.http3_settings.max_concurrent_requests
@@ -372,6 +375,7 @@ class Request(Body):
     protocol: str | None
     headers: Headers
     stream_id: int
+    _driver: ServerH3Driver
     #: ``"3"``; the TCP front door's requests say ``"2"`` or ``"1.1"``.
     http_version = "3"
     #: Whether the request arrived as 0-RTT early data, before the handshake
@@ -422,7 +426,11 @@ class Request(Body):
     @property
     def local_address(self) -> Any:
         """The server's address this request came to."""
-        return self._driver.io.local_address
+        driver = self._driver
+        address = driver._local_address
+        if address is None:
+            address = driver._local_address = driver.io.local_address
+        return address
 
     @property
     def cancel_on_abort(self) -> bool:
@@ -480,13 +488,18 @@ class Request(Body):
         if status >= 200:
             fields = _final_headers(self._driver.http3_settings, fields)
         trailer_fields = normalize_headers(trailers) if trailers is not None else None
+        # A cancellation point before anything is sent and one schedule
+        # point at the end (send_data's, or our own), not one per part.
+        await trio.lowlevel.checkpoint_if_cancelled()
         self._start()
         driver, ex = self._driver, self._exchange
-        await driver.send_headers(ex, fields, not body and trailer_fields is None)
+        driver.send_headers_nowait(ex, fields, not body and trailer_fields is None)
         if body:
             await driver.send_data(ex, bytes(body), trailer_fields is None)
         if trailer_fields is not None:
             await driver.send_headers(ex, trailer_fields, True)
+        elif not body:
+            await trio.lowlevel.cancel_shielded_checkpoint()
 
     def stream_response(self, status: int, headers: HeaderInput = ()) -> ResponseWriter:
         """A response whose body is sent piece by piece: an async context
