@@ -25,10 +25,24 @@ that is its own CA as the server's certificate.
 Goals (medians over ``--rounds``, order rotating, server restarted every
 round): httpx + HTTP3Transport >= 0.8x Http3Client and >= 1.5x niquests.
 
+``--floor`` also measures httpx's own floor: the client CPU per request of
+``AsyncClient.get`` over an in-memory transport that returns a canned 1 KB
+response at once (in its own process on the clients' CPU, with the same
+concurrency): what any transport costs at least, the part of the gap to
+``Http3Client`` that is httpx's own.
+
+``--profile N`` measures nothing else: it starts the server once and runs
+N GETs of one client (``--profile-client``, httpx by default) in this
+process under cProfile, then prints where the client's time went, by
+package and by function, in microseconds per request (cProfile's own
+overhead included: compare the shares, not the totals).
+
 Run it::
 
     python benchmarks/httpx_client.py              # 5 rounds of 3 s each
     python benchmarks/httpx_client.py --quick      # a smoke test
+    python benchmarks/httpx_client.py --floor      # with httpx's floor
+    python benchmarks/httpx_client.py --profile 3000
 
 The last line is ``HTTPX-BENCH {json}``: the medians and the goals.
 """
@@ -39,6 +53,7 @@ import argparse
 import datetime
 import importlib.util
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -77,6 +92,7 @@ LABELS = {
 }
 LOAD_TAG = "CLIENT-LOAD "
 RESULT_TAG = "HTTPX-BENCH "
+FLOOR_TAG = "HTTPX-FLOOR "
 #: (ours, theirs, factor)
 GOALS = (("httpx", "trioquic", 0.8), ("httpx", "niquests", 1.5))
 
@@ -192,6 +208,172 @@ def measure(
     return {**result, "failed": False}
 
 
+async def _floor_child(args: argparse.Namespace) -> None:
+    """httpx's floor (run in a child process): ``AsyncClient.get`` over an
+    in-memory transport that answers at once with a canned 1 KB response
+    whose body is a stream (as a real transport's is), ``--concurrency``
+    in flight; prints the client CPU per request."""
+    import httpx
+    import trio
+
+    sys.path.insert(0, str(ASGI_PEERS))
+    sys.path.insert(0, str(HERE / "_h3_peers"))
+    from app import SMALL_BODY, SMALL_PATH
+    from load_client import cpu_seconds
+
+    headers = [
+        (b"content-type", b"text/plain; charset=utf-8"),
+        (b"content-length", str(len(SMALL_BODY)).encode()),
+    ]
+
+    class Body(httpx.AsyncByteStream):
+        async def __aiter__(self) -> Any:
+            yield SMALL_BODY
+
+    class Canned(httpx.AsyncBaseTransport):
+        async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+            await trio.lowlevel.checkpoint()
+            return httpx.Response(
+                200,
+                headers=headers,
+                stream=Body(),
+                extensions={"http_version": b"HTTP/3"},
+            )
+
+    url = f"https://{HOST}:4433{SMALL_PATH}"
+    async with httpx.AsyncClient(transport=Canned()) as client:
+        await client.get(url)
+        done = 0
+        end = time.perf_counter() + args.duration
+        cpu = cpu_seconds()
+
+        async def worker() -> None:
+            nonlocal done
+            while time.perf_counter() < end:
+                response = await client.get(url)
+                if response.content != SMALL_BODY:
+                    raise BenchError("the canned response changed")
+                done += 1
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(args.concurrency):
+                nursery.start_soon(worker)
+        cpu = cpu_seconds() - cpu
+    print(FLOOR_TAG + json.dumps({"cpu_us": cpu * 1e6 / done, "requests": done}))
+
+
+def measure_floor(args: argparse.Namespace, cpu: int | None) -> float | None:
+    """httpx's floor in client CPU microseconds per request, or None."""
+    command = [
+        sys.executable,
+        __file__,
+        "--floor-child",
+        "--concurrency",
+        str(args.concurrency),
+        "--duration",
+        str(args.duration),
+    ]
+    process = start(command, cpu=cpu, stdout=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + args.duration + 40
+        result, _ = read_tagged(process, FLOOR_TAG, deadline)
+    finally:
+        stop(process, grace=2.0)
+        assert process.stdout is not None
+        process.stdout.close()
+    return None if result is None else float(result["cpu_us"])
+
+
+def profile(args: argparse.Namespace) -> int:
+    """``--profile N``: one client's N GETs under cProfile, in this process."""
+    import collections
+    import cProfile
+    import pstats
+
+    import trio
+
+    sys.path.insert(0, str(ASGI_PEERS))
+    from app import SMALL_PATH, SMALL_SIZE
+    from client_load import _trio_client
+
+    args.native_path = shutil.which(NATIVE_CLIENT)
+    if args.native_path is None:
+        print(f"{NATIVE_CLIENT} not found (it checks the server): nothing to do")
+        return 1
+    suite = Suite(
+        title="server",
+        routes=[Route("1 KB", SMALL_PATH, SMALL_SIZE, "index.html", bulk=False)],
+        peers={"h3": trioquic_peer("h3", "h3")},
+        reference="h3",
+        goals=[],
+    )
+    server_cpu, client_cpu = choose_cpus(args.pin)
+    server = start_server("h3", suite, args, server_cpu)
+    if client_cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {client_cpu})
+    count = args.profile
+    client_args = argparse.Namespace(
+        impl=args.profile_client, port=server.port, ca=args.ca, path=SMALL_PATH
+    )
+    profiler = cProfile.Profile()
+
+    async def main() -> None:
+        async with _trio_client(client_args) as get:
+            await get()  # the handshake
+            left = count
+
+            async def worker() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    status, size, protocol = await get()
+                    if (status, size, protocol) != (200, SMALL_SIZE, "HTTP/3"):
+                        raise BenchError(f"wrong answer: {status} {size} {protocol}")
+
+            profiler.enable()
+            async with trio.open_nursery() as nursery:
+                for _ in range(args.concurrency):
+                    nursery.start_soon(worker)
+            profiler.disable()
+
+    try:
+        trio.run(main)
+    finally:
+        stop_server(server)
+    stats = pstats.Stats(profiler)
+    by_package: collections.Counter[str] = collections.Counter()
+    rows = []
+    for (filename, line, function), entry in stats.stats.items():  # type: ignore[attr-defined]
+        own = entry[2]
+        if "site-packages/" in filename:
+            where = filename.split("site-packages/")[1].split("/")[0]
+        elif "/trioquic/" in filename:
+            where = "trioquic/" + filename.split("/trioquic/", 1)[1]
+        elif filename == "~":
+            where = "(epoll wait)" if "poll" in function else "(built-in)"
+        else:
+            where = "(stdlib) " + Path(filename).name
+        by_package[where] += own
+        rows.append((own, entry[1], f"{Path(filename).name}:{line}({function})"))
+    waiting = by_package.pop("(epoll wait)", 0.0)
+    total = sum(by_package.values())
+    label = LABELS[args.profile_client]
+    print(
+        f"{label}: {count} GETs, {args.concurrency} in flight, under cProfile: "
+        f"{total * 1e6 / count:.0f} us per request, and "
+        f"{waiting * 1e6 / count:.0f} us waiting in epoll"
+    )
+    print(f"{'where':<44} {'us/request':>10} {'share':>6}")
+    for where, own in by_package.most_common(20):
+        print(f"{where:<44} {own * 1e6 / count:>10.1f} {own / total:>6.1%}")
+    print()
+    print(f"{'function':<60} {'us/request':>10} {'calls/request':>13}")
+    rows = [row for row in rows if "epoll" not in row[2]]
+    for own, calls, name in sorted(rows, reverse=True)[:30]:
+        print(f"{name[:60]:<60} {own * 1e6 / count:>10.1f} {calls / count:>13.2f}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> dict[str, Any] | None:
     args.native_path = shutil.which(NATIVE_CLIENT)
     if args.native_path is None:
@@ -248,11 +430,15 @@ def run(args: argparse.Namespace) -> dict[str, Any] | None:
                 )
         finally:
             stop_server(server)
-    return summarize(names, results, missing)
+    floor = measure_floor(args, client_cpu) if args.floor else None
+    return summarize(names, results, missing, floor)
 
 
 def summarize(
-    names: list[str], results: dict[str, list[dict[str, Any]]], missing: dict[str, str]
+    names: list[str],
+    results: dict[str, list[dict[str, Any]]],
+    missing: dict[str, str],
+    floor: float | None = None,
 ) -> dict[str, Any]:
     print()
     print("1 KB GETs per second, one client, one connection: medians over rounds")
@@ -287,6 +473,11 @@ def summarize(
         )
     for name, why in missing.items():
         print(f"{LABELS[name]}: not measured ({why})")
+    if floor is not None:
+        print(
+            f"httpx's own floor (AsyncClient.get over an in-memory transport): "
+            f"{floor:.0f} us client CPU per request"
+        )
     print()
     goals = []
     for ours, theirs, factor in GOALS:
@@ -310,7 +501,9 @@ def summarize(
                 "verdict": verdict,
             }
         )
-    summary = {"medians": medians, "missing": missing, "goals": goals}
+    summary: dict[str, Any] = {"medians": medians, "missing": missing, "goals": goals}
+    if floor is not None:
+        summary["httpx_floor_cpu_us"] = floor
     print(RESULT_TAG + json.dumps(summary), flush=True)
     return summary
 
@@ -326,6 +519,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--no-pin", dest="pin", action="store_false", help="do not pin to CPUs"
     )
+    parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure httpx's own floor (an in-memory transport)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=int,
+        default=0,
+        metavar="N",
+        help="only profile N GETs of one client (--profile-client) in-process",
+    )
+    parser.add_argument(
+        "--profile-client", choices=("httpx", "trioquic"), default="httpx"
+    )
+    parser.add_argument("--floor-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.rounds = args.rounds or (1 if args.quick else 5)
     if args.duration is None:
@@ -342,9 +551,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.floor_child:
+        import trio
+
+        trio.run(_floor_child, args)
+        return 0
     with tempfile.TemporaryDirectory() as directory:
         args.ca, args.cert, args.key = write_ca_and_leaf(Path(directory))
         try:
+            if args.profile:
+                return profile(args)
             summary = run(args)
         except BenchError as exc:
             print(f"benchmark failed: {exc}", file=sys.stderr)
