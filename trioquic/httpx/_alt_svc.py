@@ -19,6 +19,8 @@ T = TypeVar("T", bound="AltSvcTransport")
 
 #: RFC 7838 section 3.1: ``ma`` defaults to 24 hours.
 DEFAULT_MAX_AGE = 86400.0
+#: Distinct Alt-Svc values an AltSvcTransport keeps parsed.
+_PARSED_CACHE_SIZE = 32
 _TOKEN_CHARS = frozenset(
     "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 )
@@ -226,6 +228,8 @@ class AltSvcTransport(httpx.AsyncBaseTransport):
             else httpx.AsyncHTTPTransport(verify=_tcp_verify(verify), http2=_has_h2())
         )
         self._alternatives: dict[tuple[str, int], _Alternative] = {}
+        #: Alt-Svc values seen, parsed (None: ``clear``).
+        self._parsed: dict[str, list[AltService] | None] = {}
 
     def alternative(self, host: str, port: int = 443) -> int | None:
         """The HTTP/3 port in force for an https origin, if any."""
@@ -268,13 +272,15 @@ class AltSvcTransport(httpx.AsyncBaseTransport):
         origin = (url.host, url.port or 443)
         port = self.alternative(*origin) if url.scheme == "https" else None
         if port is not None:
-            h3_request = httpx.Request(
-                request.method,
-                url.copy_with(port=port),
-                headers=request.headers,  # Host stays the origin's
-                stream=request.stream,
-                extensions=request.extensions,
-            )
+            h3_request = request  # the usual case: HTTP/3 on the same port
+            if port != origin[1]:
+                h3_request = httpx.Request(
+                    request.method,
+                    url.copy_with(port=port),
+                    headers=request.headers,  # Host stays the origin's
+                    stream=request.stream,
+                    extensions=request.extensions,
+                )
             try:
                 response = await self.http3.handle_async_request(h3_request)
             except (httpx.ConnectError, httpx.ConnectTimeout):
@@ -293,8 +299,16 @@ class AltSvcTransport(httpx.AsyncBaseTransport):
         if not values:
             return
         now = trio.current_time()
+        parsed = self._parsed
         for value in values:
-            services = parse_alt_svc(value)
+            # A server repeats the same value on every response: parsed once.
+            if value in parsed:
+                services = parsed[value]
+            else:
+                services = parse_alt_svc(value)
+                if len(parsed) >= _PARSED_CACHE_SIZE:
+                    parsed.clear()
+                parsed[value] = services
             if services is None:
                 self._alternatives.pop(origin, None)
                 continue
