@@ -345,6 +345,27 @@ async def test_http3_client_receive_chunk_nowait() -> None:
                 await next_piece(response)
 
 
+async def test_request_stream_send_with_end_stream() -> None:
+    async def echo(request: Request) -> None:
+        await request.respond(200, body=await request.read())
+
+    cert = development_certificate()
+    settings = QuicSettings(alpn_protocols=["h3"], ca_certs=str(cert.certificate_path))
+    with trio.fail_after(10):
+        async with (
+            http3_server(echo) as server,
+            h3.open_http3_client("localhost", server.port, settings=settings) as hc,
+        ):
+            stream = hc.start_request_nowait("POST", "/")
+            assert stream is not None
+            await stream.send(b"first ")
+            await stream.send(b"and last", end_stream=True)
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send(b"more")
+            response = await stream.response()
+            assert await response.read() == b"first and last"
+
+
 async def test_pseudo_header_fields_are_refused() -> None:
     with trio.fail_after(10):
         async with http3_server(hello) as server, client() as c:

@@ -489,9 +489,11 @@ class RequestStream:
         if driver.io.error is not None:
             driver.exchanges.pop(ex.stream_id, None)
 
-    async def send(self, data: bytes) -> None:
-        """Send part of the request body (waits while the send buffer is full)."""
-        await self._driver.send_data(self._exchange, bytes(data), False)
+    async def send(self, data: bytes, *, end_stream: bool = False) -> None:
+        """Send part of the request body (waits while the send buffer is
+        full); with ``end_stream``, the last part: the body ends with it (as
+        :meth:`finish` after it, in one step)."""
+        await self._driver.send_data(self._exchange, bytes(data), end_stream)
 
     async def finish(self, trailers: HeaderInput | None = None) -> None:
         """End the request body, with trailers if given."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import ssl
 import tempfile
@@ -420,8 +421,14 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
                         )
                 await _within(write, stream.finish, None, _write_timeout, request)
             elif body:
-                await _within(write, stream.send, body, _write_timeout, request)
-                await _within(write, stream.finish, None, _write_timeout, request)
+                # The whole body and its end in one step.
+                await _within(
+                    write,
+                    functools.partial(stream.send, end_stream=True),
+                    body,
+                    _write_timeout,
+                    request,
+                )
         except _Stopped:
             pass  # the server answered early and stopped reading: read on
         except (httpx.TransportError, RequestRejected):
