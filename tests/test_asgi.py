@@ -5,10 +5,12 @@ concurrency, WebSockets over extended CONNECT, and load_app."""
 from __future__ import annotations
 
 import functools
+import gc
 import logging
 import pathlib
 import sys
 import textwrap
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -1207,3 +1209,55 @@ def test_address_pair(address: object, pair: tuple[str, int] | None) -> None:
     if result is not None:
         assert type(result) is tuple
         assert type(result[0]) is str and type(result[1]) is int
+
+
+# -- the garbage collector while serving ---------------------------------------------
+
+
+class _Startup:
+    """Made by the application's lifespan startup; two of them in a cycle."""
+
+    partner: object = None
+
+
+@pytest.mark.parametrize("gc_freeze", [True, False])
+async def test_gc_freeze_while_serving(gc_freeze: bool) -> None:
+    """With gc_freeze, what is alive after the lifespan startup is left out
+    of collections while serving (a cycle made then and dropped is not
+    collected), and handed back to the collector once the server stops."""
+    assert gc.get_freeze_count() == 0
+    keep: list[_Startup] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            assert (await receive())["type"] == "lifespan.startup"
+            a, b = _Startup(), _Startup()
+            a.partner, b.partner = b, a
+            keep.append(a)
+            del a, b
+            await send({"type": "lifespan.startup.complete"})
+            await receive()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        await respond(send, 200, str(gc.get_freeze_count() > 0).encode())
+
+    async with served(app, gc_freeze=gc_freeze) as (client, _):
+        response = await client.request("GET", "/")
+        assert await response.read() == str(gc_freeze).encode()
+        cycle = weakref.ref(keep.pop())
+        gc.collect()
+        # frozen: not collected while serving
+        assert (cycle() is not None) is gc_freeze
+    assert gc.get_freeze_count() == 0  # given back
+    gc.collect()
+    assert cycle() is None
+
+
+async def test_gc_freeze_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="gc_freeze"):
+        await serve_asgi(
+            lambda *_: None,  # type: ignore[arg-type,return-value]
+            0,
+            settings=server_settings(),
+            gc_freeze=1,  # type: ignore[arg-type]
+        )
