@@ -1261,3 +1261,63 @@ async def test_gc_freeze_must_be_a_bool() -> None:
             settings=server_settings(),
             gc_freeze=1,  # type: ignore[arg-type]
         )
+
+
+class _ScopelessRequest:
+    """A request of a server that offers no ``cancel_scope`` (the adapter
+    then runs the application in a scope of its own): its client has gone
+    once the body is asked for."""
+
+    method = "POST"
+    scheme = "https"
+    authority = "example.com"
+    path = "/"
+    protocol = None
+    early_data = False
+    http_version = "1.1"
+    peer_address = ("127.0.0.1", 5000)
+    local_address = ("127.0.0.1", 443)
+    cancel_on_abort = True
+    aborted = False
+
+    def __init__(self) -> None:
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.resets = 0
+
+    async def _body(self) -> AsyncIterator[bytes]:
+        await trio.lowlevel.checkpoint()
+        self.aborted = True
+        raise trio.BrokenResourceError("the client left")
+        yield b""  # an async generator
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._body()
+
+    def reset(self, error_code: int = 0) -> None:
+        self.resets += 1
+
+
+@pytest.mark.parametrize("grace", [0.0, 0.5])
+async def test_disconnect_grace_without_a_server_scope(
+    grace: float,
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Where the server offers no scope, the grace runs on the adapter's own:
+    the application that ignores the disconnect is cancelled after it, the
+    stream is reset, and the warning is logged."""
+    told_at: list[float] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        assert (await receive())["type"] == "http.disconnect"
+        told_at.append(trio.current_time())
+        await trio.sleep_forever()
+
+    request = _ScopelessRequest()
+    with caplog.at_level(logging.WARNING, logger="trioquic.asgi"):
+        with trio.fail_after(5):
+            await ASGIAdapter(app, disconnect_grace=grace)(request)  # type: ignore[arg-type]
+    assert trio.current_time() == pytest.approx(told_at[0] + grace)
+    assert request.resets == 1
+    assert request.cancel_on_abort is False
+    assert any("ignored the disconnect" in r.getMessage() for r in caplog.records)

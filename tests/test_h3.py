@@ -413,6 +413,35 @@ async def test_handler_exception_gives_500_and_connection_carries_on(
             assert await response.read() == b"hello /fine"
 
 
+async def test_handler_cancel_scope_bounds_the_handler(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A deadline set on request.cancel_scope cancels the handler; the
+    unfinished response is reset; the scope is None once the handler is
+    over."""
+    requests: list[Request] = []
+
+    async def handler(request: Request) -> None:
+        requests.append(request)
+        scope = request.cancel_scope
+        assert scope is not None
+        scope.deadline = trio.current_time() + 1.0
+        async with request.stream_response(200) as writer:
+            await writer.send(b"partial")
+            await trio.sleep_forever()
+
+    with trio.fail_after(30):
+        async with http3_server(handler) as harness, harness.client() as client:
+            response = await client.request("GET", "/")
+            assert response.status == 200
+            started = trio.current_time()
+            with pytest.raises(h3.H3Error) as info:
+                await response.read()
+            assert info.value.error_code == h3.H3ErrorCode.INTERNAL_ERROR
+            assert trio.current_time() - started <= 1.5
+    assert requests[0].cancel_scope is None
+
+
 async def test_handler_exception_after_headers_resets_stream(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -210,6 +210,12 @@ class ASGIAdapter:
         return scope
 
 
+#: A stand-in for "no scope of our own" (reentrant, does nothing).
+_NO_SCOPE = contextlib.nullcontext()
+#: HttpCycle.scope before run() sets it: never entered, never cancelled.
+_NO_DEADLINE = trio.CancelScope()
+
+
 class HttpCycle:
     """One ``http`` scope: the application call and its receive and send."""
 
@@ -251,7 +257,7 @@ class HttpCycle:
         self.writer: _Writer | None = None
         self.disconnected = False
         self.end: trio.Event | None = None
-        self.scope = trio.CancelScope()
+        self.scope: trio.CancelScope = _NO_DEADLINE  # set by run()
 
     # -- the call -------------------------------------------------------------
 
@@ -260,26 +266,30 @@ class HttpCycle:
         adapter = self.adapter
         scope = adapter.http_scope(request)
         failure: Exception | None = None
-        with self.scope:
-            try:
-                await adapter.app(scope, self.receive, self.send)
-            except Exception as exc:
-                failure = exc
-        if (
-            failure is None
-            and self.complete
-            and self.body is None
-            and not self.scope.cancelled_caught
-        ):
-            return  # the usual ending: nothing to report, nothing to close
+        # The disconnect grace is a deadline on the scope the application
+        # runs in: the server's own for the request when it offers one (the
+        # HTTP/3 server does), else a scope of ours.
+        own: trio.CancelScope | None = None
+        outer = getattr(request, "cancel_scope", None)
+        if not isinstance(outer, trio.CancelScope):
+            outer = own = trio.CancelScope()
+        self.scope = outer
         try:
-            if self.scope.cancelled_caught:
-                logger.warning(
-                    "ASGI application ignored the disconnect for %s s and was "
-                    "cancelled: %s",
-                    self.adapter.disconnect_grace,
-                    describe(request),
-                )
+            with own if own is not None else _NO_SCOPE:
+                try:
+                    await adapter.app(scope, self.receive, self.send)
+                except Exception as exc:
+                    failure = exc
+                except trio.Cancelled:
+                    self._cancelled(own is None)
+                    raise
+            if (
+                failure is None
+                and self.complete
+                and (own is None or not own.cancelled_caught)
+            ):
+                return  # the usual ending: nothing to report
+            if own is not None and own.cancelled_caught:
                 await self.abort(None)
             elif failure is not None:
                 if self.disconnected or request.aborted:
@@ -311,6 +321,23 @@ class HttpCycle:
                 aclose = getattr(self.body, "aclose", None)
                 if aclose is not None:
                     await aclose()
+
+    def _cancelled(self, by_server: bool) -> None:
+        """The application is being cancelled: say so if it is because it
+        ignored the disconnect past its grace."""
+        if not self.disconnected or self.adapter.disconnect_grace is None:
+            return  # the connection or the server ended: nothing to say
+        if trio.current_time() < self.scope.deadline:
+            return
+        logger.warning(
+            "ASGI application ignored the disconnect for %s s and was cancelled: %s",
+            self.adapter.disconnect_grace,
+            describe(self.request),
+        )
+        if by_server and not self.headers_sent:
+            # The server resets what was started; nothing was: say why.
+            self.complete = True
+            self.request.reset()
 
     async def fail(self, exc: Exception) -> None:
         """500 if nothing was sent yet, else reset the stream."""

@@ -447,6 +447,14 @@ class Request(Body):
         self._exchange.cancel_on_abort = bool(value)
 
     @property
+    def cancel_scope(self) -> trio.CancelScope | None:
+        """The :class:`trio.CancelScope` the handler runs in (``None`` before
+        and after): cancel it, or set its ``deadline``, to bound the
+        handler's run without a scope of its own. The stream is reset if the
+        handler is cancelled before the response is complete."""
+        return self._exchange.cancel_scope
+
+    @property
     def aborted(self) -> bool:
         """The client reset or stopped the stream, or the connection ended."""
         return self._exchange.aborted
