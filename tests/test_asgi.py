@@ -46,6 +46,7 @@ from trioquic.asgi import (
     serve_asgi,
 )
 from trioquic.asgi._adapter import address_pair, split_target
+from trioquic.asgi._serve import GC_THRESHOLD
 from trioquic.h3 import H3Error, Http3Client, Http3Settings, open_http3_client
 from trioquic.testing import development_certificate
 
@@ -1220,12 +1221,14 @@ class _Startup:
     partner: object = None
 
 
-@pytest.mark.parametrize("gc_freeze", [True, False])
-async def test_gc_freeze_while_serving(gc_freeze: bool) -> None:
-    """With gc_freeze, what is alive after the lifespan startup is left out
+@pytest.mark.parametrize("gc_tuning", [True, False])
+async def test_gc_tuning_while_serving(gc_tuning: bool) -> None:
+    """With gc_tuning, what is alive after the lifespan startup is left out
     of collections while serving (a cycle made then and dropped is not
-    collected), and handed back to the collector once the server stops."""
+    collected), the youngest generation is collected less often, and both
+    are set back once the server stops."""
     assert gc.get_freeze_count() == 0
+    thresholds = gc.get_threshold()
     keep: list[_Startup] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -1241,25 +1244,28 @@ async def test_gc_freeze_while_serving(gc_freeze: bool) -> None:
             return
         await respond(send, 200, str(gc.get_freeze_count() > 0).encode())
 
-    async with served(app, gc_freeze=gc_freeze) as (client, _):
+    async with served(app, gc_tuning=gc_tuning) as (client, _):
         response = await client.request("GET", "/")
-        assert await response.read() == str(gc_freeze).encode()
+        assert await response.read() == str(gc_tuning).encode()
+        assert (gc.get_threshold()[0] == GC_THRESHOLD) is gc_tuning
+        assert gc.get_threshold()[1:] == thresholds[1:]
         cycle = weakref.ref(keep.pop())
         gc.collect()
         # frozen: not collected while serving
-        assert (cycle() is not None) is gc_freeze
+        assert (cycle() is not None) is gc_tuning
     assert gc.get_freeze_count() == 0  # given back
+    assert gc.get_threshold() == thresholds
     gc.collect()
     assert cycle() is None
 
 
-async def test_gc_freeze_must_be_a_bool() -> None:
-    with pytest.raises(TypeError, match="gc_freeze"):
+async def test_gc_tuning_must_be_a_bool() -> None:
+    with pytest.raises(TypeError, match="gc_tuning"):
         await serve_asgi(
             lambda *_: None,  # type: ignore[arg-type,return-value]
             0,
             settings=server_settings(),
-            gc_freeze=1,  # type: ignore[arg-type]
+            gc_tuning=1,  # type: ignore[arg-type]
         )
 
 
