@@ -57,6 +57,7 @@ Run it::
     python benchmarks/asgi_servers.py                # 5 rounds, 10 to 15 minutes
     python benchmarks/asgi_servers.py --quick        # a smoke test
     python benchmarks/asgi_servers.py --servers trioquic,h3 --rounds 3
+    python benchmarks/asgi_servers.py --servers trioquic,h3 --quick --profile DIR
 
 Loopback only: servers bind 127.0.0.1. The last line is ``ASGI-BENCH
 {json}``: the medians and ratios, for scripts.
@@ -185,12 +186,34 @@ class Suite:
 # -- servers -------------------------------------------------------------------
 
 
+#: Runs a server script under cProfile (``--profile DIR``): SIGTERM, which
+#: ends every server, becomes trio's KeyboardInterrupt, so that the server
+#: exits through its own shutdown and the profile is written.
+_PROFILED = """\
+import cProfile, os, runpy, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+out, sys.argv = sys.argv[1], sys.argv[2:]
+cProfile.run("runpy.run_path(sys.argv[0], run_name='__main__')", out)
+"""
+
+
+def profiled(label: str, args: argparse.Namespace) -> list[str]:
+    """What goes before a Python server script's arguments: ``python`` or,
+    with ``--profile DIR``, ``python -c _PROFILED DIR/LABEL-N.prof``."""
+    if not getattr(args, "profile", None):
+        return [sys.executable]
+    directory = Path(args.profile)
+    directory.mkdir(parents=True, exist_ok=True)
+    n = len(list(directory.glob(f"{label}-*.prof"))) + 1
+    return [sys.executable, "-c", _PROFILED, str(directory / f"{label}-{n}.prof")]
+
+
 def trioquic_peer(label: str, mode: str, *extra: str) -> Peer:
     """A server of ``_asgi_peers/trioquic_server.py --mode mode``."""
 
     def command(port: int, args: argparse.Namespace) -> list[str]:
         return [
-            sys.executable,
+            *profiled(label, args),
             str(ASGI_PEERS / "trioquic_server.py"),
             "--mode",
             mode,
@@ -643,6 +666,14 @@ def suite_parser(description: str, defaults: dict[str, Any]) -> argparse.Argumen
         dest="pin",
         action="store_false",
         help="do not pin processes to CPUs",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="run trioquic's servers under cProfile, writing DIR/SERVER-N.prof "
+        "for each start (read with python -m pstats); the figures of a "
+        "profiled run are not comparable with others",
     )
     parser.set_defaults(**{"_suite_defaults": defaults})
     return parser
