@@ -6,45 +6,10 @@ from typing import Any
 
 import attrs
 
+from .._validators import flag, int_at_least, seconds
+
 _KIB = 1024
 _MIB = 1024 * 1024
-
-
-def _int_at_least(minimum: int, *, optional: bool = False) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if optional and value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(
-                f"Http3Settings.{attribute.name} must be an int"
-                + (" or None" if optional else "")
-                + f", got {type(value).__name__}"
-            )
-        if value < minimum:
-            raise ValueError(
-                f"Http3Settings.{attribute.name} must be at least {minimum}, "
-                f"got {value}"
-            )
-
-    return check
-
-
-def _seconds(*, optional: bool) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if optional and value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise TypeError(
-                f"Http3Settings.{attribute.name} must be a number of seconds"
-                + (" or None" if optional else "")
-                + f", got {type(value).__name__}"
-            )
-        if not value > 0:
-            raise ValueError(
-                f"Http3Settings.{attribute.name} must be greater than 0, got {value!r}"
-            )
-
-    return check
 
 
 def _extra_headers(value: Any) -> tuple[tuple[bytes, bytes], ...]:
@@ -67,13 +32,6 @@ def _extra_headers(value: Any) -> tuple[tuple[bytes, bytes], ...]:
     return tuple(out)
 
 
-def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"Http3Settings.{attribute.name} must be a bool, got {type(value).__name__}"
-        )
-
-
 @attrs.frozen(kw_only=True)
 class Http3Settings:
     """Settings of an HTTP/3 endpoint; every field is validated when the
@@ -82,51 +40,51 @@ class Http3Settings:
 
     #: Requests a client may have open at once (the server's QUIC limit on
     #: bidirectional streams: it replaces ``QuicSettings.max_concurrent_streams``).
-    max_concurrent_requests: int = attrs.field(default=100, validator=_int_at_least(1))
+    max_concurrent_requests: int = attrs.field(default=100, validator=int_at_least(1))
     #: After this many requests the server sends GOAWAY and closes the
     #: connection once they are answered (None: no limit).
     max_requests_per_connection: int | None = attrs.field(
-        default=None, validator=_int_at_least(1, optional=True)
+        default=None, validator=int_at_least(1, optional=True)
     )
     #: Largest header section accepted (SETTINGS_MAX_FIELD_SECTION_SIZE, RFC
     #: 9114 section 4.2.2: names + values + 32 bytes per field); larger
     #: requests get 431.
     max_header_list_size: int = attrs.field(
-        default=16 * _KIB, validator=_int_at_least(1)
+        default=16 * _KIB, validator=int_at_least(1)
     )
     #: Largest request body the server reads; larger ones get 413 (None: no
     #: limit).
     max_request_body_size: int | None = attrs.field(
-        default=16 * _MIB, validator=_int_at_least(0, optional=True)
+        default=16 * _MIB, validator=int_at_least(0, optional=True)
     )
     #: Seconds from the handshake to the first request; then the server
     #: closes the connection with H3_NO_ERROR (None: wait forever).
     post_accept_timeout: float | None = attrs.field(
-        default=10.0, validator=_seconds(optional=True)
+        default=10.0, validator=seconds(optional=True)
     )
     #: Bytes of a body buffered before the application reads them; beyond it
     #: no QUIC credit is granted on that stream, so the peer slows down.
-    body_buffer_size: int = attrs.field(default=256 * _KIB, validator=_int_at_least(1))
+    body_buffer_size: int = attrs.field(default=256 * _KIB, validator=int_at_least(1))
     #: Seconds requests in flight get to finish after GOAWAY on shutdown.
     goaway_grace_period: float = attrs.field(
-        default=5.0, validator=_seconds(optional=False)
+        default=5.0, validator=seconds(optional=False)
     )
     #: Server: answer requests that arrive as 0-RTT early data with ``425 Too
     #: Early`` (RFC 8470), without running the handler, unless their method
     #: is idempotent (GET, HEAD, OPTIONS, TRACE, PUT, DELETE): early data can
     #: be replayed by an attacker. trioquic's client retries such a request
     #: by itself once the handshake has completed.
-    refuse_unsafe_early_data: bool = attrs.field(default=False, validator=_flag)
+    refuse_unsafe_early_data: bool = attrs.field(default=False, validator=flag)
     #: Client: server pushes (RFC 9114 section 4.6) the client accepts on a
     #: connection, push IDs 0 to ``max_pushes - 1`` (MAX_PUSH_ID). 0, the
     #: default, sends no MAX_PUSH_ID, so the server cannot push at all.
     #: Accepted pushes arrive through :meth:`Http3Client.receive_push`.
-    max_pushes: int = attrs.field(default=0, validator=_int_at_least(0))
+    max_pushes: int = attrs.field(default=0, validator=int_at_least(0))
     #: Announce extended CONNECT (RFC 9220 SETTINGS_ENABLE_CONNECT_PROTOCOL).
-    enable_connect_protocol: bool = attrs.field(default=False, validator=_flag)
+    enable_connect_protocol: bool = attrs.field(default=False, validator=flag)
     #: Announce HTTP datagrams (RFC 9297 SETTINGS_H3_DATAGRAM); QUIC datagrams
     #: must be enabled too (``QuicSettings.max_datagram_frame_size``).
-    enable_datagrams: bool = attrs.field(default=False, validator=_flag)
+    enable_datagrams: bool = attrs.field(default=False, validator=flag)
     #: Server: header fields added to every final response (not to 1xx
     #: ones), after the handler's, unless the handler set a field of the
     #: same name; e.g. ``((b"alt-svc", b'h3=":443"; ma=86400'),)``, which

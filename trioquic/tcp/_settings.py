@@ -8,38 +8,10 @@ from typing import Any
 
 import attrs
 
+from .._validators import flag, int_at_least, seconds
+
 _KIB = 1024
 _MIB = 1024 * 1024
-
-
-def _int_at_least(minimum: int, *, optional: bool = False) -> Any:
-    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if optional and value is None:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(
-                f"TcpSettings.{attribute.name} must be an int"
-                + (" or None" if optional else "")
-                + f", got {type(value).__name__}"
-            )
-        if value < minimum:
-            raise ValueError(
-                f"TcpSettings.{attribute.name} must be at least {minimum}, got {value}"
-            )
-
-    return check
-
-
-def _seconds(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise TypeError(
-            f"TcpSettings.{attribute.name} must be a number of seconds, "
-            f"got {type(value).__name__}"
-        )
-    if not value > 0:
-        raise ValueError(
-            f"TcpSettings.{attribute.name} must be greater than 0, got {value!r}"
-        )
 
 
 def _optional_path(
@@ -80,13 +52,6 @@ def _alt_svc(instance: object, attribute: attrs.Attribute[Any], value: Any) -> N
     if not value or any(c in value for c in "\r\n\0"):
         raise ValueError(
             f"TcpSettings.alt_svc must be a non-empty header value, got {value!r}"
-        )
-
-
-def _flag(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(
-            f"TcpSettings.{attribute.name} must be a bool, got {type(value).__name__}"
         )
 
 
@@ -134,44 +99,44 @@ class TcpSettings:
     alt_svc: str | None = attrs.field(default=None, validator=_alt_svc)
     #: Connections served at once; beyond it new ones wait in the kernel's
     #: accept backlog.
-    max_connections: int = attrs.field(default=10_000, validator=_int_at_least(1))
+    max_connections: int = attrs.field(default=10_000, validator=int_at_least(1))
     #: Seconds a client has for the TLS handshake.
-    handshake_timeout: float = attrs.field(default=10.0, validator=_seconds)
+    handshake_timeout: float = attrs.field(default=10.0, validator=seconds())
     #: Seconds a connection may stay idle (no request in progress) before it
     #: is closed; also the time a client has to send a request's head.
-    keep_alive_timeout: float = attrs.field(default=20.0, validator=_seconds)
+    keep_alive_timeout: float = attrs.field(default=20.0, validator=seconds())
     #: Largest request head accepted (HTTP/1.1: request line and header
     #: bytes; HTTP/2: the header list size of RFC 9113 section 6.5.2);
     #: larger ones get 431 (HTTP/2 connections far beyond it are closed).
-    max_header_size: int = attrs.field(default=16 * _KIB, validator=_int_at_least(64))
+    max_header_size: int = attrs.field(default=16 * _KIB, validator=int_at_least(64))
     #: Largest request body read; larger ones get 413, or end the stream
     #: (HTTP/2) or connection (HTTP/1.1) once the response has started
     #: (``None``: no limit).
     max_request_body_size: int | None = attrs.field(
-        default=16 * _MIB, validator=_int_at_least(0, optional=True)
+        default=16 * _MIB, validator=int_at_least(0, optional=True)
     )
     #: Bytes of one request body buffered before the handler reads them;
     #: beyond it the door stops reading (HTTP/1.1) or grants no flow-control
     #: credit (HTTP/2), so the client slows down.
     body_buffer_size: int = attrs.field(
-        default=256 * _KIB, validator=_int_at_least(1024)
+        default=256 * _KIB, validator=int_at_least(1024)
     )
     #: HTTP/2: response bytes queued for the socket before a handler's
     #: ``send`` waits.
     send_buffer_size: int = attrs.field(
-        default=256 * _KIB, validator=_int_at_least(1024)
+        default=256 * _KIB, validator=int_at_least(1024)
     )
     #: HTTP/2: requests a client may have open at once on one connection
     #: (SETTINGS_MAX_CONCURRENT_STREAMS).
-    max_concurrent_streams: int = attrs.field(default=100, validator=_int_at_least(1))
+    max_concurrent_streams: int = attrs.field(default=100, validator=int_at_least(1))
     #: HTTP/2: announce extended CONNECT (RFC 8441), for WebSockets.
-    enable_connect_protocol: bool = attrs.field(default=True, validator=_flag)
+    enable_connect_protocol: bool = attrs.field(default=True, validator=flag)
     #: Seconds requests in flight get to finish when the server stops
     #: (HTTP/2: new streams refused, GOAWAY after the last response;
     #: HTTP/1.1: ``connection: close``); then connections are closed.
-    grace_period: float = attrs.field(default=5.0, validator=_seconds)
+    grace_period: float = attrs.field(default=5.0, validator=seconds())
     #: Bytes asked of the socket per read.
-    read_size: int = attrs.field(default=64 * _KIB, validator=_int_at_least(1024))
+    read_size: int = attrs.field(default=64 * _KIB, validator=int_at_least(1024))
 
     def __attrs_post_init__(self) -> None:
         if self.private_key is not None and self.certificate is None:
