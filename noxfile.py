@@ -63,7 +63,9 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def docs(session: nox.Session) -> None:
     """Build the HTML documentation; any Sphinx warning is an error."""
-    session.install("-e", ".[httpx]", "sphinx", "furo", "sphinxcontrib-trio", "myst-parser")
+    session.install(
+        "-e", ".[httpx]", "sphinx", "furo", "sphinxcontrib-trio", "myst-parser"
+    )
     session.run(
         "sphinx-build",
         "-W",
