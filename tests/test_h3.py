@@ -1154,6 +1154,55 @@ async def test_extended_connect_with_datagrams(
     assert protocols == ["echo-datagrams"]
 
 
+async def test_capsules_on_an_extended_connect_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Capsules both ways over HTTP/3; a malformed one (longer than the
+    reader accepts) resets the stream with H3_GENERAL_PROTOCOL_ERROR and the
+    connection carries on."""
+    seen: list[h3.Capsule] = []
+
+    async def handler(request: Request) -> None:
+        reader = h3.CapsuleReader(
+            request.receive_chunk, types={h3.CapsuleType.DATAGRAM}, max_capsule_size=64
+        )
+        async with request.stream_response(200) as writer:
+            try:
+                async for capsule in reader:
+                    seen.append(capsule)
+                    await writer.send(h3.encode_capsule(0, b"echo:" + capsule.value))
+            except h3.CapsuleError as exc:
+                request.reset(exc.error_code)
+
+    settings = Http3Settings(enable_connect_protocol=True)
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, settings) as harness,
+            harness.client() as client,
+        ):
+            async with client.open_request("CONNECT", "/c", protocol="x") as stream:
+                response = await stream.response()
+                replies = h3.CapsuleReader(response.receive_chunk)
+                await stream.send(h3.encode_capsule(0, b"one") + b"\x3f\x01z")
+                assert await replies.receive() == h3.Capsule(0, b"echo:one")
+                await stream.send(h3.encode_capsule(0, b"two")[:3])
+                await stream.send(h3.encode_capsule(0, b"two")[3:])
+                assert await replies.receive() == h3.Capsule(0, b"echo:two")
+                await stream.finish()
+                assert await replies.receive() is None
+            assert seen == [h3.Capsule(0, b"one"), h3.Capsule(0, b"two")]
+            assert seen[0].type is h3.CapsuleType.DATAGRAM
+
+            async with client.open_request("CONNECT", "/c", protocol="x") as stream:
+                response = await stream.response()
+                await stream.send(h3.encode_capsule(0, bytes(65)))
+                with pytest.raises(h3.H3Error) as info:
+                    await response.read()
+                assert info.value.error_code == h3.H3ErrorCode.GENERAL_PROTOCOL_ERROR
+            response = await client.request("GET", "/after")
+            assert response.status == 200
+
+
 async def test_extended_connect_needs_server_setting(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

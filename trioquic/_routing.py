@@ -31,6 +31,7 @@ from ._stateless_reset import (
     stateless_reset_size,
 )
 from ._statistics import DropReason as DropReason
+from ._varint import decode_varint
 
 T = TypeVar("T")
 
@@ -176,32 +177,19 @@ def parse_long_header(data: bytes) -> LongHeader | None:
     )
 
 
-def _varint(data: bytes, offset: int) -> tuple[int, int] | None:
-    """A QUIC variable-length integer at ``offset``: (value, offset after
-    it), or None if the data ends first."""
-    if offset >= len(data):
-        return None
-    first = data[offset]
-    size = 1 << (first >> 6)
-    if offset + size > len(data):
-        return None
-    value = first & 0x3F
-    for byte in data[offset + 1 : offset + size]:
-        value = (value << 8) | byte
-    return value, offset + size
-
-
 def initial_token(data: bytes, header: LongHeader) -> bytes | None:
     """The token field of an Initial packet, or None if the packet is
     truncated: the token, or the packet its Length field announces, runs
     past the end of the datagram (RFC 9000 section 17.2.2)."""
-    field = _varint(data, 7 + len(header.destination_cid) + len(header.source_cid))
+    field = decode_varint(
+        data, 7 + len(header.destination_cid) + len(header.source_cid)
+    )
     if field is None:
         return None
     token_length, start = field
     if start + token_length > len(data):
         return None
-    length = _varint(data, start + token_length)
+    length = decode_varint(data, start + token_length)
     if length is None or length[1] + length[0] > len(data):
         return None
     return bytes(data[start : start + token_length])

@@ -4,6 +4,12 @@
 machine). See docs/http3.rst."""
 
 from .._util import fixup_module_metadata as _fixup
+from ._capsules import Capsule as Capsule
+from ._capsules import CapsuleDecoder as CapsuleDecoder
+from ._capsules import CapsuleError as CapsuleError
+from ._capsules import CapsuleReader as CapsuleReader
+from ._capsules import CapsuleType as CapsuleType
+from ._capsules import encode_capsule as encode_capsule
 from ._client import ClientH3Driver as ClientH3Driver
 from ._client import Http3Client as Http3Client
 from ._client import Push as Push

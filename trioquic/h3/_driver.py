@@ -33,6 +33,7 @@ from .._engine import (
 from .._errors import CloseReason, DatagramError
 from .._events import HandshakeInfo, QuicEvent, StreamDataReceived, StreamResetReceived
 from .._settings import QuicSettings
+from .._varint import encode_varint
 from ._errors import H3Error, H3ErrorCode, RequestRejected, _Stopped
 from ._headers import Headers
 from ._settings import Http3Settings
@@ -48,19 +49,6 @@ _UNI_STREAMS = 16
 #: 1xx responses a client keeps per request; a server that sends more is
 #: misbehaving, and the request fails with H3_EXCESSIVE_LOAD.
 _MAX_INFORMATIONAL = 16
-
-
-def encode_varint(value: int) -> bytes:
-    """A QUIC variable-length integer (RFC 9000 section 16)."""
-    if value < 0x40:
-        return bytes([value])
-    if value < 0x4000:
-        return (value | 0x4000).to_bytes(2, "big")
-    if value < 0x4000_0000:
-        return (value | 0x8000_0000).to_bytes(4, "big")
-    if value < 0x4000_0000_0000_0000:
-        return (value | 0xC000_0000_0000_0000).to_bytes(8, "big")
-    raise ValueError(f"{value} is too large for a QUIC variable-length integer")
 
 
 class Exchange:
@@ -583,6 +571,12 @@ class Body:
         while chunk := await self._driver.receive_chunk(self._exchange):
             parts.append(chunk)
         return b"".join(parts)
+
+    async def receive_chunk(self) -> bytes:
+        """The next chunk of the body as it arrives, ``b""`` at its end (what
+        ``async for`` yields, one call at a time: a stream's
+        ``receive_some``, e.g. for :class:`~trioquic.h3.CapsuleReader`)."""
+        return await self._driver.receive_chunk(self._exchange)
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
         """The body, chunk by chunk as it arrives (QUIC credit is granted as
