@@ -308,7 +308,9 @@ def profile(args: argparse.Namespace) -> int:
         goals=[],
     )
     server_cpu, client_cpu = choose_cpus(args.pin)
-    server = start_server("h3", suite, args, server_cpu)
+    # The server runs as measured, not under asgi_servers.py's --profile DIR.
+    server_args = argparse.Namespace(**{**vars(args), "profile": None})
+    server = start_server("h3", suite, server_args, server_cpu)
     if client_cpu is not None and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {client_cpu})
     count = args.profile
