@@ -346,6 +346,25 @@ class H3DatagramReceived(EventValue):
         self.data = data
 
 
+class WebTransportStreamData(EventValue):
+    """Data on a WebTransport stream (draft-ietf-webtrans-http3-02): a
+    bidirectional stream that began with the WEBTRANSPORT_STREAM signal, or
+    a unidirectional stream of type 0x54, bound to the session whose CONNECT
+    stream is ``session_id``. ``data`` is the application's (the signal and
+    session ID are consumed by HTTP/3)."""
+
+    __slots__ = ("data", "session_id", "stream_ended", "stream_id")
+    _field_names = ("stream_id", "session_id", "data", "stream_ended")
+
+    def __init__(
+        self, stream_id: int, session_id: int, data: bytes, stream_ended: bool
+    ) -> None:
+        self.stream_id = stream_id
+        self.session_id = session_id
+        self.data = data
+        self.stream_ended = stream_ended
+
+
 @attrs.frozen
 class GoawayReceived:
     """The peer sent GOAWAY with this stream (or push) ID."""
@@ -355,7 +374,8 @@ class GoawayReceived:
 
 @attrs.frozen
 class RequestStreamReset:
-    """The peer reset a request stream (RESET_STREAM)."""
+    """The peer reset a request stream (RESET_STREAM), or a WebTransport
+    stream."""
 
     stream_id: int
     error_code: int
@@ -363,7 +383,8 @@ class RequestStreamReset:
 
 @attrs.frozen
 class RequestStopSending:
-    """The peer asked us to stop sending on a request stream."""
+    """The peer asked us to stop sending on a request stream (or a
+    WebTransport stream)."""
 
     stream_id: int
     error_code: int
@@ -406,6 +427,7 @@ H3Event = (
     | PushPromiseReceived
     | PushStreamOpened
     | PushCancelled
+    | WebTransportStreamData
 )
 
 
@@ -451,6 +473,32 @@ class H3Engine(Protocol):
     def peer_enabled_connect_protocol(self) -> bool: ...
 
     def peer_max_field_section_size(self) -> int | None: ...
+
+    # -- WebTransport (draft-ietf-webtrans-http3-02) ------------------------------
+
+    def enable_webtransport(self) -> None:
+        """Announce WebTransport in SETTINGS (with extended CONNECT and HTTP
+        datagrams). Only before :meth:`start`."""
+        ...
+
+    def peer_enabled_webtransport(self) -> bool: ...
+
+    def open_webtransport_stream(
+        self, session_id: int, unidirectional: bool
+    ) -> int | None:
+        """Open a WebTransport stream of the session ``session_id`` and write
+        its signal; None while the peer's stream limit forbids it. Data the
+        peer sends back on a bidirectional one comes as
+        :class:`WebTransportStreamData`."""
+        ...
+
+    def forget_webtransport_stream(
+        self, stream_id: int, *, receive_ended: bool
+    ) -> None:
+        """The application is done with a WebTransport stream: drop its state.
+        Unless ``receive_ended`` (FIN or reset received), what still arrives
+        on it is ignored."""
+        ...
 
     def send_headers(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
         """A HEADERS frame. Raises :exc:`~trioquic.StreamStateError` where

@@ -13,7 +13,12 @@
   a shadow parser follows the peer's control stream for GOAWAY frames;
 * sends the SETTINGS our :class:`~trioquic.h3.Http3Settings` ask for
   (SETTINGS_MAX_FIELD_SECTION_SIZE, SETTINGS_ENABLE_CONNECT_PROTOCOL,
-  SETTINGS_H3_DATAGRAM).
+  SETTINGS_H3_DATAGRAM, and for WebTransport SETTINGS_ENABLE_WEBTRANSPORT);
+* WebTransport streams (draft-ietf-webtrans-http3-02, what Chromium speaks):
+  aioquic parses the peer's (bidirectional ones opened with the
+  WEBTRANSPORT_STREAM signal 0x41, unidirectional ones of type 0x54) and
+  writes the signal of ours; the data the peer sends back on a bidirectional
+  stream we opened is not HTTP/3 framing, so it bypasses aioquic's parser.
 
 The aioquic internals it uses are listed, and pinned, in :mod:`._pins`.
 """
@@ -50,6 +55,7 @@ from .._engine import (
     PushStreamOpened,
     RequestStopSending,
     RequestStreamReset,
+    WebTransportStreamData,
 )
 from .._errors import StreamStateError
 from .._events import (
@@ -59,6 +65,10 @@ from .._events import (
     StreamDataReceived,
     StreamResetReceived,
 )
+
+_ENABLE_WEBTRANSPORT = int(Setting.ENABLE_WEBTRANSPORT)
+#: The session of a WebTransport stream the application is done with.
+_FORGOTTEN = -1
 
 H3_FRAME_ERROR = int(ErrorCode.H3_FRAME_ERROR)
 H3_ID_ERROR = int(ErrorCode.H3_ID_ERROR)
@@ -156,6 +166,7 @@ class _H3Connection(H3Connection):
         enable_connect_protocol: bool,
         enable_datagrams: bool,
         max_push_id: int | None,
+        enable_webtransport: bool = False,
     ) -> None:
         self.tq_max_push_id = max_push_id
         #: Request streams this client sent HEAD on: their responses carry
@@ -166,7 +177,14 @@ class _H3Connection(H3Connection):
             self.tq_settings[_ENABLE_CONNECT_PROTOCOL] = 1
         if enable_datagrams:
             self.tq_settings[_H3_DATAGRAM] = 1
-        super().__init__(quic)
+        if enable_webtransport:
+            # draft-ietf-webtrans-http3-02 section 3.1 (Chromium's draft):
+            # SETTINGS_ENABLE_WEBTRANSPORT, with extended CONNECT and HTTP
+            # datagrams.
+            self.tq_settings[_ENABLE_CONNECT_PROTOCOL] = 1
+            self.tq_settings[_H3_DATAGRAM] = 1
+            self.tq_settings[_ENABLE_WEBTRANSPORT] = 1
+        super().__init__(quic, enable_webtransport=enable_webtransport)
 
     def _init_connection(self) -> None:
         # aioquic's client allows push IDs 0-8 whatever the application
@@ -222,6 +240,12 @@ class AioquicH3Engine:
         self._max_push_id = max_push_id if self.is_client else None
         #: Client: push stream ID -> push ID, of push streams reported open.
         self._push_streams: dict[int, int] = {}
+        self._wt_enabled = False
+        #: WebTransport stream ID -> its session's ID (both directions).
+        self._wt_streams: dict[int, int] = {}
+        #: Bidirectional WebTransport streams we opened: what the peer sends
+        #: on them is raw data, not HTTP/3 frames.
+        self._wt_local_bidi: set[int] = set()
 
     def start(self) -> None:
         if self._h3 is None:
@@ -231,6 +255,7 @@ class AioquicH3Engine:
                 enable_connect_protocol=self._enable_connect_protocol,
                 enable_datagrams=self._enable_datagrams,
                 max_push_id=self._max_push_id,
+                enable_webtransport=self._wt_enabled,
             )
 
     @property
@@ -264,6 +289,14 @@ class AioquicH3Engine:
         if h3._is_done:
             return
         results: list[h3_events.H3Event] = []
+        if self._wt_streams:
+            sid = getattr(event, "stream_id", None)
+            if (
+                sid is not None
+                and sid in self._wt_streams
+                and self._handle_webtransport(event, sid, out)
+            ):
+                return
         try:
             if isinstance(event, StreamDataReceived):
                 results = h3._receive_stream_data(event)  # type: ignore[arg-type]
@@ -303,12 +336,59 @@ class AioquicH3Engine:
                         result.stream_id, result.push_id, result.headers
                     )
                 )
+            elif isinstance(result, h3_events.WebTransportStreamDataReceived):
+                self._wt_streams[result.stream_id] = result.session_id
+                out.append(
+                    WebTransportStreamData(
+                        result.stream_id,
+                        result.session_id,
+                        result.data,
+                        result.stream_ended,
+                    )
+                )
+                if result.stream_ended:
+                    h3._stream.pop(result.stream_id, None)
         if (
             isinstance(event, StreamDataReceived)
             and event.stream_id & 2
             and self._is_peer_stream(event.stream_id)
         ):
             self._follow_control(event, out)
+
+    def _handle_webtransport(
+        self, event: QuicEvent, stream_id: int, out: list[H3Event]
+    ) -> bool:
+        """An event of a known WebTransport stream; False to let aioquic's
+        parser have it (a peer's stream, past its signal)."""
+        h3 = self.h3
+        forgotten = self._wt_streams[stream_id] == _FORGOTTEN
+        if isinstance(event, StreamResetReceived):
+            h3._stream.pop(stream_id, None)
+            if forgotten:
+                del self._wt_streams[stream_id]
+            else:
+                out.append(RequestStreamReset(stream_id, event.error_code))
+            return True
+        if forgotten:
+            # Late data (or STOP_SENDING) of a stream the application is done
+            # with: ignored, and forgotten entirely once it ends.
+            if isinstance(event, StreamDataReceived) and event.end_stream:
+                del self._wt_streams[stream_id]
+            return True
+        if isinstance(event, StopSendingReceived):
+            out.append(RequestStopSending(stream_id, event.error_code))
+            return True
+        if isinstance(event, StreamDataReceived) and stream_id in self._wt_local_bidi:
+            out.append(
+                WebTransportStreamData(
+                    stream_id,
+                    self._wt_streams[stream_id],
+                    event.data,
+                    event.end_stream,
+                )
+            )
+            return True
+        return False
 
     def _push_stream(self, stream_id: int, push_id: int, out: list[H3Event]) -> None:
         """Report a push stream once, before its first message event."""
@@ -379,6 +459,48 @@ class AioquicH3Engine:
         if settings is None:
             return None
         return settings.get(_MAX_FIELD_SECTION_SIZE)
+
+    # -- WebTransport -------------------------------------------------------------
+
+    def enable_webtransport(self) -> None:
+        if self._h3 is not None:
+            raise RuntimeError("enable WebTransport before HTTP/3 starts")
+        self._wt_enabled = True
+
+    def peer_enabled_webtransport(self) -> bool:
+        settings = self._peer_settings()
+        return bool(settings and settings.get(_ENABLE_WEBTRANSPORT) == 1)
+
+    def open_webtransport_stream(
+        self, session_id: int, unidirectional: bool
+    ) -> int | None:
+        quic = self._transport
+        stream_id = quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        limit = (
+            quic._remote_max_streams_uni
+            if unidirectional
+            else quic._remote_max_streams_bidi
+        )
+        if stream_id // 4 >= limit:
+            return None
+        stream_id = self.h3.create_webtransport_stream(
+            session_id, is_unidirectional=unidirectional
+        )
+        self._wt_streams[stream_id] = session_id
+        if not unidirectional:
+            self._wt_local_bidi.add(stream_id)
+        return stream_id
+
+    def forget_webtransport_stream(
+        self, stream_id: int, *, receive_ended: bool
+    ) -> None:
+        self._wt_local_bidi.discard(stream_id)
+        if receive_ended:
+            self._wt_streams.pop(stream_id, None)
+        elif stream_id in self._wt_streams:
+            self._wt_streams[stream_id] = _FORGOTTEN
+        if self._h3 is not None:
+            self._h3._stream.pop(stream_id, None)
 
     # -- output -------------------------------------------------------------------
 

@@ -29,6 +29,7 @@ from .._engine import (
     PushStreamOpened,
     RequestStopSending,
     RequestStreamReset,
+    WebTransportStreamData,
 )
 from .._errors import CloseReason, DatagramError
 from .._events import HandshakeInfo, QuicEvent, StreamDataReceived, StreamResetReceived
@@ -115,6 +116,49 @@ class Exchange:
         return self.send_finished or self.send_reset
 
 
+#: draft-ietf-webtrans-http3: a WebTransport stream refused (its session is
+#: unknown, or it is beyond the session's limit).
+WT_BUFFERED_STREAM_REJECTED = 0x3994BD84
+
+
+class StreamExtension:
+    """Streams and datagrams of an HTTP/3 extension (WebTransport) on one
+    connection: the driver hands it what belongs to no request. Set on
+    :attr:`H3Driver.extension`; the methods here are what happens without
+    one."""
+
+    def on_stream_data(self, driver: H3Driver, event: WebTransportStreamData) -> None:
+        """Data on one of its streams (the first event of a stream too)."""
+        driver.refuse_stream(event.stream_id, WT_BUFFERED_STREAM_REJECTED)
+
+    def on_stream_reset(self, stream_id: int, error_code: int) -> None:
+        """The peer reset a stream that is no request's."""
+
+    def on_stop_sending(self, stream_id: int, error_code: int) -> None:
+        """The peer stopped reading a stream that is no request's."""
+
+    def on_datagram(self, stream_id: int, data: bytes) -> bool:
+        """An HTTP datagram; True if it was the extension's."""
+        return False
+
+    def held_beyond_buffer(self, stream_id: int) -> int:
+        """Bytes of one of its streams held beyond its buffer's size (no
+        credit is granted for them yet)."""
+        return 0
+
+    def process_writes(self) -> None:
+        """Once per step, before datagrams go out: wake blocked senders."""
+
+    def on_shutdown(self) -> None:
+        """The server is shutting down (GOAWAY sent)."""
+
+    def on_connection_close(self) -> None:
+        """The connection ended."""
+
+
+_NO_EXTENSION = StreamExtension()
+
+
 class H3Driver(ApplicationOverQuic):
     """HTTP/3 over one QUIC connection (base of the server and client drivers).
 
@@ -146,6 +190,9 @@ class H3Driver(ApplicationOverQuic):
         self.goaway_id: int | None = None
         #: Called once when the connection has ended.
         self.on_closed: Callable[[], object] | None = None
+        #: The WebTransport streams and datagrams of this connection (set by
+        #: :mod:`trioquic.webtransport`); without one they are refused.
+        self.extension: StreamExtension = _NO_EXTENSION
 
     # -- hooks ----------------------------------------------------------------
 
@@ -166,6 +213,8 @@ class H3Driver(ApplicationOverQuic):
             enable_datagrams=h3.enable_datagrams,
             max_push_id=self._max_push_id(),
         )
+        if h3.enable_webtransport:
+            self.engine.enable_webtransport()
 
     def _max_push_id(self) -> int | None:
         """The largest push ID the peer may use (None: no push)."""
@@ -226,6 +275,8 @@ class H3Driver(ApplicationOverQuic):
                 self._on_push(h3_event)
             elif isinstance(h3_event, PushCancelled):
                 self._on_push_cancelled(h3_event.push_id)
+            elif isinstance(h3_event, WebTransportStreamData):
+                self.extension.on_stream_data(self, h3_event)
             if io.error is not None or io.close_reason is not None:
                 return
         for event in events:
@@ -245,12 +296,16 @@ class H3Driver(ApplicationOverQuic):
                 if ex.stop_code is not None or io.send_buffered(ex.stream_id) < limit:
                     self._blocked_senders.discard(ex)
                     ex.send_lot.unpark_all()
+        extension = self.extension
+        if extension is not _NO_EXTENSION:
+            extension.process_writes()
 
     def on_connection_close(self, io: ConnectionIO, reason: CloseReason) -> None:
         for ex in self.exchanges.values():
             ex.wake_all()
         self._blocked_senders.clear()
         self._settings_lot.unpark_all()
+        self.extension.on_connection_close()
         self.closed.set()
         if self.on_closed is not None:
             self.on_closed()
@@ -263,7 +318,9 @@ class H3Driver(ApplicationOverQuic):
     # -- to be specialised ---------------------------------------------------
 
     def _is_new_stream(self, stream_id: int) -> bool:
-        return False
+        # A client: the server's bidirectional streams are WebTransport's,
+        # credited as they are read.
+        return self.http3_settings.enable_webtransport and stream_id & 3 == 1
 
     def _on_headers(self, event: HeadersReceived) -> None:
         raise NotImplementedError
@@ -312,6 +369,7 @@ class H3Driver(ApplicationOverQuic):
     def _on_reset(self, stream_id: int, error_code: int) -> None:
         ex = self.exchanges.get(stream_id)
         if ex is None:
+            self.extension.on_stream_reset(stream_id, error_code)
             return
         if not ex.eof and ex.reset_code is None:
             ex.reset_code = error_code
@@ -325,6 +383,7 @@ class H3Driver(ApplicationOverQuic):
     def _on_stop_sending(self, stream_id: int, error_code: int) -> None:
         ex = self.exchanges.get(stream_id)
         if ex is None:
+            self.extension.on_stop_sending(stream_id, error_code)
             return
         if not ex.send_finished:
             ex.stop_code = error_code
@@ -343,6 +402,8 @@ class H3Driver(ApplicationOverQuic):
         return H3Error(code, message)
 
     def _on_datagram(self, event: H3DatagramReceived) -> None:
+        if self.extension.on_datagram(event.stream_id, event.data):
+            return
         ex = self.exchanges.get(event.stream_id)
         if ex is None:
             return
@@ -361,8 +422,11 @@ class H3Driver(ApplicationOverQuic):
             return
         target = raw - self.engine.buffered(stream_id)
         ex = self.exchanges.get(stream_id)
-        if ex is not None and not ex.abandoned:
-            target -= max(0, ex.buffered - self.http3_settings.body_buffer_size)
+        if ex is not None:
+            if not ex.abandoned:
+                target -= max(0, ex.buffered - self.http3_settings.body_buffer_size)
+        else:
+            target -= self.extension.held_beyond_buffer(stream_id)
         credited = self._credited[stream_id]
         if target > credited:
             self._credited[stream_id] = target
@@ -380,6 +444,34 @@ class H3Driver(ApplicationOverQuic):
         final = self.io.received_final_size(stream_id)
         if final is not None:
             self.io.credit_unread(stream_id, final)
+
+    # -- extension streams (WebTransport) ----------------------------------------
+
+    def track_stream(self, stream_id: int) -> None:
+        """Credit an extension's stream as it is read (a stream we opened,
+        or a unidirectional one the peer opened), not as it arrives."""
+        if stream_id not in self._raw:
+            self._raw[stream_id] = 0
+            self._credited[stream_id] = 0
+
+    def credit_stream(self, stream_id: int) -> None:
+        """An extension's stream was read from: grant the credit now due."""
+        self._update_credit(stream_id)
+
+    def forget_stream(self, stream_id: int, *, receive_ended: bool) -> None:
+        """An extension is done with its stream: credit what arrived (and
+        will arrive) unread, and drop the stream's state."""
+        self._drop_credit(stream_id)
+        self.engine.forget_webtransport_stream(stream_id, receive_ended=receive_ended)
+
+    def refuse_stream(self, stream_id: int, code: int) -> None:
+        """Refuse a peer's extension stream: STOP_SENDING (and RESET_STREAM
+        on a bidirectional one) with ``code``."""
+        if self.io.error is None:
+            self.io.stop_stream(stream_id, code)
+            if not stream_id & 2:
+                self.io.reset_stream(stream_id, code)
+        self.forget_stream(stream_id, receive_ended=False)
 
     def abandon_receive(self, ex: Exchange, code: int) -> None:
         """Stop reading ex's body (STOP_SENDING with ``code``) and give its

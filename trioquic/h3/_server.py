@@ -315,6 +315,8 @@ class ServerH3Driver(H3Driver):
             return
         self.shutting_down = True
         self._two_step = two_step
+        if self.started and self.io.error is None:
+            self.extension.on_shutdown()
         if not self.started or self.io.error is not None:
             # Not up yet: on_connection_established sends it.
             return

@@ -93,3 +93,30 @@ class Http3Settings:
     extra_response_headers: tuple[tuple[bytes, bytes], ...] = attrs.field(
         default=(), converter=_extra_headers
     )
+    #: Announce WebTransport over HTTP/3 (draft-ietf-webtrans-http3-02,
+    #: SETTINGS_ENABLE_WEBTRANSPORT) and accept its streams: see
+    #: :mod:`trioquic.webtransport`. Needs ``enable_connect_protocol`` and
+    #: ``enable_datagrams``.
+    enable_webtransport: bool = attrs.field(default=False, validator=flag)
+    #: WebTransport sessions a connection may have open at once; a CONNECT
+    #: beyond it is answered ``429``.
+    webtransport_max_sessions: int = attrs.field(default=16, validator=int_at_least(1))
+    #: Streams the peer may have open in one WebTransport session at once
+    #: (accepted or waiting to be); a stream beyond it is refused
+    #: (STOP_SENDING and RESET_STREAM, WT_BUFFERED_STREAM_REJECTED).
+    webtransport_max_streams: int = attrs.field(default=100, validator=int_at_least(1))
+    #: Received WebTransport datagrams queued per session; when it is full
+    #: the oldest is dropped (and counted).
+    webtransport_datagram_queue: int = attrs.field(
+        default=64, validator=int_at_least(1)
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.enable_webtransport and not (
+            self.enable_connect_protocol and self.enable_datagrams
+        ):
+            raise ValueError(
+                "Http3Settings.enable_webtransport needs enable_connect_protocol"
+                "=True and enable_datagrams=True (WebTransport sessions are "
+                "extended CONNECT requests with HTTP datagrams)"
+            )
