@@ -155,7 +155,9 @@ async def read_all(stream: trio.abc.ReceiveStream) -> bytes:
 # -- streams and datagrams -------------------------------------------------------
 
 
-async def test_echo_bidirectional_stream(autojump_clock: trio.testing.MockClock) -> None:
+async def test_echo_bidirectional_stream(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
     with trio.fail_after(30):
         async with wt_server(echo) as harness, harness.session() as session:
             assert session.path == "/echo"

@@ -100,6 +100,8 @@ class _StreamState:
                 self.buffered -= len(chunk)
                 self.hub.driver.credit_stream(self.stream_id)
             else:
+                if self.reset_code is not None or self.abandoned:
+                    self._check_receive()  # raises
                 chunk = b""
                 self.eof_read = True
                 self.hub.maybe_forget(self)
