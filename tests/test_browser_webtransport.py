@@ -23,7 +23,6 @@ import pathlib
 from typing import Any
 
 import trio
-
 from test_browser import (  # the shared Chromium harness
     CHROMIUM,
     Page,
@@ -113,7 +112,8 @@ async function run() {
   const doomed = await third.createBidirectionalStream();
   const doomedWriter = doomed.writable.getWriter();
   await doomedWriter.write(enc("about to be reset"));
-  await doomedWriter.abort(new WebTransportError({message: "reset", streamErrorCode: 5}));
+  await doomedWriter.abort(
+    new WebTransportError({message: "reset", streamErrorCode: 5}));
   const verdict = await third.incomingUnidirectionalStreams.getReader().read();
   report.resetSeenByServer = await readAll(verdict.value);
   third.close();
@@ -122,7 +122,10 @@ async function run() {
   return report;
 }
 window.report = run().then(
-  (report) => { document.getElementById("out").textContent = JSON.stringify(report); return report; },
+  (report) => {
+    document.getElementById("out").textContent = JSON.stringify(report);
+    return report;
+  },
   (error) => ({error: String(error), stack: error.stack}),
 );
 </script></body></html>

@@ -27,7 +27,6 @@ from trioquic.webtransport import (
 )
 
 SERVER = ("10.0.0.1", 443)
-URL = "https://10.0.0.1:443/echo"
 SessionHandler = Callable[[WebTransportSession], Awaitable[None]]
 
 
@@ -224,3 +223,288 @@ async def test_datagrams_both_ways(autojump_clock: trio.testing.MockClock) -> No
                 assert await session.receive_datagram() == b"datagram %d" % number
             with pytest.raises(trioquic.DatagramError):
                 await session.send_datagram(b"x" * (session.max_datagram_size + 1))
+
+
+async def test_stream_reset_and_stop_sending_carry_webtransport_codes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    seen: list[Any] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream()
+        try:
+            await read_all(stream)
+        except StreamResetError as exc:
+            seen.append(("reset", exc.error_code, exc.http3_error_code))
+        # Ask the client to stop sending on the next one.
+        second = await session.accept_bidirectional_stream()
+        assert await second.receive_some() == b"first part"
+        second.stop_sending(0xDEAD)
+        await session.wait_closed()
+
+    with trio.fail_after(30):
+        async with wt_server(handler) as harness, harness.session() as session:
+            stream = await session.open_bidirectional_stream()
+            await stream.send_all(b"some")
+            # Sent first (a reset drops what was not sent yet: the server would
+            # never learn which session the stream was for).
+            await trio.sleep(1)
+            stream.reset(1234)
+            with pytest.raises(trio.ClosedResourceError):
+                await stream.send_all(b"more")
+            second = await session.open_bidirectional_stream()
+            await second.send_all(b"first part")
+            with pytest.raises(StreamStoppedError) as stopped:
+                for _ in range(100):
+                    await second.send_all(b"x" * 1000)
+                    await trio.sleep(0.01)
+            assert stopped.value.error_code == 0xDEAD
+            assert seen == [
+                ("reset", 1234, webtransport.webtransport_code_to_http3(1234))
+            ]
+
+
+@pytest.mark.parametrize("server_closes", [False, True])
+async def test_close_with_code_and_reason(
+    autojump_clock: trio.testing.MockClock, server_closes: bool
+) -> None:
+    seen: list[SessionCloseInfo] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        if server_closes:
+            stream = await session.accept_bidirectional_stream()
+            assert await stream.receive_some() == b"ping"
+            session.close(99, "server says bye")
+        seen.append(await session.wait_closed())
+
+    with trio.fail_after(30):
+        async with wt_server(handler) as harness, harness.session() as session:
+            stream = await session.open_bidirectional_stream()
+            await stream.send_all(b"ping")
+            if server_closes:
+                # A reader in the middle of the stream learns of it.
+                with pytest.raises((SessionClosed, StreamResetError)) as raised:
+                    await stream.receive_some()
+                if isinstance(raised.value, StreamResetError):
+                    assert raised.value.http3_error_code == webtransport.WT_SESSION_GONE
+                info = await session.wait_closed()
+                assert info == SessionCloseInfo(99, "server says bye", by_peer=True)
+                with pytest.raises(SessionClosed) as closed:
+                    await session.open_bidirectional_stream()
+                assert closed.value.info == info
+                with pytest.raises(SessionClosed):
+                    await session.receive_datagram()
+            else:
+                session.close(3, "client says bye ✓")
+                assert session.close_info == SessionCloseInfo(
+                    3, "client says bye ✓", by_peer=False
+                )
+                with pytest.raises(SessionClosed):
+                    await stream.send_all(b"after close")
+        # The server saw it too (its session ended when the client's did).
+        with trio.fail_after(5):
+            while not seen:
+                await trio.sleep(0.01)
+    if server_closes:
+        assert seen == [SessionCloseInfo(99, "server says bye", by_peer=False)]
+    else:
+        assert seen == [SessionCloseInfo(3, "client says bye ✓", by_peer=True)]
+
+
+async def test_close_arguments_are_checked(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with wt_server(echo) as harness, harness.session() as session:
+            with pytest.raises(ValueError, match="32-bit"):
+                session.close(2**32)
+            with pytest.raises(ValueError, match="1024"):
+                session.close(0, "x" * 1025)
+            with pytest.raises(TypeError, match="reason"):
+                session.close(0, b"bytes")  # type: ignore[arg-type]
+            assert not session.is_closed
+
+
+async def test_backpressure_slow_reader_bounds_the_writer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server does not read: the client's writer stops with at most the
+    stream window in flight plus its own send buffer; the server holds at
+    most its buffer plus one window. Then everything arrives intact."""
+    accepted: list[webtransport.WebTransportStream] = []
+    go = trio.Event()
+    received: list[bytes] = []
+    payload = bytes(range(256)) * 16384  # 4 MiB
+    quic = client_settings()
+
+    async def handler(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream()
+        accepted.append(stream)
+        await go.wait()
+        received.append(await read_all(stream))
+        await session.wait_closed()
+
+    with trio.fail_after(60):
+        async with wt_server(handler) as harness, harness.session() as session:
+            stream = await session.open_bidirectional_stream()
+            sent = trio.Event()
+
+            async def write() -> None:
+                await stream.send_all(payload)
+                await stream.send_eof()
+                sent.set()
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                await trio.sleep(5)
+                assert not sent.is_set()
+                server_state = accepted[0]._state
+                window = quic.stream_receive_window
+                buffer_size = Http3Settings().body_buffer_size
+                assert server_state.buffered <= buffer_size + window
+                client_io = session._driver.io
+                held = client_io.send_buffered(stream.stream_id)
+                assert held <= quic.stream_send_buffer + 64 * 1024
+                go.set()
+            assert sent.is_set()
+            with trio.fail_after(10):
+                while not received:
+                    await trio.sleep(0.01)
+            assert received == [payload]
+
+
+async def test_session_limit_per_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    with trio.fail_after(30):
+        async with (
+            wt_server(echo, webtransport_max_sessions=1) as harness,
+            harness.client() as client,
+        ):
+            async with webtransport.connect_webtransport(client, "/a") as first:
+                with pytest.raises(SessionRejected) as rejected:
+                    async with webtransport.connect_webtransport(client, "/b"):
+                        pass
+                assert rejected.value.status == 429
+                # The first session is untouched.
+                stream = await first.open_bidirectional_stream()
+                await stream.send_all(b"still here")
+                await stream.send_eof()
+                assert await read_all(stream) == b"still here"
+            # Once it is closed, another may open.
+            async with webtransport.connect_webtransport(client, "/c") as third:
+                await third.send_datagram(b"hi")
+                assert await third.receive_datagram() == b"hi"
+
+
+async def test_stream_limit_per_session(autojump_clock: trio.testing.MockClock) -> None:
+    """Streams beyond webtransport_max_streams are refused with
+    WT_BUFFERED_STREAM_REJECTED; the ones within carry on."""
+
+    async def handler(session: WebTransportSession) -> None:
+        await session.wait_closed()  # accepts nothing: streams pile up
+
+    with trio.fail_after(30):
+        async with (
+            wt_server(handler, webtransport_max_streams=2) as harness,
+            harness.session() as session,
+        ):
+            streams = [await session.open_bidirectional_stream() for _ in range(3)]
+            for stream in streams:
+                await stream.send_all(b"data")
+            with pytest.raises(StreamResetError) as refused:
+                await streams[2].receive_some()
+            assert (
+                refused.value.http3_error_code
+                == webtransport.WT_BUFFERED_STREAM_REJECTED
+            )
+            assert refused.value.error_code is None
+            # The first two are not refused: nothing arrives on them, no error.
+            with trio.move_on_after(1) as waited:
+                await streams[0].receive_some()
+            assert waited.cancelled_caught
+
+
+async def test_paths_and_rejection(autojump_clock: trio.testing.MockClock) -> None:
+    async def fallback(request: h3.Request) -> None:
+        await request.respond(200, [("content-type", "text/plain")], b"a page")
+
+    with trio.fail_after(30):
+        async with wt_server(echo, paths=("/echo",), fallback=fallback) as harness:
+            with pytest.raises(SessionRejected) as rejected:
+                async with harness.session("/elsewhere"):
+                    pass
+            assert rejected.value.status == 404
+            async with harness.client() as client:
+                response = await client.request("GET", "/")
+                assert (response.status, await response.read()) == (200, b"a page")
+            async with harness.session("/echo") as session:
+                await session.send_datagram(b"ok")
+                assert await session.receive_datagram() == b"ok"
+
+
+async def test_server_without_webtransport(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A plain HTTP/3 server: the client is told it does not speak
+    WebTransport; accept() on a server without it says what to set."""
+    errors: list[BaseException] = []
+
+    async def handler(request: h3.Request) -> None:
+        try:
+            await webtransport.accept(request)
+        except (RuntimeError, ValueError) as exc:
+            errors.append(exc)
+            await request.respond(400)
+
+    network = MemoryNetwork()
+    sock = network.socket(*SERVER)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(
+                lambda task_status: h3.serve_http3(
+                    handler,
+                    SERVER[1],
+                    settings=server_settings(alpn_protocols=[]),
+                    http3_settings=Http3Settings(enable_connect_protocol=True),
+                    sockets=[sock],
+                    task_status=task_status,
+                )
+            )
+            harness = Harness(network, trio.CancelScope())
+            with pytest.raises(SessionRejected, match="does not enable WebTransport"):
+                async with harness.session():
+                    pass
+            async with harness.client() as client:
+                response = await client.request("GET", "/")
+                assert response.status == 400
+            assert isinstance(errors[0], ValueError)
+            assert "not a WebTransport request" in str(errors[0])
+            nursery.cancel_scope.cancel()
+
+
+def test_settings_validation() -> None:
+    with pytest.raises(ValueError, match="enable_connect_protocol"):
+        Http3Settings(enable_webtransport=True)
+    with pytest.raises(ValueError, match="webtransport_max_sessions"):
+        Http3Settings(webtransport_max_sessions=0)
+    with pytest.raises(TypeError):
+        Http3Settings(webtransport_max_streams="10")  # type: ignore[arg-type]
+    quic, http3 = webtransport.webtransport_settings(None, None)
+    assert quic.max_datagram_frame_size == 65536
+    assert http3.enable_webtransport and http3.enable_datagrams
+
+
+def test_error_code_mapping() -> None:
+    to_h3 = webtransport.webtransport_code_to_http3
+    to_wt = webtransport.http3_code_to_webtransport
+    assert to_h3(0) == 0x52E4A40FA8DB
+    assert to_h3(2**32 - 1) == 0x52E5AC983162
+    for code in (0, 1, 0x1D, 0x1E, 0x1F, 5, 1000, 2**31, 2**32 - 1):
+        h3_code = to_h3(code)
+        assert (h3_code - 0x21) % 0x1F != 0  # never a reserved code
+        assert to_wt(h3_code) == code
+    assert to_wt(0x100) is None
+    assert to_wt(0x52E4A40FA8DB + 0x1E) is None  # the first reserved code
+    with pytest.raises(ValueError, match="32-bit"):
+        to_h3(-1)

@@ -114,13 +114,13 @@ class _StreamState:
     def _check_receive(self) -> None:
         if self.closed:
             raise trio.ClosedResourceError("the stream was closed")
+        self.session._raise_if_gone()
         if self.reset_code is not None:
             raise StreamResetError(
                 self.stream_id, self.reset_code, "the peer reset the stream"
             )
         if self.abandoned:
             raise trio.ClosedResourceError("reading was stopped (stop_sending)")
-        self.session._raise_if_gone()
 
     def stop_sending(self, code: int) -> None:
         if self.abandoned or self.eof or self.reset_code is not None:
@@ -140,6 +140,7 @@ class _StreamState:
     def _check_send(self) -> None:
         if self.closed:
             raise trio.ClosedResourceError("the stream was closed")
+        self.session._raise_if_gone()
         if self.stop_code is not None:
             raise StreamStoppedError(
                 self.stream_id,
@@ -150,7 +151,6 @@ class _StreamState:
             raise trio.ClosedResourceError("the stream was reset")
         if self.send_finished:
             raise trio.ClosedResourceError("send_eof() was called")
-        self.session._raise_if_gone()
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         await trio.lowlevel.checkpoint_if_cancelled()
