@@ -269,6 +269,7 @@ async def test_close_with_code_and_reason(
     autojump_clock: trio.testing.MockClock, server_closes: bool
 ) -> None:
     seen: list[SessionCloseInfo] = []
+    done = trio.Event()
 
     async def handler(session: WebTransportSession) -> None:
         if server_closes:
@@ -276,6 +277,7 @@ async def test_close_with_code_and_reason(
             assert await stream.receive_some() == b"ping"
             session.close(99, "server says bye")
         seen.append(await session.wait_closed())
+        done.set()
 
     with trio.fail_after(30):
         async with wt_server(handler) as harness, harness.session() as session:
@@ -303,8 +305,7 @@ async def test_close_with_code_and_reason(
                     await stream.send_all(b"after close")
         # The server saw it too (its session ended when the client's did).
         with trio.fail_after(5):
-            while not seen:
-                await trio.sleep(0.01)
+            await done.wait()
     if server_closes:
         assert seen == [SessionCloseInfo(99, "server says bye", by_peer=False)]
     else:
@@ -334,6 +335,7 @@ async def test_backpressure_slow_reader_bounds_the_writer(
     accepted: list[webtransport.WebTransportStream] = []
     go = trio.Event()
     received: list[bytes] = []
+    read = trio.Event()
     payload = bytes(range(256)) * 16384  # 4 MiB
     quic = client_settings()
 
@@ -342,6 +344,7 @@ async def test_backpressure_slow_reader_bounds_the_writer(
         accepted.append(stream)
         await go.wait()
         received.append(await read_all(stream))
+        read.set()
         await session.wait_closed()
 
     with trio.fail_after(60):
@@ -368,8 +371,7 @@ async def test_backpressure_slow_reader_bounds_the_writer(
                 go.set()
             assert sent.is_set()
             with trio.fail_after(10):
-                while not received:
-                    await trio.sleep(0.01)
+                await read.wait()
             assert received == [payload]
 
 
@@ -508,3 +510,157 @@ def test_error_code_mapping() -> None:
     assert to_wt(0x52E4A40FA8DB + 0x1E) is None  # the first reserved code
     with pytest.raises(ValueError, match="32-bit"):
         to_h3(-1)
+
+
+# -- bad input ------------------------------------------------------------------------
+
+
+async def test_stream_for_unknown_session_is_refused(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A stream naming a session that does not exist is refused with
+    WT_BUFFERED_STREAM_REJECTED (both kinds); the real session carries on."""
+    with trio.fail_after(30):
+        async with wt_server(echo) as harness, harness.session() as session:
+            driver = session._driver
+            real = session.session_id
+            bogus = real + 400
+            sid = driver.engine.open_webtransport_stream(bogus, False)
+            assert sid is not None
+            hub = session._hub
+            # Read the server's answer through a stream object of our own.
+            from trioquic.webtransport._stream import _StreamState
+
+            state = _StreamState(
+                hub, session, sid, can_send=True, can_receive=True, incoming=False
+            )
+            hub.streams[sid] = state
+            session.streams.add(state)
+            driver.track_stream(sid)
+            stream = webtransport.WebTransportStream(state)
+            await stream.send_all(b"for nobody")
+            with pytest.raises(StreamResetError) as refused:
+                await stream.receive_some()
+            assert (
+                refused.value.http3_error_code
+                == webtransport.WT_BUFFERED_STREAM_REJECTED
+            )
+            with pytest.raises(StreamStoppedError) as stopped:
+                for _ in range(50):
+                    await stream.send_all(b"more")
+                    await trio.sleep(0.01)
+            assert (
+                stopped.value.http3_error_code
+                == webtransport.WT_BUFFERED_STREAM_REJECTED
+            )
+            # The session is fine.
+            echo_stream = await session.open_bidirectional_stream()
+            await echo_stream.send_all(b"still fine")
+            await echo_stream.send_eof()
+            assert await read_all(echo_stream) == b"still fine"
+            assert real in hub.sessions
+
+
+async def test_malformed_capsule_ends_only_its_session(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """A CLOSE_WEBTRANSPORT_SESSION capsule too short to hold a code: the
+    server resets that session's CONNECT stream with H3_GENERAL_PROTOCOL_ERROR;
+    another session on the same connection carries on."""
+    seen: list[SessionCloseInfo] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        if session.path == "/bad":
+            seen.append(await session.wait_closed())
+        else:
+            await echo(session)
+
+    with trio.fail_after(30):
+        async with wt_server(handler) as harness, harness.client() as client:
+            async with (
+                webtransport.connect_webtransport(client, "/good") as good,
+                webtransport.connect_webtransport(client, "/bad") as bad,
+            ):
+                await bad._driver.send_data(
+                    bad._exchange,
+                    h3.encode_capsule(
+                        h3.CapsuleType.CLOSE_WEBTRANSPORT_SESSION, b"\x01"
+                    ),
+                    False,
+                )
+                info = await bad.wait_closed()
+                assert not info.clean
+                assert "0x101" in info.reason or "GENERAL_PROTOCOL" in info.reason
+                await good.send_datagram(b"good")
+                assert await good.receive_datagram() == b"good"
+            assert len(seen) == 1
+            assert not seen[0].clean
+            assert "CLOSE_WEBTRANSPORT_SESSION" in seen[0].reason
+
+
+async def test_datagram_for_unknown_session_is_dropped_and_counted(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    hubs: list[Any] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        hubs.append(session._hub)
+        await echo(session)
+
+    with trio.fail_after(30):
+        async with wt_server(handler) as harness, harness.session() as session:
+            from trioquic._varint import encode_varint
+
+            io = session._driver.io
+            for _ in range(3):
+                io.send_datagram(encode_varint((session.session_id + 400) // 4) + b"?")
+            await session.send_datagram(b"known")
+            assert await session.receive_datagram() == b"known"
+            assert hubs[0].datagrams_unknown_session == 3
+
+
+async def test_datagram_queue_is_bounded(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    sessions: list[WebTransportSession] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        sessions.append(session)
+        await session.wait_closed()
+
+    with trio.fail_after(30):
+        async with (
+            wt_server(handler, webtransport_datagram_queue=4) as harness,
+            harness.session() as session,
+        ):
+            for number in range(10):
+                await session.send_datagram(b"%d" % number)
+            await trio.sleep(1)
+            server = sessions[0]
+            assert server.datagrams_dropped == 6
+            assert [await server.receive_datagram() for _ in range(4)] == [
+                b"6",
+                b"7",
+                b"8",
+                b"9",
+            ]
+
+
+async def test_server_shutdown_drains_sessions(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Stopping the server sends DRAIN_WEBTRANSPORT_SESSION: the client sees
+    ``draining``; a handler that closes on it ends its session cleanly."""
+
+    async def handler(session: WebTransportSession) -> None:
+        await session.wait_draining()
+        session.close(1001, "going away")
+        await session.wait_closed()
+
+    with trio.fail_after(30):
+        async with wt_server(handler) as harness, harness.session() as session:
+            assert not session.draining
+            harness.stop_serving()
+            await session.wait_draining()
+            info = await session.wait_closed()
+            assert info == SessionCloseInfo(1001, "going away", by_peer=True)
