@@ -18,8 +18,11 @@ what the server saw. Chromium's harness (flags, DevTools client) is
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import pathlib
+import ssl
 from typing import Any
 
 import trio
@@ -264,3 +267,110 @@ async def echo_until_closed(session: WebTransportSession, seen: dict[str, Any]) 
             nursery.start_soon(loop, nursery)
     except* webtransport.SessionClosed:
         pass
+
+
+HASH_PAGE = """<!doctype html><html><head><meta charset="utf-8"></head><body><script>
+window.report = (async () => {
+  const value = Uint8Array.from("HASH".match(/../g), (hex) => parseInt(hex, 16));
+  const wt = new WebTransport("URL", {
+    serverCertificateHashes: [{algorithm: "sha-256", value}],
+  });
+  await wt.ready;
+  const stream = await wt.createBidirectionalStream();
+  const writer = stream.writable.getWriter();
+  await writer.write(new TextEncoder().encode("trusted by its hash"));
+  await writer.close();
+  const {value: echoed} = await stream.readable.getReader().read();
+  wt.close({closeCode: 0, reason: ""});
+  return {secure: isSecureContext, echoed: new TextDecoder().decode(echoed)};
+})().catch((error) => ({error: String(error)}));
+</script></body></html>
+"""
+
+
+async def test_chromium_trusts_a_certificate_by_its_hash(
+    tmp_path: pathlib.Path,
+) -> None:
+    """No certificate flags: the page (plain HTTP from 127.0.0.1, a secure
+    context) gives the SHA-256 of the server certificate's DER in
+    ``serverCertificateHashes``. Chromium accepts that only for an ECDSA
+    certificate valid for at most 14 days in all: 13 days here."""
+    certificate = trioquic.generate_self_signed_certificate(
+        ["localhost", "127.0.0.1"], tmp_path / "cert", days=13
+    )
+    der = ssl.PEM_cert_to_DER_cert(certificate.certificate_path.read_text())
+    digest = hashlib.sha256(der).hexdigest()
+
+    async def handler(session: WebTransportSession) -> None:
+        stream = await session.accept_bidirectional_stream()
+        data = b""
+        while chunk := await stream.receive_some():
+            data += chunk
+        await stream.send_all(data)
+        await stream.send_eof()
+        await session.wait_closed()
+
+    with trio.fail_after(TEST_TIMEOUT):
+        async with trio.open_nursery() as nursery:
+            server = await nursery.start(
+                lambda task_status: webtransport.serve_webtransport(
+                    handler,
+                    0,
+                    host="127.0.0.1",
+                    settings=trioquic.QuicSettings(
+                        certificate=str(certificate.certificate_path),
+                        private_key=str(certificate.private_key_path),
+                    ),
+                    task_status=task_status,
+                )
+            )
+            page = (
+                HASH_PAGE.replace("HASH", digest)
+                .replace("URL", f"https://127.0.0.1:{server.port}/echo")
+                .encode()
+            )
+
+            async def plain_http(stream: trio.SocketStream) -> None:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = await stream.receive_some(4096)
+                    if not data:
+                        return
+                    request += data
+                await stream.send_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: text/html\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n"
+                    % len(page)
+                    + page
+                )
+                await stream.aclose()
+
+            listeners = await nursery.start(
+                functools.partial(trio.serve_tcp, plain_http, 0, host="127.0.0.1")
+            )
+            http_port = listeners[0].socket.getsockname()[1]
+            flags = [
+                flag
+                for flag in chromium_flags(
+                    tmp_path / "profile", "unused", force_quic_on="127.0.0.1:1"
+                )
+                if not flag.startswith(
+                    ("--ignore-certificate-errors-spki-list", "--origin-to-force")
+                )
+            ]
+            async with open_chromium(
+                flags, tmp_path / "profile", tmp_path / "chromium.log"
+            ) as devtools:
+                tab = await Page.open(devtools)
+                await tab.load(f"http://127.0.0.1:{http_port}/")
+                evaluated = await devtools.call(
+                    "Runtime.evaluate",
+                    tab.session,
+                    expression="window.report",
+                    awaitPromise=True,
+                    returnByValue=True,
+                )
+            report = evaluated["result"]["value"]
+            print("the page reported:", report)
+            assert report == {"secure": True, "echoed": "trusted by its hash"}
+            nursery.cancel_scope.cancel()
