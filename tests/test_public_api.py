@@ -20,6 +20,7 @@ import trioquic.httpx
 import trioquic.lowlevel
 import trioquic.tcp
 import trioquic.testing
+import trioquic.webtransport
 
 PUBLIC_MODULES = [
     trioquic,
@@ -29,6 +30,7 @@ PUBLIC_MODULES = [
     trioquic.tcp,
     trioquic.asgi,
     trioquic.httpx,
+    trioquic.webtransport,
 ]
 
 
