@@ -12,11 +12,18 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given
+from hypothesis import strategies as st
 
 import trioquic
 from trioquic import h3, webtransport
 from trioquic.h3 import Http3Settings
-from trioquic.testing import MemoryNetwork, client_settings, server_settings
+from trioquic.testing import (
+    LinkConditions,
+    MemoryNetwork,
+    client_settings,
+    server_settings,
+)
 from trioquic.webtransport import (
     SessionClosed,
     SessionCloseInfo,
@@ -80,9 +87,11 @@ async def wt_server(
     *,
     fallback: Callable[[h3.Request], Awaitable[None]] | None = None,
     paths: tuple[str, ...] | None = None,
+    network: MemoryNetwork | None = None,
     **http3: Any,
 ) -> AsyncIterator[Harness]:
-    network = MemoryNetwork()
+    if network is None:
+        network = MemoryNetwork()
     sock = network.socket(*SERVER)
     serving = trio.CancelScope()
 
@@ -497,6 +506,16 @@ def test_settings_validation() -> None:
     assert http3.enable_webtransport and http3.enable_datagrams
 
 
+@given(st.integers(0, 2**32 - 1))
+def test_error_codes_round_trip(code: int) -> None:
+    http3_code = webtransport.webtransport_code_to_http3(code)
+    assert (http3_code - 0x21) % 0x1F != 0  # never a reserved (GREASE) code
+    assert webtransport.http3_code_to_webtransport(http3_code) == code
+    # Codes are monotonic: the next WebTransport code maps higher.
+    if code < 2**32 - 1:
+        assert webtransport.webtransport_code_to_http3(code + 1) > http3_code
+
+
 def test_error_code_mapping() -> None:
     to_h3 = webtransport.webtransport_code_to_http3
     to_wt = webtransport.http3_code_to_webtransport
@@ -664,3 +683,50 @@ async def test_server_shutdown_drains_sessions(
             await session.wait_draining()
             info = await session.wait_closed()
             assert info == SessionCloseInfo(1001, "going away", by_peer=True)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_streams_over_a_lossy_network(
+    autojump_clock: trio.testing.MockClock, seed: int
+) -> None:
+    """Loss, jitter (reordering) and duplicates: every stream of both kinds
+    arrives intact and in order, concurrently."""
+    network = MemoryNetwork(
+        seed=seed,
+        conditions=LinkConditions(delay=0.02, jitter=0.01, loss=0.05, duplicate=0.02),
+    )
+    payloads = {i: bytes([i]) * (20_000 + 997 * i) for i in range(6)}
+    results: dict[tuple[str, int], bytes] = {}
+    with trio.fail_after(300):
+        async with (
+            wt_server(echo, network=network) as harness,
+            harness.session() as session,
+        ):
+
+            async def bidi(number: int) -> None:
+                stream = await session.open_bidirectional_stream()
+
+                async def send() -> None:
+                    await stream.send_all(payloads[number])
+                    await stream.send_eof()
+
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(send)
+                    results["bidi", number] = await read_all(stream)
+
+            async def uni(number: int) -> None:
+                out = await session.open_unidirectional_stream()
+                await out.send_all(payloads[number])
+                await out.aclose()
+
+            async with trio.open_nursery() as nursery:
+                for number in payloads:
+                    nursery.start_soon(bidi, number)
+                    nursery.start_soon(uni, number)
+                for _ in payloads:
+                    back = await session.accept_unidirectional_stream()
+                    data = await read_all(back)
+                    results["uni", data[0]] = data
+    for number, payload in payloads.items():
+        assert results["bidi", number] == payload
+        assert results["uni", number] == payload
