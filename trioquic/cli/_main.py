@@ -22,6 +22,7 @@ from ._common import (
     _describe,
     _positive_int,
 )
+from ._doq import add_doq_proxy_command
 from ._echo import add_echo_client_command, add_echo_server_command
 from ._get import add_get_command
 from ._serve import add_serve_command
@@ -63,6 +64,7 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
     add_get_command(commands)
     add_echo_server_command(commands)
     add_echo_client_command(commands)
+    add_doq_proxy_command(commands)
 
     cert = commands.add_parser(
         "cert",
