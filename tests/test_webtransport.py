@@ -733,3 +733,21 @@ async def test_streams_over_a_lossy_network(
     for number, payload in payloads.items():
         assert results["bidi", number] == payload
         assert results["uni", number] == payload
+
+
+async def test_opening_waits_for_the_peers_stream_limit(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """The server allows 3 bidirectional streams at once (the CONNECT stream
+    is one): the client's later streams wait for earlier ones to end."""
+    with trio.fail_after(60):
+        async with (
+            wt_server(echo, max_concurrent_requests=3) as harness,
+            harness.session() as session,
+        ):
+            for number in range(8):
+                stream = await session.open_bidirectional_stream()
+                await stream.send_all(b"stream %d" % number)
+                await stream.send_eof()
+                assert await read_all(stream) == b"stream %d" % number
+            assert stream.stream_id >= 4 * 8

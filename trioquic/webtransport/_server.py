@@ -14,7 +14,7 @@ from ..h3._endpoint import serve_http3
 from ..h3._headers import HeaderInput, normalize_headers
 from ..h3._server import Request
 from ..h3._settings import Http3Settings
-from ._errors import SessionRejected
+from ._errors import SessionClosed, SessionRejected
 from ._session import WebTransportSession, hub_of
 
 #: The response header draft-02 clients (Chromium) require.
@@ -118,7 +118,9 @@ async def serve_webtransport(
     task_status: trio.TaskStatus[object] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve WebTransport on ``port``: ``await handler(session)`` runs for
-    each session, which is closed (code 0) when the handler returns.
+    each session, which is closed (code 0) when the handler returns. A
+    :exc:`SessionClosed` the handler lets out once its session has ended
+    (the peer closed it under a stream) is not an error.
 
     ``paths``: the paths sessions are accepted on (others get ``404``; None:
     any). ``fallback`` answers the requests that are not WebTransport (e.g.
@@ -143,7 +145,12 @@ async def serve_webtransport(
                 await request.respond(404, [("content-length", "0")])
                 return
             async with await accept(request) as session:
-                await handler(session)
+                try:
+                    await handler(session)
+                except SessionClosed:
+                    if not session.is_closed:
+                        raise
+                    # The session ended under the handler: nothing to report.
         elif fallback is not None:
             await fallback(request)
         else:

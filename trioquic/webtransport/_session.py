@@ -23,6 +23,7 @@ import trio
 from .._application import take_when_ready
 from .._engine import WebTransportStreamData
 from .._errors import ConnectionClosed
+from .._varint import encode_varint
 from ..h3._capsules import CapsuleError, CapsuleReader, CapsuleType, encode_capsule
 from ..h3._driver import Exchange, H3Driver, StreamExtension
 from ..h3._errors import H3Error, H3ErrorCode
@@ -80,6 +81,8 @@ class _Hub(StreamExtension):
         self.sessions: dict[int, WebTransportSession] = {}
         self.streams: dict[int, _StreamState] = {}
         self.blocked: set[_StreamState] = set()
+        #: Tasks waiting for the peer's stream limit to allow a new stream.
+        self.open_lot = trio.lowlevel.ParkingLot()
         #: Peer streams refused (unknown session, or over a session's limit).
         self.streams_refused = 0
         #: Datagrams for no session (and no other request) dropped.
@@ -170,6 +173,8 @@ class _Hub(StreamExtension):
         return max(0, state.buffered - self.driver.http3_settings.body_buffer_size)
 
     def process_writes(self) -> None:
+        if self.open_lot:
+            self.open_lot.unpark_all()
         if self.blocked:
             io = self.driver.io
             limit = self.driver.quic_settings.stream_send_buffer
@@ -198,6 +203,7 @@ class _Hub(StreamExtension):
         for state in self.streams.values():
             state.wake()
         self.blocked.clear()
+        self.open_lot.unpark_all()
 
     # -- for sessions and streams ------------------------------------------------------
 
@@ -488,8 +494,9 @@ class WebTransportSession:
             )
             if sid is not None:
                 break
-            # The peer's MAX_STREAMS: wait for a step (new credit) and retry.
-            await trio.sleep(0.001)
+            # The peer's MAX_STREAMS: wait for the next step (new credit
+            # arrives in one) and try again.
+            await self._hub.open_lot.park()
         driver.io.wake()
         if not unidirectional:
             driver.track_stream(sid)
@@ -533,8 +540,6 @@ class WebTransportSession:
     @property
     def max_datagram_size(self) -> int:
         """The largest datagram payload :meth:`send_datagram` can send now."""
-        from .._varint import encode_varint
-
         size = self._driver.io.max_datagram_size()
         return max(0, size - len(encode_varint(self.session_id // 4)))
 
