@@ -751,3 +751,38 @@ async def test_opening_waits_for_the_peers_stream_limit(
                 await stream.send_eof()
                 assert await read_all(stream) == b"stream %d" % number
             assert stream.stream_id >= 4 * 8
+
+
+async def test_finished_streams_leave_no_state(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Once both sides of a stream are over, neither endpoint keeps anything
+    of it (the hub's, the driver's credit records, the engine's)."""
+    sessions: list[WebTransportSession] = []
+
+    async def handler(session: WebTransportSession) -> None:
+        sessions.append(session)
+        await echo(session)
+
+    with trio.fail_after(60):
+        async with wt_server(handler) as harness, harness.session() as session:
+            for number in range(20):
+                stream = await session.open_bidirectional_stream()
+                await stream.send_all(b"%d" % number)
+                await stream.send_eof()
+                assert await read_all(stream) == b"%d" % number
+                out = await session.open_unidirectional_stream()
+                await out.send_all(b"u%d" % number)
+                await out.aclose()
+                back = await session.accept_unidirectional_stream()
+                assert await read_all(back) == b"u%d" % number
+            await trio.sleep(1)
+            for side in (session, sessions[0]):
+                driver = side._driver
+                assert side._hub.streams == {}
+                assert side.streams == set()
+                assert side.incoming_streams == 0
+                leftover = [sid for sid in driver._raw if sid != side.session_id]
+                assert leftover == []
+                engine = driver.engine
+                assert engine._wt_streams == {}  # type: ignore[attr-defined]
