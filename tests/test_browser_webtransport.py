@@ -294,9 +294,10 @@ async def test_chromium_trusts_a_certificate_by_its_hash(
     """No certificate flags: the page (plain HTTP from 127.0.0.1, a secure
     context) gives the SHA-256 of the server certificate's DER in
     ``serverCertificateHashes``. Chromium accepts that only for an ECDSA
-    certificate valid for at most 14 days in all: 13 days here."""
+    certificate valid for at most 14 days in all, which the development
+    certificate's default is."""
     certificate = trioquic.generate_self_signed_certificate(
-        ["localhost", "127.0.0.1"], tmp_path / "cert", days=13
+        ["localhost", "127.0.0.1"], tmp_path / "cert"
     )
     der = ssl.PEM_cert_to_DER_cert(certificate.certificate_path.read_text())
     digest = hashlib.sha256(der).hexdigest()

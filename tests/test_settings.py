@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import datetime
+import pathlib
+
 import attrs
 import pytest
 
@@ -157,3 +160,22 @@ def test_keylog_file_from_environment(
     assert endpoint._connection_configuration().secrets_log_file is not None
     endpoint.close()
     assert path.exists()
+
+
+def test_development_certificate_validity_is_days_in_all(
+    tmp_path: pathlib.Path,
+) -> None:
+    """Browsers take a certificate by its hash (WebTransport's
+    serverCertificateHashes) only when its whole validity is at most two
+    weeks: the default is exactly 14 days, backdating included."""
+    from cryptography import x509
+
+    for days, expected in ((None, 14), (3, 3)):
+        kwargs = {} if days is None else {"days": days}
+        cert = generate_self_signed_certificate(
+            ["localhost"], tmp_path / str(days), **kwargs
+        )
+        parsed = x509.load_pem_x509_certificate(cert.certificate_path.read_bytes())
+        validity = parsed.not_valid_after_utc - parsed.not_valid_before_utc
+        assert validity == datetime.timedelta(days=expected)
+        assert parsed.not_valid_before_utc < datetime.datetime.now(datetime.UTC)

@@ -43,7 +43,10 @@ def generate_self_signed_certificate(
     ``key.pem`` into ``directory`` (a new temporary directory by default).
 
     For development only: clients must be told to trust it (``ca_certs`` set
-    to the certificate file).
+    to the certificate file). The validity period, counted from five minutes
+    ago (for clocks a little behind), is ``days`` days in all: with the
+    default 14 it is one a browser accepts by its hash for WebTransport
+    (``serverCertificateHashes`` takes at most two weeks).
     """
     if isinstance(names, str):
         raise TypeError("names must be a sequence of names, not one string")
@@ -68,7 +71,9 @@ def generate_self_signed_certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=days))
+        .not_valid_after(
+            now - datetime.timedelta(minutes=5) + datetime.timedelta(days=days)
+        )
         .add_extension(x509.SubjectAlternativeName(alternative), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
