@@ -15,6 +15,7 @@ import pytest
 
 import trioquic
 import trioquic.asgi
+import trioquic.doq
 import trioquic.h3
 import trioquic.httpx
 import trioquic.lowlevel
@@ -31,6 +32,7 @@ PUBLIC_MODULES = [
     trioquic.asgi,
     trioquic.httpx,
     trioquic.webtransport,
+    trioquic.doq,
 ]
 
 
