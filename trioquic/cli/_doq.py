@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import functools
 import shlex
-import shutil
 import sys
 from typing import TYPE_CHECKING, TextIO
 
@@ -101,10 +100,6 @@ def _cmd_doq_proxy(args: argparse.Namespace, prog: str, out: TextIO) -> int:
             "query it with: " + dnspython_command(host, server.port, certificate_path),
             file=out,
         )
-        if shutil.which("kdig"):
-            kdig = ["kdig", f"@{host}", "-p", str(server.port), "+quic"]
-            kdig += [f"+tls-ca={certificate_path}", "+tls-hostname=localhost"]
-            print("or: " + shlex.join([*kdig, "example.com"]), file=out)
         print("press Ctrl-C to stop", file=out)
         out.flush()
 
