@@ -7,7 +7,7 @@ query per QUIC stream, the 2-byte length prefix, Message ID 0, padding,
 RFC 9250's error handling). ``context`` says who asked and whether the query
 came in 0-RTT data.
 
-Run it (it needs dnspython: ``pip install 'trioquic[doq]'``)::
+How to run it (it needs dnspython: ``pip install 'trioquic[doq]'``)::
 
     python examples/doq_server.py --port 8853
 
