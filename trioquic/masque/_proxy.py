@@ -1,0 +1,569 @@
+"""The UDP proxy side of CONNECT-UDP (RFC 9298): :class:`MasqueProxy`, a
+request handler to mount in any :mod:`trioquic.h3` server, and
+:func:`serve_masque_proxy`, a whole proxy server."""
+
+from __future__ import annotations
+
+import collections
+import errno
+import logging
+import socket as _stdlib_socket
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import attrs
+import trio
+
+from .._endpoint import QuicServer
+from .._errors import ConnectionClosed, DatagramError
+from .._settings import QuicSettings
+from .._varint import decode_varint
+from ..h3 import (
+    CapsuleError,
+    CapsuleReader,
+    CapsuleType,
+    H3Error,
+    Http3Settings,
+    Request,
+    encode_capsule,
+    serve_http3,
+)
+from ..h3._server import ResponseWriter
+from ._policy import MasqueAccessPolicy, MasqueLimits, MasqueRefusal
+from ._statistics import (
+    DROP_MALFORMED,
+    DROP_QUEUE_FULL,
+    DROP_TARGET_UNREACHABLE,
+    DROP_TOO_LARGE,
+    DROP_UNKNOWN_CONTEXT,
+    MasqueProxyStatistics,
+    TunnelState,
+    TunnelStatistics,
+)
+from ._template import DEFAULT_PATH_TEMPLATE, UriTemplate, parse_port
+
+logger = logging.getLogger("trioquic.masque")
+
+#: The only context ID RFC 9298 defines: a UDP payload.
+UDP_PAYLOAD_CONTEXT = 0
+_CONTEXT_ZERO = b"\x00"
+_DISCONNECTED = (
+    ConnectionClosed,
+    H3Error,
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+)
+
+
+def _peer_datagrams(request: Request) -> bool:
+    """Whether HTTP/3 datagrams can go to this request's client: we enabled
+    them and its SETTINGS did too (RFC 9297 section 2.1.1)."""
+    driver = request._driver
+    return (
+        driver.http3_settings.enable_datagrams
+        and driver.engine.peer_enabled_datagrams()
+    )
+
+
+def _header(request: Request, name: bytes) -> list[bytes]:
+    return [value for key, value in request.headers if key == name]
+
+
+class MasqueProxy:
+    """A CONNECT-UDP proxy as an HTTP/3 request handler.
+
+    ``await proxy.handle(request)`` serves the request and returns ``True``
+    if it is a ``connect-udp`` extended CONNECT whose path matches the
+    template; otherwise it returns ``False`` at once without answering, so
+    it mounts beside other routes::
+
+        async def handler(request):
+            if await proxy.handle(request):
+                return
+            await request.respond(404)
+
+    The server must enable extended CONNECT and HTTP datagrams
+    (``Http3Settings(enable_connect_protocol=True, enable_datagrams=True)``
+    and ``QuicSettings(max_datagram_frame_size=65536)``).
+    :func:`serve_masque_proxy` sets them. Calling the object
+    (``await proxy(request)``) is ``handle`` with ``404`` for the rest.
+    """
+
+    def __init__(
+        self,
+        policy: MasqueAccessPolicy | None = None,
+        limits: MasqueLimits | None = None,
+        *,
+        template: str | UriTemplate = DEFAULT_PATH_TEMPLATE,
+        proxy_name: str = "trioquic",
+    ) -> None:
+        if policy is None:
+            policy = MasqueAccessPolicy()
+        if not isinstance(policy, MasqueAccessPolicy):
+            raise TypeError("policy must be a trioquic.masque.MasqueAccessPolicy")
+        if limits is None:
+            limits = MasqueLimits()
+        if not isinstance(limits, MasqueLimits):
+            raise TypeError("limits must be a trioquic.masque.MasqueLimits")
+        self.policy = policy
+        self.limits = limits
+        self.template = (
+            template if isinstance(template, UriTemplate) else UriTemplate(template)
+        )
+        self.proxy_name = proxy_name
+        self._tunnels: set[TunnelState] = set()
+        self._per_connection: dict[int, int] = {}
+        self._reserved = 0
+        self._stopping = False
+        self._totals: collections.Counter[str] = collections.Counter()
+        self._drops: collections.Counter[str] = collections.Counter()
+        self._refused: collections.Counter[int] = collections.Counter()
+        self._tunnels_total = 0
+
+    # -- statistics -----------------------------------------------------------------
+
+    def tunnels(self) -> list[TunnelStatistics]:
+        """The open tunnels."""
+        return [state.snapshot() for state in self._tunnels]
+
+    def statistics(self) -> MasqueProxyStatistics:
+        """Totals since the proxy was made, and the open tunnels."""
+        totals = collections.Counter(self._totals)
+        drops = collections.Counter(self._drops)
+        for state in self._tunnels:
+            totals["to_target_datagrams"] += state.to_target_datagrams
+            totals["to_target_bytes"] += state.to_target_bytes
+            totals["from_target_datagrams"] += state.from_target_datagrams
+            totals["from_target_bytes"] += state.from_target_bytes
+            drops.update(state.drops)
+        return MasqueProxyStatistics(
+            tunnels_open=len(self._tunnels),
+            tunnels_total=self._tunnels_total,
+            refused=dict(self._refused),
+            to_target_datagrams=totals["to_target_datagrams"],
+            to_target_bytes=totals["to_target_bytes"],
+            from_target_datagrams=totals["from_target_datagrams"],
+            from_target_bytes=totals["from_target_bytes"],
+            drops=dict(drops),
+            tunnels=tuple(self.tunnels()),
+        )
+
+    def close_tunnels(self) -> None:
+        """End every tunnel (each stream is finished: the client sees the
+        end of its tunnel) and refuse new ones with ``503``; for a graceful
+        shutdown (:func:`serve_masque_proxy` calls it when cancelled)."""
+        self._stopping = True
+        for state in list(self._tunnels):
+            state.end("shutdown")
+            state.cancel_scope.cancel()
+
+    # -- requests -------------------------------------------------------------------
+
+    async def __call__(self, request: Request) -> None:
+        if await self.handle(request):
+            return
+        if request.method == "CONNECT" and request.protocol not in (
+            None,
+            "connect-udp",
+        ):
+            await self._refuse(request, MasqueRefusal(501, None, "unknown :protocol"))
+        else:
+            await self._refuse(request, MasqueRefusal(404, None, "not a proxy path"))
+
+    async def _refuse(self, request: Request, refusal: MasqueRefusal) -> None:
+        self._refused[refusal.status] += 1
+        logger.debug(
+            "trioquic.masque: refused %s (%d %s %s)",
+            request.path,
+            refusal.status,
+            refusal.error,
+            refusal.detail,
+        )
+        await request.respond(refusal.status, refusal.headers(self.proxy_name))
+
+    def _request_error(self, request: Request) -> MasqueRefusal | tuple[str, int]:
+        if request.scheme != "https":
+            return MasqueRefusal(400, "http_request_error", ":scheme must be https")
+        matched = self.template.match(request.path)
+        assert matched is not None
+        capsule = _header(request, b"capsule-protocol")
+        if capsule != [b"?1"]:
+            # RFC 9298 section 3: a UDP proxying request carries one
+            # Capsule-Protocol field with the value ?1; one that does not is
+            # malformed.
+            return MasqueRefusal(
+                400, "http_request_error", "capsule-protocol: ?1 is required"
+            )
+        host, port_text = matched
+        port = parse_port(port_text)
+        if port is None:
+            return MasqueRefusal(
+                400, "http_request_error", f"target port {port_text!r} is not 1-65535"
+            )
+        if not host:
+            return MasqueRefusal(400, "http_request_error", "empty target host")
+        return host, port
+
+    async def handle(self, request: Request) -> bool:
+        """Serve ``request`` if it is a CONNECT-UDP request for this
+        template; ``False`` (nothing answered) otherwise."""
+        if request.method != "CONNECT" or request.protocol != "connect-udp":
+            return False
+        try:
+            matched = self.template.match(request.path)
+        except UnicodeDecodeError:
+            matched = None
+        if matched is None:
+            return False
+        checked = self._request_error(request)
+        if isinstance(checked, MasqueRefusal):
+            await self._refuse(request, checked)
+            return True
+        host, port = checked
+        connection = id(request._driver)
+        if self._stopping:
+            await self._refuse(request, MasqueRefusal(503, None, "shutting down"))
+            return True
+        if len(self._tunnels) + self._reserved >= self.limits.max_tunnels:
+            await self._refuse(
+                request,
+                MasqueRefusal(503, "connection_limit_reached", "tunnels per server"),
+            )
+            return True
+        if (
+            self._per_connection.get(connection, 0)
+            >= self.limits.max_tunnels_per_connection
+        ):
+            await self._refuse(
+                request,
+                MasqueRefusal(
+                    429, "connection_limit_reached", "tunnels per connection"
+                ),
+            )
+            return True
+        self._reserved += 1
+        self._per_connection[connection] = self._per_connection.get(connection, 0) + 1
+        try:
+            await self._open(request, host, port)
+        finally:
+            left = self._per_connection[connection] - 1
+            if left:
+                self._per_connection[connection] = left
+            else:
+                del self._per_connection[connection]
+        return True
+
+    async def _open(self, request: Request, host: str, port: int) -> None:
+        reserved = True
+        try:
+            target, refusal = await self.policy.resolve(host, port)
+            if refusal is not None:
+                await self._refuse(request, refusal)
+                return
+            assert target is not None
+            family, sockaddr = target
+            sock = trio.socket.socket(family, _stdlib_socket.SOCK_DGRAM)
+            with sock:
+                try:
+                    await sock.connect(sockaddr)
+                except OSError as exc:
+                    await self._refuse(
+                        request,
+                        MasqueRefusal(502, "destination_ip_unroutable", str(exc)),
+                    )
+                    return
+                transport = "datagram" if _peer_datagrams(request) else "capsule"
+                state = TunnelState(host, port, sockaddr, transport)
+                self._reserved -= 1
+                reserved = False
+                self._tunnels.add(state)
+                self._tunnels_total += 1
+                try:
+                    await self._run(request, sock, state)
+                finally:
+                    state.end("closed")
+                    self._tunnels.discard(state)
+                    self._totals["to_target_datagrams"] += state.to_target_datagrams
+                    self._totals["to_target_bytes"] += state.to_target_bytes
+                    self._totals["from_target_datagrams"] += state.from_target_datagrams
+                    self._totals["from_target_bytes"] += state.from_target_bytes
+                    self._drops.update(state.drops)
+        finally:
+            if reserved:
+                self._reserved -= 1
+
+    async def _run(
+        self, request: Request, sock: trio.socket.SocketType, state: TunnelState
+    ) -> None:
+        size = self.limits.datagram_queue_size
+        up_send, up_receive = trio.open_memory_channel[bytes](size)
+        down_send, down_receive = trio.open_memory_channel[bytes](size)
+        if self._stopping:
+            state.cancel_scope.cancel()
+        async with request.stream_response(
+            200, [(b"capsule-protocol", b"?1")]
+        ) as writer:
+            with state.cancel_scope:
+                async with trio.open_nursery() as nursery:
+                    done = nursery.cancel_scope
+                    if request._driver.http3_settings.enable_datagrams:
+                        nursery.start_soon(self._datagrams_in, request, state, up_send)
+                    nursery.start_soon(self._capsules_in, request, state, up_send, done)
+                    nursery.start_soon(self._to_target, sock, state, up_receive)
+                    nursery.start_soon(self._from_target, sock, state, down_send)
+                    nursery.start_soon(
+                        self._to_client, request, writer, state, down_receive
+                    )
+                    if self.limits.idle_timeout is not None:
+                        nursery.start_soon(
+                            self._idle, state, done, self.limits.idle_timeout
+                        )
+            if state.ended == "protocol_error":
+                return  # the stream was reset
+        # Leaving the writer's block finished the stream: the tunnel is over.
+
+    # -- the tasks of a tunnel ---------------------------------------------------------
+
+    def _take(
+        self, state: TunnelState, data: bytes, queue: trio.MemorySendChannel[bytes]
+    ) -> None:
+        """One HTTP datagram's payload (context ID + UDP payload) from the
+        client, queued for the target or dropped and counted."""
+        parsed = decode_varint(data)
+        if parsed is None:
+            state.drops[DROP_MALFORMED] += 1
+            return
+        context, offset = parsed
+        state.last_activity = trio.current_time()
+        if context != UDP_PAYLOAD_CONTEXT:
+            state.drops[DROP_UNKNOWN_CONTEXT] += 1
+            return
+        payload = data[offset:]
+        if len(payload) > self.limits.max_payload_size:
+            state.drops[DROP_TOO_LARGE] += 1
+            return
+        try:
+            queue.send_nowait(payload)
+        except trio.WouldBlock:
+            state.drops[DROP_QUEUE_FULL + "_to_target"] += 1
+
+    async def _datagrams_in(
+        self, request: Request, state: TunnelState, queue: trio.MemorySendChannel[bytes]
+    ) -> None:
+        try:
+            while True:
+                self._take(state, await request.receive_datagram(), queue)
+        except _DISCONNECTED:
+            return
+
+    async def _capsules_in(
+        self,
+        request: Request,
+        state: TunnelState,
+        queue: trio.MemorySendChannel[bytes],
+        done: trio.CancelScope,
+    ) -> None:
+        reader = CapsuleReader(
+            request.receive_chunk,
+            types={CapsuleType.DATAGRAM},
+            max_capsule_size=self.limits.max_capsule_size,
+        )
+        try:
+            async for capsule in reader:
+                self._take(state, capsule.value, queue)
+        except CapsuleError as exc:
+            # RFC 9297 section 3.3: a malformed capsule makes the stream
+            # malformed: reset it; the connection carries on.
+            logger.debug("trioquic.masque: %s", exc)
+            state.end("protocol_error")
+            request.reset(exc.error_code)
+        except _DISCONNECTED:
+            state.end("client_gone")
+        else:
+            state.end("client_closed")
+        done.cancel()
+
+    async def _to_target(
+        self,
+        sock: trio.socket.SocketType,
+        state: TunnelState,
+        queue: trio.MemoryReceiveChannel[bytes],
+    ) -> None:
+        async for payload in queue:
+            try:
+                await sock.send(payload)
+            except OSError as exc:
+                if exc.errno in (
+                    errno.ECONNREFUSED,
+                    errno.EHOSTUNREACH,
+                    errno.ENETUNREACH,
+                ):
+                    state.drops[DROP_TARGET_UNREACHABLE] += 1
+                    continue
+                raise
+            state.to_target_datagrams += 1
+            state.to_target_bytes += len(payload)
+
+    async def _from_target(
+        self,
+        sock: trio.socket.SocketType,
+        state: TunnelState,
+        queue: trio.MemorySendChannel[bytes],
+    ) -> None:
+        limit = self.limits.max_payload_size
+        while True:
+            try:
+                payload = await sock.recv(65536)
+            except OSError as exc:
+                # ICMP port unreachable from an earlier send (a connected
+                # socket reports it on the next call): UDP goes on.
+                if exc.errno in (
+                    errno.ECONNREFUSED,
+                    errno.EHOSTUNREACH,
+                    errno.ENETUNREACH,
+                ):
+                    state.drops[DROP_TARGET_UNREACHABLE] += 1
+                    continue
+                raise
+            state.last_activity = trio.current_time()
+            if len(payload) > limit:
+                state.drops[DROP_TOO_LARGE] += 1
+                continue
+            try:
+                queue.send_nowait(payload)
+            except trio.WouldBlock:
+                state.drops[DROP_QUEUE_FULL + "_from_target"] += 1
+
+    async def _to_client(
+        self,
+        request: Request,
+        writer: ResponseWriter,
+        state: TunnelState,
+        queue: trio.MemoryReceiveChannel[bytes],
+    ) -> None:
+        try:
+            async for payload in queue:
+                data = _CONTEXT_ZERO + payload
+                if _peer_datagrams(request):
+                    try:
+                        await request.send_datagram(data)
+                    except DatagramError:
+                        # Too large for one QUIC packet: on the stream.
+                        await writer.send(encode_capsule(CapsuleType.DATAGRAM, data))
+                else:
+                    await writer.send(encode_capsule(CapsuleType.DATAGRAM, data))
+                state.from_target_datagrams += 1
+                state.from_target_bytes += len(payload)
+        except _DISCONNECTED:
+            return
+
+    async def _idle(
+        self, state: TunnelState, done: trio.CancelScope, idle: float
+    ) -> None:
+        while True:
+            deadline = state.last_activity + idle
+            if trio.current_time() >= deadline:
+                state.end("idle_timeout")
+                done.cancel()
+                return
+            await trio.sleep_until(deadline)
+
+
+@attrs.frozen(eq=False)
+class MasqueServer:
+    """A running proxy, as :func:`serve_masque_proxy` reports it."""
+
+    #: The QUIC server (addresses, connections, QUIC statistics).
+    quic: QuicServer
+    #: The request handler (policy, limits, tunnels).
+    proxy: MasqueProxy
+
+    @property
+    def addresses(self) -> list[Any]:
+        return self.quic.addresses
+
+    @property
+    def port(self) -> int:
+        return self.quic.port
+
+    def statistics(self) -> MasqueProxyStatistics:
+        return self.proxy.statistics()
+
+
+def proxy_settings(
+    settings: QuicSettings, http3_settings: Http3Settings | None
+) -> tuple[QuicSettings, Http3Settings]:
+    """QUIC and HTTP/3 settings with what a proxy needs: QUIC datagrams,
+    extended CONNECT, HTTP datagrams."""
+    if not isinstance(settings, QuicSettings):
+        raise TypeError(
+            "settings must be a trioquic.QuicSettings (with the certificate)"
+        )
+    if settings.max_datagram_frame_size is None:
+        settings = attrs.evolve(settings, max_datagram_frame_size=65536)
+    http3 = http3_settings if http3_settings is not None else Http3Settings()
+    http3 = attrs.evolve(http3, enable_connect_protocol=True, enable_datagrams=True)
+    return settings, http3
+
+
+async def serve_masque_proxy(
+    port: int,
+    *,
+    settings: QuicSettings,
+    host: str | None = None,
+    policy: MasqueAccessPolicy | None = None,
+    limits: MasqueLimits | None = None,
+    template: str | UriTemplate = DEFAULT_PATH_TEMPLATE,
+    http3_settings: Http3Settings | None = None,
+    fallback: Callable[[Request], Awaitable[None]] | None = None,
+    task_status: trio.TaskStatus[MasqueServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve a CONNECT-UDP proxy (RFC 9298) on ``port``::
+
+        server = await nursery.start(functools.partial(
+            serve_masque_proxy, 4433, settings=settings,
+            policy=MasqueAccessPolicy(targets=["192.0.2.0/24"])))
+
+    ``settings`` holds the certificate; QUIC datagrams
+    (``max_datagram_frame_size``, 65536 unless set), extended CONNECT and
+    HTTP datagrams are switched on. Requests that are not for the proxy get
+    ``fallback(request)`` if given, else ``404``. Cancelling it ends every
+    tunnel (each stream finished), then the HTTP/3 server shuts down
+    gracefully (GOAWAY, bounded by ``goaway_grace_period``).
+    """
+    resolved, http3 = proxy_settings(settings, http3_settings)
+    proxy = MasqueProxy(policy, limits, template=template)
+
+    async def handler(request: Request) -> None:
+        if fallback is not None and await proxy.handle(request):
+            return
+        if fallback is not None:
+            await fallback(request)
+        else:
+            await proxy(request)
+
+    async with trio.open_nursery() as nursery:
+        quic = await nursery.start(_serve, handler, port, host, resolved, http3)
+        task_status.started(MasqueServer(quic, proxy))
+        try:
+            await trio.sleep_forever()
+        finally:
+            proxy.close_tunnels()
+
+
+async def _serve(
+    handler: Callable[[Request], Awaitable[None]],
+    port: int,
+    host: str | None,
+    settings: QuicSettings,
+    http3: Http3Settings,
+    task_status: trio.TaskStatus[QuicServer] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    await serve_http3(
+        handler,
+        port,
+        host=host,
+        settings=settings,
+        http3_settings=http3,
+        task_status=task_status,
+    )
