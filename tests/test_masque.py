@@ -1,6 +1,7 @@
-# ruff: noqa: SIM117
 """trioquic.masque: URI templates, the access policy, limits, and the proxy
 and client end to end over loopback (the relay needs real UDP sockets)."""
+
+# ruff: noqa: SIM117
 
 from __future__ import annotations
 

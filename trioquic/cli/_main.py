@@ -25,6 +25,7 @@ from ._common import (
 from ._doq import add_doq_proxy_command
 from ._echo import add_echo_client_command, add_echo_server_command
 from ._get import add_get_command
+from ._masque import add_masque_commands
 from ._serve import add_serve_command
 
 # -- cert ------------------------------------------------------------------------------
@@ -65,6 +66,7 @@ def build_parser(prog: str = "trioquic") -> argparse.ArgumentParser:
     add_echo_server_command(commands)
     add_echo_client_command(commands)
     add_doq_proxy_command(commands)
+    add_masque_commands(commands)
 
     cert = commands.add_parser(
         "cert",
