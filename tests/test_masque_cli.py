@@ -253,7 +253,7 @@ async def test_quic_inside_a_tunnel() -> None:
             assert await proxy.interrupt() == 0
 
 
-# -- arguments --------------------------------------------------------------------------
+# -- arguments -------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
