@@ -19,6 +19,7 @@ import trioquic.doq
 import trioquic.h3
 import trioquic.httpx
 import trioquic.lowlevel
+import trioquic.masque
 import trioquic.tcp
 import trioquic.testing
 import trioquic.webtransport
@@ -33,6 +34,7 @@ PUBLIC_MODULES = [
     trioquic.httpx,
     trioquic.webtransport,
     trioquic.doq,
+    trioquic.masque,
 ]
 
 

@@ -16,11 +16,11 @@ import trio
 from .. import QuicSettings
 from ..masque import (
     DEFAULT_PATH_TEMPLATE,
-    ForwarderSettings,
     MasqueAccessPolicy,
+    MasqueForwarder,
+    MasqueForwarderSettings,
     MasqueLimits,
     MasqueServer,
-    UdpForwarder,
     UriTemplate,
     open_masque_client,
     run_udp_forwarder,
@@ -167,7 +167,7 @@ def _cmd_masque_client(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     listen_host, listen_port = args.listen
     target_host, target_port = args.target
     try:
-        forwarder_settings = ForwarderSettings(
+        forwarder_settings = MasqueForwarderSettings(
             max_peers=args.max_peers, idle_timeout=args.idle_timeout
         )
     except (TypeError, ValueError) as exc:
@@ -192,7 +192,7 @@ def _cmd_masque_client(args: argparse.Namespace, prog: str, out: TextIO) -> int:
             except ValueError as exc:
                 raise CommandError(str(exc)) from None
             async with trio.open_nursery() as nursery:
-                forwarder: UdpForwarder = await nursery.start(
+                forwarder: MasqueForwarder = await nursery.start(
                     functools.partial(
                         run_udp_forwarder,
                         client,

@@ -10,9 +10,9 @@ from ._client import ProxyLocation as ProxyLocation
 from ._client import UdpTunnel as UdpTunnel
 from ._client import open_masque_client as open_masque_client
 from ._client import open_udp_tunnel as open_udp_tunnel
-from ._forwarder import ForwarderSettings as ForwarderSettings
-from ._forwarder import ForwarderStatistics as ForwarderStatistics
-from ._forwarder import UdpForwarder as UdpForwarder
+from ._forwarder import MasqueForwarder as MasqueForwarder
+from ._forwarder import MasqueForwarderSettings as MasqueForwarderSettings
+from ._forwarder import MasqueForwarderStatistics as MasqueForwarderStatistics
 from ._forwarder import run_udp_forwarder as run_udp_forwarder
 from ._policy import MasqueAccessPolicy as MasqueAccessPolicy
 from ._policy import MasqueLimits as MasqueLimits

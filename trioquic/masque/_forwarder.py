@@ -19,7 +19,7 @@ logger = logging.getLogger("trioquic.masque")
 
 
 @attrs.frozen(kw_only=True)
-class ForwarderSettings:
+class MasqueForwarderSettings:
     """Limits of a :func:`run_udp_forwarder`."""
 
     #: Local peers (each with its own tunnel) at once; datagrams from more
@@ -33,7 +33,7 @@ class ForwarderSettings:
 
 
 @attrs.frozen
-class ForwarderStatistics:
+class MasqueForwarderStatistics:
     peers_open: int
     peers_total: int
     datagrams_in: int
@@ -48,7 +48,7 @@ class _Peer:
         self.last_activity = trio.current_time()
 
 
-class UdpForwarder:
+class MasqueForwarder:
     """A running forwarder: its local ``address`` and statistics."""
 
     def __init__(self, sock: trio.socket.SocketType, target: tuple[str, int]) -> None:
@@ -59,8 +59,8 @@ class UdpForwarder:
         self._peers_total = 0
         self._counts: collections.Counter[str] = collections.Counter()
 
-    def statistics(self) -> ForwarderStatistics:
-        return ForwarderStatistics(
+    def statistics(self) -> MasqueForwarderStatistics:
+        return MasqueForwarderStatistics(
             peers_open=len(self._peers),
             peers_total=self._peers_total,
             datagrams_in=self._counts["in"],
@@ -76,26 +76,26 @@ async def run_udp_forwarder(
     *,
     host: str = "127.0.0.1",
     port: int = 0,
-    settings: ForwarderSettings | None = None,
-    task_status: trio.TaskStatus[UdpForwarder] = trio.TASK_STATUS_IGNORED,
+    settings: MasqueForwarderSettings | None = None,
+    task_status: trio.TaskStatus[MasqueForwarder] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Listen on ``host``:``port`` (UDP) and relay through ``client``'s proxy
     to ``target_host``:``target_port``: each local peer address gets its
     own tunnel (at most ``settings.max_peers``, closed after
     ``settings.idle_timeout`` seconds without traffic). Use
     ``await nursery.start(run_udp_forwarder, client, host, port)`` to get
-    the :class:`UdpForwarder` (its ``address``) once it listens."""
+    the :class:`MasqueForwarder` (its ``address``) once it listens."""
     if not isinstance(client, MasqueClient):
         raise TypeError("client must be a trioquic.masque.MasqueClient")
-    settings = settings if settings is not None else ForwarderSettings()
-    if not isinstance(settings, ForwarderSettings):
-        raise TypeError("settings must be a trioquic.masque.ForwarderSettings")
+    settings = settings if settings is not None else MasqueForwarderSettings()
+    if not isinstance(settings, MasqueForwarderSettings):
+        raise TypeError("settings must be a trioquic.masque.MasqueForwarderSettings")
     infos = await trio.socket.getaddrinfo(host, port, type=_stdlib_socket.SOCK_DGRAM)
     family, _, _, _, sockaddr = infos[0]
     sock = trio.socket.socket(family, _stdlib_socket.SOCK_DGRAM)
     with sock:
         await sock.bind(sockaddr)
-        forwarder = UdpForwarder(sock, (target_host, target_port))
+        forwarder = MasqueForwarder(sock, (target_host, target_port))
         async with trio.open_nursery() as nursery:
             task_status.started(forwarder)
             while True:
@@ -121,9 +121,9 @@ async def run_udp_forwarder(
 
 async def _serve_peer(
     client: MasqueClient,
-    forwarder: UdpForwarder,
+    forwarder: MasqueForwarder,
     peer: _Peer,
-    settings: ForwarderSettings,
+    settings: MasqueForwarderSettings,
 ) -> None:
     host, port = forwarder.target
     try:
@@ -163,7 +163,7 @@ async def _upward(tunnel: UdpTunnel, peer: _Peer) -> None:
 
 
 async def _downward(
-    tunnel: UdpTunnel, forwarder: UdpForwarder, peer: _Peer, done: trio.CancelScope
+    tunnel: UdpTunnel, forwarder: MasqueForwarder, peer: _Peer, done: trio.CancelScope
 ) -> None:
     async for payload in tunnel:
         peer.last_activity = trio.current_time()
