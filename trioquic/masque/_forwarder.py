@@ -167,6 +167,6 @@ async def _downward(
 ) -> None:
     async for payload in tunnel:
         peer.last_activity = trio.current_time()
-        await forwarder.socket.sendto(payload, peer.address)
         forwarder._counts["out"] += 1
+        await forwarder.socket.sendto(payload, peer.address)
     done.cancel()  # the proxy ended the tunnel
