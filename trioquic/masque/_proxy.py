@@ -207,7 +207,11 @@ class MasqueProxy:
     async def handle(self, request: Request) -> bool:
         """Serve ``request`` if it is a CONNECT-UDP request for this
         template; ``False`` (nothing answered) otherwise."""
-        if request.method != "CONNECT" or request.protocol != "connect-udp":
+        if (
+            request.method != "CONNECT"
+            or request.protocol != "connect-udp"
+            or not isinstance(request, Request)  # HTTP/3 only (datagrams)
+        ):
             return False
         try:
             matched = self.template.match(request.path)
