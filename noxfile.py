@@ -64,7 +64,7 @@ def typecheck(session: nox.Session) -> None:
 def docs(session: nox.Session) -> None:
     """Build the HTML documentation; any Sphinx warning is an error."""
     session.install(
-        "-e", ".[httpx]", "sphinx", "furo", "sphinxcontrib-trio", "myst-parser"
+        "-e", ".[httpx,doq]", "sphinx", "furo", "sphinxcontrib-trio", "myst-parser"
     )
     session.run(
         "sphinx-build",
