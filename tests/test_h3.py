@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Hashable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -1152,6 +1152,58 @@ async def test_extended_connect_with_datagrams(
             await stream.finish()
             assert await response.read() == b""
     assert protocols == ["echo-datagrams"]
+
+
+async def test_peer_datagrams_enabled_and_connection_identity(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Request.peer_datagrams_enabled and Http3Client.peer_datagrams_enabled
+    say whether HTTP datagrams can go to the peer (both sides enabled
+    them); Request.connection is the same for the requests of one
+    connection and differs between connections."""
+    seen: list[tuple[str, bool, Hashable]] = []
+
+    async def handler(request: Request) -> None:
+        seen.append((request.path, request.peer_datagrams_enabled, request.connection))
+        await request.respond(200)
+
+    settings = Http3Settings(enable_connect_protocol=True, enable_datagrams=True)
+    with trio.fail_after(30):
+        async with http3_server(
+            handler, settings, max_datagram_frame_size=65536
+        ) as harness:
+            async with harness.client(
+                Http3Settings(enable_datagrams=True), max_datagram_frame_size=65536
+            ) as client:
+                for path in ("/a", "/b"):
+                    assert (await client.request("GET", path)).status == 200
+                assert client.peer_datagrams_enabled
+            async with harness.client() as plain:
+                assert (await plain.request("GET", "/c")).status == 200
+                # The server enabled them, this client did not.
+                assert not plain.peer_datagrams_enabled
+    assert [(path, enabled) for path, enabled, _ in seen] == [
+        ("/a", True),
+        ("/b", True),
+        ("/c", False),
+    ]
+    first, second, third = (connection for _, _, connection in seen)
+    assert first == second and hash(first) == hash(second)
+    assert first != third
+    assert len({first, second, third}) == 2
+
+    # A server without HTTP datagrams: neither side may send them.
+    seen.clear()
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, Http3Settings()) as harness,
+            harness.client(
+                Http3Settings(enable_datagrams=True), max_datagram_frame_size=65536
+            ) as client,
+        ):
+            assert (await client.request("GET", "/d")).status == 200
+            assert not client.peer_datagrams_enabled
+    assert [(path, enabled) for path, enabled, _ in seen] == [("/d", False)]
 
 
 async def test_capsules_on_an_extended_connect_stream(

@@ -584,6 +584,18 @@ class Http3Client:
         """The QUIC connection's statistics (RTT, congestion window, ...)."""
         return self._driver.io.statistics()
 
+    @property
+    def peer_datagrams_enabled(self) -> bool:
+        """Whether HTTP datagrams (RFC 9297) can be sent on this connection:
+        this client enabled them (``Http3Settings.enable_datagrams``) and the
+        server's SETTINGS did too (``H3_DATAGRAM``). ``False`` until the
+        server's SETTINGS arrive (they come before any response)."""
+        driver = self._driver
+        return bool(
+            driver.http3_settings.enable_datagrams
+            and driver.engine.peer_enabled_datagrams()
+        )
+
     async def rebind(self) -> Any:
         """Move the connection to a new local UDP port while requests carry
         on (connection migration; see :meth:`trioquic.QuicConnection.rebind`,

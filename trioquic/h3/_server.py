@@ -7,7 +7,7 @@ import contextlib
 import logging
 import operator
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -433,6 +433,28 @@ class Request(Body):
         if address is None:
             address = driver._local_address = driver.io.local_address
         return address
+
+    @property
+    def connection(self) -> Hashable:
+        """An opaque object standing for this request's QUIC connection: the
+        same for every request of the connection, different from any other
+        open connection's (compare it, or use it as a dict key, e.g. to count
+        what each client connection holds; drop it when the request ends)."""
+        return self._driver.io
+
+    @property
+    def peer_datagrams_enabled(self) -> bool:
+        """Whether HTTP datagrams (RFC 9297) can be sent on this request:
+        this server enabled them (``Http3Settings.enable_datagrams``) and the
+        client's SETTINGS did too (``H3_DATAGRAM``, RFC 9297 section 2.1.1).
+        If not, :meth:`send_datagram` raises
+        :exc:`~trioquic.DatagramError`; send DATAGRAM capsules on the
+        stream instead."""
+        driver = self._driver
+        return bool(
+            driver.http3_settings.enable_datagrams
+            and driver.engine.peer_enabled_datagrams()
+        )
 
     @property
     def cancel_on_abort(self) -> bool:

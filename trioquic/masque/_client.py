@@ -313,8 +313,7 @@ class MasqueClient:
                     fields[0].decode("latin-1") if fields else None,
                     f"{host}:{port}",
                 )
-            driver = self.http3._driver
-            datagrams = self._use_datagrams and driver.engine.peer_enabled_datagrams()
+            datagrams = self._use_datagrams and self.http3.peer_datagrams_enabled
             state = TunnelState(
                 host, port, None, "datagram" if datagrams else "capsule"
             )

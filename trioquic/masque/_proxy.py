@@ -8,7 +8,7 @@ import collections
 import errno
 import logging
 import socket as _stdlib_socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
 import attrs
@@ -53,16 +53,6 @@ _DISCONNECTED = (
     trio.BrokenResourceError,
     trio.ClosedResourceError,
 )
-
-
-def _peer_datagrams(request: Request) -> bool:
-    """Whether HTTP/3 datagrams can go to this request's client: we enabled
-    them and its SETTINGS did too (RFC 9297 section 2.1.1)."""
-    driver = request._driver
-    return (
-        driver.http3_settings.enable_datagrams
-        and driver.engine.peer_enabled_datagrams()
-    )
 
 
 def _header(request: Request, name: bytes) -> list[bytes]:
@@ -112,7 +102,7 @@ class MasqueProxy:
         )
         self.proxy_name = proxy_name
         self._tunnels: set[TunnelState] = set()
-        self._per_connection: dict[int, int] = {}
+        self._per_connection: dict[Hashable, int] = {}
         self._reserved = 0
         self._stopping = False
         self._totals: collections.Counter[str] = collections.Counter()
@@ -224,7 +214,7 @@ class MasqueProxy:
             await self._refuse(request, checked)
             return True
         host, port = checked
-        connection = id(request._driver)
+        connection = request.connection
         if self._stopping:
             await self._refuse(request, MasqueRefusal(503, None, "shutting down"))
             return True
@@ -276,7 +266,7 @@ class MasqueProxy:
                         MasqueRefusal(502, "destination_ip_unroutable", str(exc)),
                     )
                     return
-                transport = "datagram" if _peer_datagrams(request) else "capsule"
+                transport = "datagram" if request.peer_datagrams_enabled else "capsule"
                 state = TunnelState(host, port, sockaddr, transport)
                 self._reserved -= 1
                 reserved = False
@@ -310,8 +300,9 @@ class MasqueProxy:
             with state.cancel_scope:
                 async with trio.open_nursery() as nursery:
                     done = nursery.cancel_scope
-                    if request._driver.http3_settings.enable_datagrams:
-                        nursery.start_soon(self._datagrams_in, request, state, up_send)
+                    # HTTP datagrams may come even if ours can't go (the
+                    # client may not have enabled them); with none, it parks.
+                    nursery.start_soon(self._datagrams_in, request, state, up_send)
                     nursery.start_soon(self._capsules_in, request, state, up_send, done)
                     nursery.start_soon(self._to_target, sock, state, up_receive)
                     nursery.start_soon(self._from_target, sock, state, down_send)
@@ -448,7 +439,7 @@ class MasqueProxy:
         try:
             async for payload in queue:
                 data = _CONTEXT_ZERO + payload
-                if _peer_datagrams(request):
+                if request.peer_datagrams_enabled:
                     try:
                         await request.send_datagram(data)
                     except DatagramError:
