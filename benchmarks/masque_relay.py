@@ -27,6 +27,12 @@ Run it::
 
     python benchmarks/masque_relay.py            # 5 s per rate, 2000 pings
     python benchmarks/masque_relay.py --quick    # a smoke test, seconds
+    python benchmarks/masque_relay.py --quick --profile DIR
+
+``--profile DIR`` writes ``DIR/proxy.prof`` (the proxy process under
+cProfile) and ``DIR/client.prof`` (the load generator's MASQUE part); read
+them with ``python -m pstats``. Profiled figures are slower than the
+others.
 """
 
 from __future__ import annotations
@@ -46,6 +52,15 @@ from typing import Any
 import trio
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+
+#: Runs ``python -m trioquic ...`` under cProfile: SIGTERM becomes SIGINT, which
+#: the command takes as its signal to shut down, so the profile is written.
+_PROFILED = """\
+import cProfile, os, runpy, signal, sys
+signal.signal(signal.SIGTERM, lambda *_: os.kill(os.getpid(), signal.SIGINT))
+out, sys.argv = sys.argv[1], sys.argv[1:]
+cProfile.run("runpy.run_module('trioquic', run_name='__main__')", out)
+"""
 PAYLOAD = 64
 
 
@@ -185,7 +200,16 @@ async def role_load(args: argparse.Namespace) -> None:
         server_name="localhost",
         limits=masque.MasqueLimits(datagram_queue_size=max(64, 2 * args.window)),
     ) as tunnel:
+        profile = None
+        if args.profile:
+            import cProfile
+
+            profile = cProfile.Profile()
+            profile.enable()
         results["masque"] = await measure(tunnel.send, tunnel.receive, args)
+        if profile is not None:
+            profile.disable()
+            profile.dump_stats(os.path.join(args.profile, "client.prof"))
         results["masque"]["client_drops"] = sum(tunnel.statistics().drops.values())
     print(json.dumps(results), flush=True)
 
@@ -222,6 +246,11 @@ def main() -> None:
     parser.add_argument("--pings", type=int, default=2000)
     parser.add_argument("--window", type=int, default=32)
     parser.add_argument("--json", metavar="FILE", help="write the figures as JSON")
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="write cProfile data of the proxy and of the client side to DIR",
+    )
     parser.add_argument("--echo-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--relay-port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--proxy-port", type=int, help=argparse.SUPPRESS)
@@ -248,11 +277,19 @@ def main() -> None:
         relay = _start([*me, "--role", "relay", "--echo-port", str(echo_port)])
         processes.append(relay)
         relay_port = int(_line(relay))
+        if args.profile:
+            os.makedirs(args.profile, exist_ok=True)
+            python = [
+                sys.executable,
+                "-c",
+                _PROFILED,
+                os.path.join(args.profile, "proxy.prof"),
+            ]
+        else:
+            python = [sys.executable, "-m", "trioquic"]
         proxy = _start(
             [
-                sys.executable,
-                "-m",
-                "trioquic",
+                *python,
                 "masque-proxy",
                 "--port",
                 "0",
@@ -285,6 +322,7 @@ def main() -> None:
                 str(args.pings),
                 "--window",
                 str(args.window),
+                *(["--profile", os.path.abspath(args.profile)] if args.profile else []),
             ],
             capture_output=True,
             text=True,

@@ -1148,6 +1148,19 @@ async def test_extended_connect_with_datagrams(
             for i in range(3):
                 await stream.send_datagram(b"ping%d" % i)
                 assert await stream.receive_datagram() == b"echo:ping%d" % i
+            # The _nowait twins: queued together, received in order.
+            with pytest.raises(trio.WouldBlock):
+                stream.receive_datagram_nowait()
+            for i in range(3):
+                stream.send_datagram_nowait(b"burst%d" % i)
+            replies = [await stream.receive_datagram()]
+            with trio.move_on_after(1):
+                while len(replies) < 3:
+                    try:
+                        replies.append(stream.receive_datagram_nowait())
+                    except trio.WouldBlock:
+                        replies.append(await stream.receive_datagram())
+            assert replies == [b"echo:burst%d" % i for i in range(3)]
             await stream.send(b"bye")
             await stream.finish()
             assert await response.read() == b""

@@ -617,6 +617,9 @@ class H3Driver(ApplicationOverQuic):
 
     async def send_datagram(self, ex: Exchange, data: bytes) -> None:
         await trio.lowlevel.checkpoint()
+        self.send_datagram_nowait(ex, data)
+
+    def send_datagram_nowait(self, ex: Exchange, data: bytes) -> None:
         self._raise_if_closed()
         if not self.http3_settings.enable_datagrams:
             raise DatagramError(
@@ -640,6 +643,14 @@ class H3Driver(ApplicationOverQuic):
                 raise ex.failure
 
         return await take_when_ready(ex.datagrams, ex.datagram_lot, check)
+
+    def receive_datagram_nowait(self, ex: Exchange) -> bytes:
+        if ex.datagrams:
+            return ex.datagrams.popleft()
+        self._raise_if_closed()
+        if ex.failure is not None:
+            raise ex.failure
+        raise trio.WouldBlock
 
     async def wait_settings(self) -> None:
         """Wait until the peer's SETTINGS arrived."""

@@ -546,9 +546,22 @@ class Request(Body):
         """Send an HTTP datagram (RFC 9297) bound to this request's stream."""
         await self._driver.send_datagram(self._exchange, data)
 
+    def send_datagram_nowait(self, data: bytes) -> None:
+        """:meth:`send_datagram` without the checkpoint: the datagram is
+        queued for the connection's next packets, and those queued together
+        share packets (one worker step sends them). Raises
+        :exc:`~trioquic.DatagramError` as :meth:`send_datagram` does."""
+        self._driver.send_datagram_nowait(self._exchange, data)
+
     async def receive_datagram(self) -> bytes:
         """Wait for the next HTTP datagram of this request's stream."""
         return await self._driver.receive_datagram(self._exchange)
+
+    def receive_datagram_nowait(self) -> bytes:
+        """The next HTTP datagram already received, or :exc:`trio.WouldBlock`
+        if there is none (to drain what arrived after
+        :meth:`receive_datagram` returned)."""
+        return self._driver.receive_datagram_nowait(self._exchange)
 
     def reset(self, error_code: int = H3ErrorCode.REQUEST_CANCELLED) -> None:
         """Abandon this request: reset its stream (RESET_STREAM, and

@@ -38,6 +38,8 @@ from ._statistics import (
 from ._template import DEFAULT_PATH_TEMPLATE, UriTemplate
 
 _CONTEXT_ZERO = b"\x00"
+#: HTTP datagrams taken per wake-up at most, before others get a turn.
+_BATCH = 64
 _GONE = (ConnectionClosed, H3Error, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
@@ -157,10 +159,16 @@ class UdpTunnel:
         data = _CONTEXT_ZERO + payload
         try:
             if self._datagrams:
+                await trio.lowlevel.checkpoint_if_cancelled()
                 try:
-                    await self._stream.send_datagram(data)
+                    # Queued first, then the schedule point: datagrams sent
+                    # back to back share the connection's next step (and
+                    # its packets).
+                    self._stream.send_datagram_nowait(data)
                 except DatagramError:
                     await self._send_capsule(data)
+                else:
+                    await trio.lowlevel.cancel_shielded_checkpoint()
             else:
                 await self._send_capsule(data)
         except (ConnectionClosed, H3Error) as exc:
@@ -217,15 +225,18 @@ class UdpTunnel:
     # -- background --------------------------------------------------------------
 
     def _take(self, data: bytes) -> None:
-        parsed = decode_varint(data)
-        if parsed is None:
-            self._state.drops[DROP_MALFORMED] += 1
-            return
-        context, offset = parsed
-        if context != 0:
-            self._state.drops[DROP_UNKNOWN_CONTEXT] += 1
-            return
-        payload = data[offset:]
+        if data[:1] == _CONTEXT_ZERO:  # the usual case: one byte, context 0
+            payload = data[1:]
+        else:
+            parsed = decode_varint(data)
+            if parsed is None:
+                self._state.drops[DROP_MALFORMED] += 1
+                return
+            context, offset = parsed
+            if context != 0:
+                self._state.drops[DROP_UNKNOWN_CONTEXT] += 1
+                return
+            payload = data[offset:]
         try:
             self._queue_send.send_nowait(payload)
         except trio.WouldBlock:
@@ -239,8 +250,16 @@ class UdpTunnel:
 
     async def _pump_datagrams(self) -> None:
         try:
+            stream, take = self._stream, self._take
             while True:
-                self._take(await self._stream.receive_datagram())
+                take(await stream.receive_datagram())
+                # Then what else the same step brought, without waiting.
+                for _ in range(_BATCH - 1):
+                    try:
+                        data = stream.receive_datagram_nowait()
+                    except trio.WouldBlock:
+                        break
+                    take(data)
         except _GONE:
             return
 

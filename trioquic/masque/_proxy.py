@@ -47,6 +47,9 @@ logger = logging.getLogger("trioquic.masque")
 #: The only context ID RFC 9298 defines: a UDP payload.
 UDP_PAYLOAD_CONTEXT = 0
 _CONTEXT_ZERO = b"\x00"
+#: Datagrams handled per wake-up at most, each way, before others get a turn.
+_BATCH = 64
+_UNREACHABLE = frozenset((errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH))
 _DISCONNECTED = (
     ConnectionClosed,
     H3Error,
@@ -256,10 +259,13 @@ class MasqueProxy:
                 return
             assert target is not None
             family, sockaddr = target
-            sock = trio.socket.socket(family, _stdlib_socket.SOCK_DGRAM)
+            sock = _stdlib_socket.socket(family, _stdlib_socket.SOCK_DGRAM)
             with sock:
+                sock.setblocking(False)
                 try:
-                    await sock.connect(sockaddr)
+                    # A UDP connect only sets the peer: it never blocks.
+                    await trio.lowlevel.checkpoint()
+                    sock.connect(sockaddr)
                 except OSError as exc:
                     await self._refuse(
                         request,
@@ -287,11 +293,15 @@ class MasqueProxy:
                 self._reserved -= 1
 
     async def _run(
-        self, request: Request, sock: trio.socket.SocketType, state: TunnelState
+        self, request: Request, sock: _stdlib_socket.socket, state: TunnelState
     ) -> None:
-        size = self.limits.datagram_queue_size
-        up_send, up_receive = trio.open_memory_channel[bytes](size)
-        down_send, down_receive = trio.open_memory_channel[bytes](size)
+        # Datagrams go straight from the HTTP/3 layer to the target's socket
+        # and from the socket to the HTTP/3 layer, in batches: no queue and
+        # no task switch per datagram. Only capsules (the stream, which has
+        # backpressure) pass through a bounded queue to a task of their own.
+        capsule_send, capsule_receive = trio.open_memory_channel[bytes](
+            self.limits.datagram_queue_size
+        )
         if self._stopping:
             state.cancel_scope.cancel()
         async with request.stream_response(
@@ -302,12 +312,13 @@ class MasqueProxy:
                     done = nursery.cancel_scope
                     # HTTP datagrams may come even if ours can't go (the
                     # client may not have enabled them); with none, it parks.
-                    nursery.start_soon(self._datagrams_in, request, state, up_send)
-                    nursery.start_soon(self._capsules_in, request, state, up_send, done)
-                    nursery.start_soon(self._to_target, sock, state, up_receive)
-                    nursery.start_soon(self._from_target, sock, state, down_send)
+                    nursery.start_soon(self._datagrams_in, request, sock, state)
+                    nursery.start_soon(self._capsules_in, request, sock, state, done)
                     nursery.start_soon(
-                        self._to_client, request, writer, state, down_receive
+                        self._from_target, request, sock, state, capsule_send
+                    )
+                    nursery.start_soon(
+                        self._capsules_out, writer, state, capsule_receive
                     )
                     if self.limits.idle_timeout is not None:
                         nursery.start_soon(
@@ -319,43 +330,64 @@ class MasqueProxy:
 
     # -- the tasks of a tunnel ---------------------------------------------------------
 
-    def _take(
-        self, state: TunnelState, data: bytes, queue: trio.MemorySendChannel[bytes]
+    def _to_target(
+        self, sock: _stdlib_socket.socket, state: TunnelState, data: bytes
     ) -> None:
         """One HTTP datagram's payload (context ID + UDP payload) from the
-        client, queued for the target or dropped and counted."""
-        parsed = decode_varint(data)
-        if parsed is None:
-            state.drops[DROP_MALFORMED] += 1
-            return
-        context, offset = parsed
-        state.last_activity = trio.current_time()
-        if context != UDP_PAYLOAD_CONTEXT:
-            state.drops[DROP_UNKNOWN_CONTEXT] += 1
-            return
-        payload = data[offset:]
+        client: sent to the target at once (the socket is non-blocking), or
+        dropped and counted."""
+        if data[:1] == _CONTEXT_ZERO:  # the usual case: one byte, context 0
+            payload = data[1:]
+        else:
+            parsed = decode_varint(data)
+            if parsed is None:
+                state.drops[DROP_MALFORMED] += 1
+                return
+            context, offset = parsed
+            if context != UDP_PAYLOAD_CONTEXT:
+                state.drops[DROP_UNKNOWN_CONTEXT] += 1
+                return
+            payload = data[offset:]
         if len(payload) > self.limits.max_payload_size:
             state.drops[DROP_TOO_LARGE] += 1
             return
         try:
-            queue.send_nowait(payload)
-        except trio.WouldBlock:
+            sock.send(payload)
+        except BlockingIOError:
+            # The socket's send buffer is full: UDP drops.
             state.drops[DROP_QUEUE_FULL + "_to_target"] += 1
+            return
+        except OSError as exc:
+            if exc.errno in _UNREACHABLE:
+                state.drops[DROP_TARGET_UNREACHABLE] += 1
+                return
+            raise
+        state.to_target_datagrams += 1
+        state.to_target_bytes += len(payload)
 
     async def _datagrams_in(
-        self, request: Request, state: TunnelState, queue: trio.MemorySendChannel[bytes]
+        self, request: Request, sock: _stdlib_socket.socket, state: TunnelState
     ) -> None:
+        to_target = self._to_target
         try:
             while True:
-                self._take(state, await request.receive_datagram(), queue)
+                to_target(sock, state, await request.receive_datagram())
+                # Then what else the same step brought, without waiting.
+                for _ in range(_BATCH - 1):
+                    try:
+                        data = request.receive_datagram_nowait()
+                    except trio.WouldBlock:
+                        break
+                    to_target(sock, state, data)
+                state.last_activity = trio.current_time()
         except _DISCONNECTED:
             return
 
     async def _capsules_in(
         self,
         request: Request,
+        sock: _stdlib_socket.socket,
         state: TunnelState,
-        queue: trio.MemorySendChannel[bytes],
         done: trio.CancelScope,
     ) -> None:
         reader = CapsuleReader(
@@ -365,7 +397,8 @@ class MasqueProxy:
         )
         try:
             async for capsule in reader:
-                self._take(state, capsule.value, queue)
+                state.last_activity = trio.current_time()
+                self._to_target(sock, state, capsule.value)
         except CapsuleError as exc:
             # RFC 9297 section 3.3: a malformed capsule makes the stream
             # malformed: reset it; the connection carries on.
@@ -378,77 +411,67 @@ class MasqueProxy:
             state.end("client_closed")
         done.cancel()
 
-    async def _to_target(
-        self,
-        sock: trio.socket.SocketType,
-        state: TunnelState,
-        queue: trio.MemoryReceiveChannel[bytes],
-    ) -> None:
-        async for payload in queue:
-            try:
-                await sock.send(payload)
-            except OSError as exc:
-                if exc.errno in (
-                    errno.ECONNREFUSED,
-                    errno.EHOSTUNREACH,
-                    errno.ENETUNREACH,
-                ):
-                    state.drops[DROP_TARGET_UNREACHABLE] += 1
-                    continue
-                raise
-            state.to_target_datagrams += 1
-            state.to_target_bytes += len(payload)
-
     async def _from_target(
         self,
-        sock: trio.socket.SocketType,
-        state: TunnelState,
-        queue: trio.MemorySendChannel[bytes],
-    ) -> None:
-        limit = self.limits.max_payload_size
-        while True:
-            try:
-                payload = await sock.recv(65536)
-            except OSError as exc:
-                # ICMP port unreachable from an earlier send (a connected
-                # socket reports it on the next call): UDP goes on.
-                if exc.errno in (
-                    errno.ECONNREFUSED,
-                    errno.EHOSTUNREACH,
-                    errno.ENETUNREACH,
-                ):
-                    state.drops[DROP_TARGET_UNREACHABLE] += 1
-                    continue
-                raise
-            state.last_activity = trio.current_time()
-            if len(payload) > limit:
-                state.drops[DROP_TOO_LARGE] += 1
-                continue
-            try:
-                queue.send_nowait(payload)
-            except trio.WouldBlock:
-                state.drops[DROP_QUEUE_FULL + "_from_target"] += 1
-
-    async def _to_client(
-        self,
         request: Request,
+        sock: _stdlib_socket.socket,
+        state: TunnelState,
+        capsules: trio.MemorySendChannel[bytes],
+    ) -> None:
+        """Drain the target's socket (up to a batch per wake-up) and queue
+        each payload as an HTTP datagram: what is queued together leaves in
+        one worker step, several datagrams to a QUIC packet."""
+        limit = self.limits.max_payload_size
+        recv = sock.recv
+        try:
+            while True:
+                await trio.lowlevel.wait_readable(sock)
+                datagrams = request.peer_datagrams_enabled
+                for _ in range(_BATCH):
+                    try:
+                        payload = recv(65536)
+                    except BlockingIOError:
+                        break
+                    except OSError as exc:
+                        # ICMP port unreachable from an earlier send (a
+                        # connected socket reports it on the next call): UDP
+                        # goes on.
+                        if exc.errno in _UNREACHABLE:
+                            state.drops[DROP_TARGET_UNREACHABLE] += 1
+                            continue
+                        raise
+                    if len(payload) > limit:
+                        state.drops[DROP_TOO_LARGE] += 1
+                        continue
+                    data = _CONTEXT_ZERO + payload
+                    if datagrams:
+                        try:
+                            request.send_datagram_nowait(data)
+                        except DatagramError:
+                            pass  # too large for one QUIC packet: a capsule
+                        else:
+                            state.from_target_datagrams += 1
+                            state.from_target_bytes += len(payload)
+                            continue
+                    try:
+                        capsules.send_nowait(data)
+                    except trio.WouldBlock:
+                        state.drops[DROP_QUEUE_FULL + "_from_target"] += 1
+                state.last_activity = trio.current_time()
+        except _DISCONNECTED:
+            return
+
+    async def _capsules_out(
+        self,
         writer: ResponseWriter,
         state: TunnelState,
         queue: trio.MemoryReceiveChannel[bytes],
     ) -> None:
         try:
-            async for payload in queue:
-                data = _CONTEXT_ZERO + payload
-                if request.peer_datagrams_enabled:
-                    try:
-                        await request.send_datagram(data)
-                    except DatagramError:
-                        # Too large for one QUIC packet: on the stream.
-                        await writer.send(encode_capsule(CapsuleType.DATAGRAM, data))
-                else:
-                    await writer.send(encode_capsule(CapsuleType.DATAGRAM, data))
+            async for data in queue:
+                await writer.send(encode_capsule(CapsuleType.DATAGRAM, data))
                 state.from_target_datagrams += 1
-                state.from_target_bytes += len(payload)
+                state.from_target_bytes += len(data) - 1
         except _DISCONNECTED:
             return
 
