@@ -274,8 +274,10 @@ class MasqueLimits:
     max_tunnels_per_connection: int = attrs.field(default=16, validator=int_at_least(1))
     #: Tunnels the whole server may have open at once; beyond it ``503``.
     max_tunnels: int = attrs.field(default=1024, validator=int_at_least(1))
-    #: Datagrams queued per tunnel and direction; when a queue is full the
-    #: new datagram is dropped (and counted): queues never grow.
+    #: Datagrams queued per tunnel: the client's receive queue, the proxy's
+    #: capsules to the client (HTTP datagrams to the target go straight to
+    #: its socket); when a queue is full the new datagram is dropped (and
+    #: counted): queues never grow.
     datagram_queue_size: int = attrs.field(default=64, validator=int_at_least(1))
     #: Seconds without a datagram either way after which a tunnel ends
     #: cleanly (the stream is finished); None: no timeout.
