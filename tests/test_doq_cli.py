@@ -130,6 +130,29 @@ def upstream() -> Iterator[ThreadedUdpDns]:
         server.close()
 
 
+def _query_and_run(
+    name: str, port: int, certificate: str, command: str
+) -> tuple[dns.message.Message, subprocess.CompletedProcess[str]]:
+    """Query ``name`` with dnspython's (sync) DoQ client, as a user would
+    call it, and run the command the server printed, as printed."""
+    response = dns.query.quic(
+        dns.message.make_query(name, "A"),
+        "127.0.0.1",
+        port=port,
+        timeout=10,
+        verify=certificate,
+        server_hostname="localhost",
+    )
+    printed = subprocess.run(
+        shlex.split(command),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=True,
+    )
+    return response, printed
+
+
 def test_doq_proxy_end_to_end(upstream: ThreadedUdpDns) -> None:
     process = Process(
         [
@@ -149,22 +172,8 @@ def test_doq_proxy_end_to_end(upstream: ThreadedUdpDns) -> None:
         ).group(1)
         command = process.wait_for(r"query it with: (.*)").group(1)
         process.wait_for("press Ctrl-C to stop")
-        # dnspython's (sync) DoQ client, as a user would call it.
-        response = dns.query.quic(
-            dns.message.make_query("www.example.test", "A"),
-            "127.0.0.1",
-            port=port,
-            timeout=10,
-            verify=certificate,
-            server_hostname="localhost",
-        )
-        # The command the proxy printed works as printed.
-        printed = subprocess.run(
-            shlex.split(command),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=True,
+        response, printed = _query_and_run(
+            "www.example.test", port, certificate, command
         )
         status, lines = process.interrupt()
     finally:
@@ -247,20 +256,8 @@ def test_example_doq_server_runs_as_its_header_says() -> None:
         certificate = process.wait_for(r"certificate: (.*)").group(1)
         command = process.wait_for(r"query it with: (.*)").group(1)
         process.wait_for("press Ctrl-C to stop")
-        response = dns.query.quic(
-            dns.message.make_query("mail.example.test", "A"),
-            "127.0.0.1",
-            port=port,
-            timeout=10,
-            verify=certificate,
-            server_hostname="localhost",
-        )
-        printed = subprocess.run(
-            shlex.split(command),
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=True,
+        response, printed = _query_and_run(
+            "mail.example.test", port, certificate, command
         )
         status, lines = process.interrupt()
     finally:
