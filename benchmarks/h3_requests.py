@@ -1,26 +1,40 @@
-"""Small HTTP/3 requests over loopback: trioquic's server against aioquic's
-asyncio layer and hypercorn's trio worker, with the same load clients.
+"""Small HTTP/3 requests over loopback: trioquic's server, on each of its
+engines, against aioquic's and qh3's asyncio layers and hypercorn's trio
+worker, with the same load clients.
 
 Every server answers ``GET /bytes/1024`` with 1024 bytes (status 200,
 ``content-type`` and ``content-length`` headers):
 
 * ``trioquic``: ``trioquic.h3.serve_http3`` and a handler that calls
-  ``request.respond`` (``_h3_peers/trioquic_server.py``);
+  ``request.respond`` (``_h3_peers/trioquic_server.py``), on trioquic's
+  default engine, aioquic;
+* ``trioquic-qh3`` (labelled ``trioquic+qh3``): the same server on trioquic's
+  qh3 engine (``--engine qh3``: ``QuicSettings(engine="qh3")``);
 * ``aioquic``: a minimal asyncio server built like aioquic's example server,
   ``QuicConnectionProtocol`` + ``H3Connection``, answering in the event
   callback with ``send_headers`` + ``send_data`` + ``transmit``
   (``_h3_peers/aioquic_server.py``);
+* ``qh3`` (labelled ``qh3-asyncio``): the same server on qh3's asyncio layer
+  and ``H3Connection`` (``_h3_peers/qh3_server.py``; qh3 keeps aioquic's API);
 * ``hypercorn-trio``: the ``hypercorn`` command line, ``--worker-class trio
   --workers 0`` (the worker runs in the process started, which is what gets
   pinned and measured) with a QUIC bind and a small ASGI app
   (``_h3_peers/hypercorn_app.py``).
 
-All three use the same certificate (``trioquic.generate_self_signed_certificate``)
-and the same QUIC settings: aioquic's defaults, because hypercorn cannot
-change them (UDP payload 1200 bytes, Reno, 1 MiB connection and stream
-windows, an initial credit of 128 request streams, kernel-default socket
-buffers). aioquic (and so hypercorn) doubles its stream credit as streams
-are used; trioquic keeps at most ``max_concurrent_requests`` = 128 open.
+All use the same certificate (signed by a scratch CA, which the clients are
+given: qh3's client refuses a self-signed one) and the same QUIC settings:
+aioquic's defaults, because hypercorn cannot change them (UDP payload 1200
+bytes, 1 MiB connection and stream windows, an initial credit of 128 request
+streams, kernel-default socket buffers; qh3's path MTU discovery off).
+aioquic (and so hypercorn) doubles its stream credit as streams are used;
+trioquic keeps at most ``max_concurrent_requests`` = 128 open.
+
+Congestion control (``--cc``): qh3 has CUBIC only, so by default (``auto``)
+a run with a qh3 column (``trioquic-qh3`` or ``qh3``) gives every peer that
+can choose CUBIC: trioquic on either engine, aioquic's server, both load
+clients (``gtlsclient --cc``); hypercorn keeps aioquic's default, Reno,
+since it cannot change it. A run without qh3 columns uses Reno, as before.
+``--cc reno`` or ``--cc cubic`` forces one (qh3's columns need CUBIC).
 
 Two load clients, used identically against every server:
 
@@ -35,8 +49,11 @@ Two load clients, used identically against every server:
 * ``python``: aioquic's asyncio client (``_h3_peers/load_client.py``) with
   exactly N connections x M requests in flight (1 x 50, 4 x 25, 10 x 10),
   timing every request; after a warm-up, requests/s and p50/p99 latency
-  come from a ``--duration`` window. It is itself Python on one core, so it may saturate
-  before the server does (its CPU share is printed): its requests/s
+  come from a ``--duration`` window. In a run with a qh3 column it is the
+  same client on qh3's asyncio layer (``--library qh3``), against every
+  server: qh3 2.1's server fails the handshake of aioquic's client
+  ("packet builder capacity exhausted"). It is itself Python on one core, so
+  it may saturate before the server does (its CPU share is printed): its requests/s
   understate fast servers and its latencies include its own queueing.
 
 The server process runs on one CPU, the clients on another (when there are
@@ -50,9 +67,14 @@ took more than a quarter of a CPU is taken again (up to ``--attempts``, 3,
 the quietest kept, whatever its figure), and a warning says when the figures
 kept are still noisy. Run it on an otherwise idle machine.
 
+The run ends with the same-run ratios (trioquic/aioquic, trioquic/hypercorn,
+trioquic+qh3/trioquic, trioquic+qh3/qh3-asyncio) and the qh3 engine's goals
+(``_goals.py``: with the native client and 4 connections, trioquic+qh3 >= 2x
+trioquic and >= 1.2x qh3-asyncio in requests/s), each met or not.
+
 Run it::
 
-    python benchmarks/h3_requests.py                # 4 repeats, 3 to 4 minutes
+    python benchmarks/h3_requests.py                # 4 repeats, 5 to 6 minutes
     python benchmarks/h3_requests.py --quick        # a smoke test, under a minute
     python benchmarks/h3_requests.py --repeat 5 --servers trioquic,aioquic
 
@@ -83,25 +105,43 @@ from _bench_common import (
     own_and_children_seconds,
     system_busy_seconds,
     udp_counters,
-    use_self_signed_certificate,
+    use_ca_signed_certificate,
 )
+from _goals import OVER_QH3_ASYNCIO, REQUESTS_SPEEDUP, Goal, print_goals, ratio
 
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "_h3_peers"
+sys.path.insert(0, str(PEERS))
+from _shared import congestion_control, on_qh3, qh3_engine_missing  # noqa: E402
+
 HOST = "127.0.0.1"
 PATH = "/bytes/1024"
 SIZE = 1024
 LOAD_TAG = "H3-LOAD "
 
-SERVERS = ("trioquic", "aioquic", "hypercorn")
-#: Not run by default: trioquic without GSO/GRO, for a same-run before/after.
-VARIANTS = {"trioquic-no-offload": ("trioquic", ["--no-udp-offload"])}
+SERVERS = ("trioquic", "trioquic-qh3", "aioquic", "qh3", "hypercorn")
+#: Servers run by another one's script with arguments: trioquic on its qh3
+#: engine, and (not run by default) trioquic without GSO/GRO, for a same-run
+#: before/after.
+VARIANTS = {
+    "trioquic-qh3": ("trioquic", ["--engine", "qh3"]),
+    "trioquic-no-offload": ("trioquic", ["--no-udp-offload"]),
+}
 LABELS = {
     "trioquic": "trioquic",
+    "trioquic-qh3": "trioquic+qh3",
     "aioquic": "aioquic",
+    "qh3": "qh3-asyncio",
     "hypercorn": "hypercorn-trio",
     "trioquic-no-offload": "trioquic, no GSO/GRO",
 }
+#: Same-run ratios printed by every server benchmark: (ours, theirs).
+RATIOS = (
+    ("trioquic", "hypercorn"),
+    ("trioquic", "aioquic"),
+    ("trioquic-qh3", "trioquic"),
+    ("trioquic-qh3", "qh3"),
+)
 #: Shape name -> (connections, requests in flight per connection).
 SHAPES = {"1x50": (1, 50), "4x25": (4, 25), "10x10": (10, 10)}
 CLIENTS = ("native", "python")
@@ -296,6 +336,8 @@ def server_command(name: str, port: int, args: argparse.Namespace) -> list[str]:
         args.key,
         "--lifetime",
         str(args.budget + 120),
+        "--cc",
+        args.cc,
     ]
 
 
@@ -339,6 +381,7 @@ def wait_ready(server: Server, args: argparse.Namespace, deadline: float) -> Non
                             "-q",
                             "--exit-on-all-streams-close",
                             "--timeout=1s",
+                            f"--cc={args.cc}",
                             f"--download={directory}",
                             HOST,
                             str(server.port),
@@ -399,6 +442,7 @@ def native_load(
         "-q",
         "--exit-on-all-streams-close",
         f"--timeout={args.native_idle_timeout}s",
+        f"--cc={args.cc}",
         "-n",
         str(per_process),
         HOST,
@@ -471,7 +515,11 @@ def python_load(
         "--port",
         str(server.port),
         "--cert",
-        args.cert,
+        args.ca,
+        "--cc",
+        args.cc,
+        "--library",
+        args.client_library,
         "--connections",
         str(connections),
         "--concurrency",
@@ -565,7 +613,11 @@ def choose_cpus(pin: bool) -> tuple[int | None, int | None]:
 def available_servers(names: list[str]) -> tuple[list[str], dict[str, str]]:
     missing: dict[str, str] = {}
     for name in names:
-        if VARIANTS.get(name, (name,))[0] == "trioquic":
+        if name == "trioquic-qh3":
+            reason = qh3_engine_missing()
+            if reason is not None:
+                missing[name] = reason
+        elif VARIANTS.get(name, (name,))[0] == "trioquic":
             try:
                 from trioquic.h3 import serve_http3  # noqa: F401
             except ImportError as exc:
@@ -573,6 +625,9 @@ def available_servers(names: list[str]) -> tuple[list[str], dict[str, str]]:
         elif name == "hypercorn":
             if importlib.util.find_spec("hypercorn") is None:
                 missing[name] = "hypercorn is not installed"
+        elif name == "qh3":
+            if importlib.util.find_spec("qh3") is None:
+                missing[name] = "qh3 is not installed"
         elif importlib.util.find_spec("aioquic") is None:
             missing[name] = "aioquic is not installed"
     return [n for n in names if n not in missing], missing
@@ -602,14 +657,18 @@ def run(args: argparse.Namespace) -> int:
         print("nothing to measure")
         return 1
     server_cpu, args.client_cpu = choose_cpus(args.pin)
+    args.cc = congestion_control(args.cc, servers)
+    args.client_library = client_library(servers)
     results: dict[Key, list[Measurement]] = {}
     budget_end = time.monotonic() + args.budget
     with tempfile.TemporaryDirectory() as directory:
-        use_self_signed_certificate(args, directory, HOST)
+        use_ca_signed_certificate(args, directory, HOST)
         print(
             f"GET {PATH} ({SIZE} bytes); servers "
             f"{', '.join(LABELS[s] for s in servers)}; "
-            f"clients {', '.join(clients)}; {args.repeat} repeat(s); "
+            f"clients {', '.join(clients)} (python: on {args.client_library}); "
+            f"{cc_note(args.cc, servers)}; "
+            f"{args.repeat} repeat(s); "
             f"native: {args.requests} requests per shape; python: "
             f"{args.warmup:g} s warm-up + {args.duration:g} s; "
             f"CPUs: server {server_cpu}, clients {args.client_cpu}",
@@ -635,6 +694,22 @@ def run(args: argparse.Namespace) -> int:
             break
     summarize(results, servers, clients, missing)
     return 0
+
+
+def client_library(servers: list[str]) -> str:
+    """The library of the Python clients of a run against ``servers``: qh3
+    when a server runs on qh3 (qh3 2.1's server fails the handshake of
+    aioquic's client, "packet builder capacity exhausted"; qh3's client
+    completes it against aioquic's server and hypercorn), else aioquic."""
+    return "qh3" if on_qh3(servers) else "aioquic"
+
+
+def cc_note(cc: str, servers: list[str]) -> str:
+    """What the header says about congestion control."""
+    note = f"congestion control {cc}"
+    if cc != "reno" and "hypercorn" in servers:
+        note += " (hypercorn: reno, aioquic's default, which it cannot change)"
+    return note
 
 
 def measure_server(
@@ -781,14 +856,14 @@ def summarize(
     )
     for client in clients:
         for shape in SHAPES:
-            for other in ("hypercorn", "aioquic"):
+            for mine, other in RATIOS:
                 label = (
                     f"[{client} client, {shape_label(client, shape)}] "
-                    f"trioquic/{LABELS[other]}: "
+                    f"{LABELS[mine]}/{LABELS[other]}: "
                 )
-                ours, theirs = (client, shape, "trioquic"), (client, shape, other)
-                if "trioquic" in missing or other in missing:
-                    reason = missing.get("trioquic") or missing.get(other)
+                ours, theirs = (client, shape, mine), (client, shape, other)
+                if mine in missing or other in missing:
+                    reason = missing.get(mine) or missing.get(other)
                     print(f"{label}n/a ({reason})")
                     continue
                 if ours not in results or theirs not in results:
@@ -810,6 +885,7 @@ def summarize(
         "targets (4 connections, native client): trioquic >= 1.3x aioquic and "
         ">= 3x hypercorn-trio (requests/s)"
     )
+    print_goals(goals(medians, missing, clients))
     # Only the measurements kept count here.
     shares = [noise_share(m) for runs in results.values() for m in runs]
     if shares and max(shares) > 0.1:
@@ -817,6 +893,30 @@ def summarize(
             f"warning: other processes used up to {max(shares):.0%} of a CPU "
             "during a measurement: the machine was not idle, the figures are noisy"
         )
+
+
+def goals(
+    medians: dict[Key, float | None], missing: dict[str, str], clients: list[str]
+) -> list[Goal]:
+    """The qh3 engine's request goals, on the native client's 4 connections
+    (the python client's figures when the native one did not run)."""
+    client = "native" if "native" in clients else "python"
+    shape = "4x25"
+    where = f"1 KB requests/s, {client} client, {shape_label(client, shape)}"
+
+    def judged(other: str, target: float) -> Goal:
+        what = f"{where}: trioquic+qh3/{LABELS[other]}"
+        figure = ratio(
+            medians.get((client, shape, "trioquic-qh3")),
+            medians.get((client, shape, other)),
+        )
+        reason = missing.get("trioquic-qh3") or missing.get(other) or "not measured"
+        return Goal(what, figure, target, note="" if figure else reason)
+
+    return [
+        judged("trioquic", REQUESTS_SPEEDUP),
+        judged("qh3", OVER_QH3_ASYNCIO),
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -847,8 +947,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(SERVERS),
-        help="comma-separated: trioquic,aioquic,hypercorn (and "
+        help="comma-separated: trioquic,trioquic-qh3,aioquic,qh3,hypercorn (and "
         "trioquic-no-offload: trioquic without GSO/GRO)",
+    )
+    parser.add_argument(
+        "--cc",
+        choices=("auto", "reno", "cubic"),
+        default="auto",
+        help="congestion control of every peer that can choose (auto: cubic "
+        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
     )
     parser.add_argument(
         "--clients", default=",".join(CLIENTS), help="comma-separated: native,python"

@@ -50,7 +50,6 @@ The last line is ``HTTPX-BENCH {json}``: the medians and the goals.
 from __future__ import annotations
 
 import argparse
-import datetime
 import importlib.util
 import json
 import os
@@ -66,6 +65,7 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from _bench_common import use_ca_signed_certificate  # noqa: E402
 from asgi_servers import (  # noqa: E402 - the sibling benchmark's harness
     ASGI_PEERS,
     NATIVE_CLIENT,
@@ -108,64 +108,6 @@ def missing_client(name: str) -> str | None:
     elif name == "niquests" and importlib.util.find_spec("niquests") is None:
         return "niquests is not installed"
     return None
-
-
-def write_ca_and_leaf(directory: Path) -> tuple[str, str, str]:
-    """A scratch CA and a server certificate it signs (``localhost`` and
-    ``127.0.0.1``): paths of the CA, the certificate and its key."""
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-
-    now = datetime.datetime.now(datetime.UTC)
-
-    def build(
-        subject: str, issuer: str, public: Any, signer: Any, ca: bool
-    ) -> x509.Certificate:
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
-            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
-            .public_key(public)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(hours=1))
-            .not_valid_after(now + datetime.timedelta(days=2))
-            .add_extension(
-                x509.BasicConstraints(ca=ca, path_length=None), critical=True
-            )
-        )
-        if not ca:
-            builder = builder.add_extension(
-                x509.SubjectAlternativeName(
-                    [
-                        x509.DNSName("localhost"),
-                        x509.IPAddress(ipaddress.ip_address(HOST)),
-                    ]
-                ),
-                critical=False,
-            ).add_extension(
-                x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False
-            )
-        return builder.sign(signer, hashes.SHA256())
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    leaf_key = ec.generate_private_key(ec.SECP256R1())
-    ca = build("benchmark CA", "benchmark CA", ca_key.public_key(), ca_key, True)
-    leaf = build("localhost", "benchmark CA", leaf_key.public_key(), ca_key, False)
-    paths = [directory / name for name in ("ca.pem", "cert.pem", "key.pem")]
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        leaf_key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return str(paths[0]), str(paths[1]), str(paths[2])
 
 
 def measure(
@@ -559,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
         trio.run(_floor_child, args)
         return 0
     with tempfile.TemporaryDirectory() as directory:
-        args.ca, args.cert, args.key = write_ca_and_leaf(Path(directory))
+        use_ca_signed_certificate(args, directory, HOST)
         try:
             if args.profile:
                 return profile(args)

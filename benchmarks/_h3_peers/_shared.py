@@ -3,7 +3,11 @@
 The QUIC settings are aioquic's defaults because hypercorn cannot change
 them (it builds its ``QuicConfiguration`` from defaults); the other servers
 and the Python clients use the same values so that all negotiate the same
-transport.
+transport. qh3 (aioquic's fork with a Rust transport core) is given the same
+values too, with path MTU discovery off (its default is on) so that every
+peer sends the same 1200-byte datagrams. qh3 has one congestion controller,
+CUBIC: a run with a qh3 peer (qh3's asyncio layer, or trioquic on its qh3
+engine) gives every peer that can choose CUBIC (:func:`congestion_control`).
 
 Bodies up to :data:`CHUNK` bytes are answered in one piece (cached per size);
 larger ones are sent as :data:`CHUNK`-byte pieces of one cached block, so a
@@ -17,7 +21,7 @@ import argparse
 import contextlib
 import os
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 HOST = "127.0.0.1"
@@ -35,6 +39,15 @@ MAX_BODY = 1024 * 1024 * 1024
 CHUNK = 64 * 1024
 CONTENT_TYPE = b"application/octet-stream"
 NOT_FOUND = b"not found\n"
+
+#: The sans-io QUIC libraries a peer can be built on (same module layout).
+LIBRARIES = ("aioquic", "qh3")
+#: trioquic's engines (``QuicSettings.engine``).
+ENGINES = ("aioquic", "qh3")
+#: qh3's only congestion controller.
+QH3_CONGESTION_CONTROL = "cubic"
+#: The DATAGRAM frame size qh3's peers announce (see quic_configuration).
+QH3_DATAGRAM_FRAME_SIZE = 65536
 
 _PATH = re.compile(rb"/bytes/(\d{1,10})")
 _small: dict[int, bytes] = {}
@@ -101,11 +114,52 @@ def _mark_last(pieces: Iterator[bytes]) -> Iterator[tuple[bytes, bool]]:
     yield previous, True
 
 
-def aioquic_configuration(
-    *, is_client: bool, congestion_control: str = CONGESTION_CONTROL
+def on_qh3(peers: Iterable[str]) -> bool:
+    """Whether one of ``peers`` (server or client names: ``qh3``,
+    ``trioquic-qh3``) runs on qh3."""
+    return any(peer == "qh3" or peer.endswith("-qh3") for peer in peers)
+
+
+def congestion_control(choice: str, peers: Iterable[str]) -> str:
+    """The congestion control of a run: ``choice`` ("reno" or "cubic"), or
+    for "auto" CUBIC when one of ``peers`` (server or client names) runs on
+    qh3, which has nothing else, and Reno otherwise (aioquic's default, which
+    hypercorn keeps whatever the run's choice)."""
+    if choice != "auto":
+        return choice
+    return QH3_CONGESTION_CONTROL if on_qh3(peers) else CONGESTION_CONTROL
+
+
+def quic_configuration(
+    library: str = "aioquic",
+    *,
+    is_client: bool,
+    congestion_control: str = CONGESTION_CONTROL,
 ) -> Any:
-    """aioquic's ``QuicConfiguration`` with the shared settings (ALPN h3) and
-    ``congestion_control`` ("reno" or "cubic")."""
+    """``library``'s ``QuicConfiguration`` (aioquic or qh3) with the shared
+    settings (ALPN h3) and ``congestion_control`` ("reno" or "cubic"; qh3
+    refuses anything but CUBIC, its only controller)."""
+    if library == "qh3":
+        from qh3.h3.connection import H3_ALPN as QH3_ALPN
+        from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
+
+        if congestion_control != QH3_CONGESTION_CONTROL:
+            raise ValueError(
+                f"qh3 has CUBIC only, not {congestion_control!r} (use --cc cubic)"
+            )
+        return Qh3Configuration(
+            is_client=is_client,
+            alpn_protocols=QH3_ALPN,
+            max_datagram_size=MAX_UDP_PAYLOAD,
+            probe_datagram_size=False,
+            # qh3's H3Connection always sends SETTINGS_H3_DATAGRAM=1, which
+            # an HTTP/3 peer (qh3's own, aioquic's) refuses without this
+            # transport parameter (H3_SETTINGS_ERROR).
+            max_datagram_frame_size=QH3_DATAGRAM_FRAME_SIZE,
+            max_data=CONNECTION_WINDOW,
+            max_stream_data=STREAM_WINDOW,
+            idle_timeout=IDLE_TIMEOUT,
+        )
     from aioquic.h3.connection import H3_ALPN
     from aioquic.quic.configuration import QuicConfiguration
 
@@ -120,20 +174,54 @@ def aioquic_configuration(
     )
 
 
+def aioquic_configuration(
+    *, is_client: bool, congestion_control: str = CONGESTION_CONTROL
+) -> Any:
+    """aioquic's ``QuicConfiguration`` with the shared settings (see
+    :func:`quic_configuration`)."""
+    return quic_configuration(
+        "aioquic", is_client=is_client, congestion_control=congestion_control
+    )
+
+
+def qh3_engine_missing() -> str | None:
+    """Why trioquic cannot run on its qh3 engine here, or None."""
+    import importlib.util
+
+    if importlib.util.find_spec("qh3") is None:
+        return "qh3 is not installed (pip install trioquic[qh3])"
+    try:
+        import attrs
+
+        import trioquic
+    except ImportError as exc:
+        return f"trioquic is unavailable: {exc}"
+    names = {field.name for field in attrs.fields(trioquic.QuicSettings)}
+    if "engine" not in names or importlib.util.find_spec("trioquic._qh3") is None:
+        return "this trioquic has no qh3 engine (QuicSettings.engine)"
+    return None
+
+
 def trioquic_settings(
     congestion_control: str = CONGESTION_CONTROL,
     *,
     library_defaults: bool = False,
+    engine: str = "aioquic",
     **tls: Any,
 ) -> Any:
     """trioquic's ``QuicSettings`` with the shared settings (ALPN h3) and
-    ``congestion_control``, plus ``certificate``/``private_key`` (server) or
-    ``ca_certs`` (client). ``library_defaults``: trioquic's own defaults
-    instead of the shared settings (what ``trioquic serve`` and ``trioquic
-    get`` use: 1350-byte UDP payload, 4 MiB connection window, 4 MiB socket
-    buffers), only ALPN and congestion control set."""
+    ``congestion_control``, on ``engine`` ("aioquic", trioquic's default, or
+    "qh3"), plus ``certificate``/``private_key`` (server) or ``ca_certs``
+    (client). ``library_defaults``: trioquic's own defaults instead of the
+    shared settings (what ``trioquic serve`` and ``trioquic get`` use:
+    1350-byte UDP payload, 4 MiB connection window, 4 MiB socket buffers),
+    only ALPN and congestion control set."""
     import trioquic
 
+    if engine != "aioquic":
+        # Only named when it is not the default, so that a trioquic without
+        # the setting still runs the aioquic columns.
+        tls["engine"] = engine
     if library_defaults:
         return trioquic.QuicSettings(
             alpn_protocols=["h3"], congestion_control=congestion_control, **tls
@@ -175,5 +263,11 @@ def server_parser(description: str) -> argparse.ArgumentParser:
         "--library-defaults",
         action="store_true",
         help="trioquic only: the library's default QUIC settings, not the shared ones",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="aioquic",
+        help="trioquic only: its QUIC engine (QuicSettings.engine)",
     )
     return parser

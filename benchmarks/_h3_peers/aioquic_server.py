@@ -8,6 +8,10 @@ buffers the whole body, as the example server does for an ASGI app that
 sends it at once). Like the example server it issues session tickets and
 keeps them in a store (each usable once).
 
+qh3, aioquic's fork, keeps aioquic's asyncio and HTTP/3 API, so
+``qh3_server.py`` is this same server built on qh3's modules
+(``make_protocol("qh3")``, ``main(args, "qh3")``).
+
 ``GET /bytes/<n>`` answers ``n`` bytes; anything else 404. The server exits
 after ``--lifetime`` seconds so that it never outlives the benchmark.
 
@@ -21,22 +25,30 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import HOST, aioquic_configuration, answer, pin_to, server_parser
+from _shared import HOST, answer, pin_to, quic_configuration, server_parser
 
 
-def make_protocol() -> type:
-    from aioquic.asyncio import QuicConnectionProtocol
-    from aioquic.h3.connection import H3_ALPN, H3Connection
-    from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
-    from aioquic.quic.events import ProtocolNegotiated, QuicEvent
+def make_protocol(library: str = "aioquic") -> type:
+    """The server's protocol class on ``library``'s asyncio layer (aioquic or
+    qh3: the same API)."""
+    asyncio_layer = importlib.import_module(f"{library}.asyncio")
+    h3 = importlib.import_module(f"{library}.h3.connection")
+    h3_events = importlib.import_module(f"{library}.h3.events")
+    quic_events = importlib.import_module(f"{library}.quic.events")
+    QuicConnectionProtocol = asyncio_layer.QuicConnectionProtocol
+    H3_ALPN, H3Connection = h3.H3_ALPN, h3.H3Connection
+    DataReceived, HeadersReceived = h3_events.DataReceived, h3_events.HeadersReceived
+    H3Event, QuicEvent = h3_events.H3Event, quic_events.QuicEvent
+    ProtocolNegotiated = quic_events.ProtocolNegotiated
 
-    class Http3ServerProtocol(QuicConnectionProtocol):
+    class Http3ServerProtocol(QuicConnectionProtocol):  # type: ignore[misc, valid-type]
         def __init__(self, *args: object, **kwargs: object) -> None:
             super().__init__(*args, **kwargs)
             self._http: H3Connection | None = None
@@ -94,17 +106,16 @@ class SessionTicketStore:
         return self.tickets.pop(label, None)
 
 
-async def main(args: argparse.Namespace) -> None:
-    from aioquic.asyncio import serve
-
-    config = aioquic_configuration(is_client=False, congestion_control=args.cc)
+async def main(args: argparse.Namespace, library: str = "aioquic") -> None:
+    serve = importlib.import_module(f"{library}.asyncio").serve
+    config = quic_configuration(library, is_client=False, congestion_control=args.cc)
     config.load_cert_chain(args.cert, args.key)
     tickets = SessionTicketStore()
     server = await serve(
         HOST,
         args.port,
         configuration=config,
-        create_protocol=make_protocol(),
+        create_protocol=make_protocol(library),
         session_ticket_fetcher=tickets.pop,
         session_ticket_handler=tickets.add,
     )

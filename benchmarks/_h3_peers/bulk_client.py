@@ -3,13 +3,18 @@ connection, the body read to its end and counted, never kept.
 
 * ``--impl trioquic``: ``trioquic.h3.open_http3_client`` and
   ``client.request``, the body read with ``async for``;
+* ``--impl trioquic-qh3``: the same on trioquic's qh3 engine
+  (``QuicSettings(engine="qh3")``);
 * ``--impl aioquic``: aioquic's asyncio layer in the shape of its example
   client (a ``QuicConnectionProtocol`` feeding an ``H3Connection``; the
   protocol class of the request benchmark's load client, which counts body
-  bytes as ``DataReceived`` events arrive).
+  bytes as ``DataReceived`` events arrive);
+* ``--impl qh3``: the same client on qh3's asyncio layer and ``H3Connection``
+  (qh3 keeps aioquic's API).
 
-Both use the QUIC settings every peer of the HTTP/3 benchmarks uses
-(``_shared.py``) and verify the server's certificate against ``--cert``.
+All use the QUIC settings every peer of the HTTP/3 benchmarks uses
+(``_shared.py``; qh3 is CUBIC only, so ``--cc cubic`` with ``qh3`` and
+``trioquic-qh3``) and verify the server's certificate against ``--cert``.
 The clock and the CPU count start just before connecting and stop at the
 last body byte: the handshake is included, the interpreter's start, the
 stacks' imports (trioquic loads its engine before the clock) and the
@@ -25,6 +30,7 @@ exits. Run it::
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import resource
 import sys
@@ -34,10 +40,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import HOST, aioquic_configuration, pin_to, trioquic_settings
+from _shared import HOST, pin_to, quic_configuration, trioquic_settings
 
 TAG = "H3-BULK "
-IMPLEMENTATIONS = ("trioquic", "aioquic")
+IMPLEMENTATIONS = ("trioquic", "trioquic-qh3", "aioquic", "qh3")
 
 
 def cpu_seconds() -> float:
@@ -79,7 +85,10 @@ async def trioquic_get(args: argparse.Namespace) -> dict[str, Any]:
     from trioquic.lowlevel import create_endpoint_engine
 
     settings = trioquic_settings(
-        args.cc, library_defaults=args.library_defaults, ca_certs=args.cert
+        args.cc,
+        library_defaults=args.library_defaults,
+        engine="qh3" if args.impl == "trioquic-qh3" else "aioquic",
+        ca_certs=args.cert,
     )
     # trioquic imports its engine (aioquic) with the first endpoint, about
     # 70 ms: do it before the clock starts, as the aioquic client's imports
@@ -103,16 +112,17 @@ async def trioquic_get(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-async def aioquic_get(args: argparse.Namespace) -> dict[str, Any]:
+async def asyncio_get(args: argparse.Namespace) -> dict[str, Any]:
+    """aioquic's or qh3's asyncio client (``args.impl`` names the library)."""
     import asyncio
 
-    from aioquic.asyncio import connect
     from load_client import make_protocol
 
-    config = aioquic_configuration(is_client=True, congestion_control=args.cc)
+    connect = importlib.import_module(f"{args.impl}.asyncio").connect
+    config = quic_configuration(args.impl, is_client=True, congestion_control=args.cc)
     config.load_verify_locations(args.cert)
     authority = f"{HOST}:{args.port}".encode()
-    base = make_protocol()
+    base = make_protocol(args.impl)
 
     class Protocol(base):  # type: ignore[misc, valid-type]
         def quic_event_received(self, event: Any) -> None:
@@ -166,14 +176,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     pin_to(args.cpu)
-    if args.impl == "trioquic":
+    if args.impl.startswith("trioquic"):
         import trio
 
         result = trio.run(trioquic_get, args)
     else:
         import asyncio
 
-        result = asyncio.run(aioquic_get(args))
+        result = asyncio.run(asyncio_get(args))
     print(TAG + json.dumps({"impl": args.impl, **result}), flush=True)
     return 0
 

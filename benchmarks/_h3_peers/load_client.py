@@ -1,6 +1,8 @@
 """The Python load client of the request benchmark: aioquic's asyncio layer
-and its ``H3Connection``, ``--connections`` connections with
+and its ``H3Connection`` (or qh3's), ``--connections`` connections with
 ``--concurrency`` requests in flight on each, every request timed.
+``--library qh3`` runs the same client on qh3's asyncio layer and
+``H3Connection`` (qh3 keeps aioquic's API; it is CUBIC only).
 
 Each connection runs ``--concurrency`` workers; a worker sends
 ``GET <path>`` (headers with FIN), waits for the whole response, checks the
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import resource
 import statistics
@@ -33,7 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import HOST, aioquic_configuration, pin_to
+from _shared import HOST, LIBRARIES, pin_to, quic_configuration
 
 TAG = "H3-LOAD "
 
@@ -61,13 +64,20 @@ class Tally:
     lost: int = 0
 
 
-def make_protocol() -> type:
-    from aioquic.asyncio import QuicConnectionProtocol
-    from aioquic.h3.connection import H3Connection
-    from aioquic.h3.events import DataReceived, HeadersReceived
-    from aioquic.quic.events import ConnectionTerminated, QuicEvent
+def make_protocol(library: str = "aioquic") -> type:
+    """The client's protocol class on ``library``'s asyncio layer (aioquic, or
+    qh3, which keeps aioquic's API)."""
+    QuicConnectionProtocol = importlib.import_module(
+        f"{library}.asyncio"
+    ).QuicConnectionProtocol
+    H3Connection = importlib.import_module(f"{library}.h3.connection").H3Connection
+    h3_events = importlib.import_module(f"{library}.h3.events")
+    DataReceived, HeadersReceived = h3_events.DataReceived, h3_events.HeadersReceived
+    quic_events = importlib.import_module(f"{library}.quic.events")
+    ConnectionTerminated = quic_events.ConnectionTerminated
+    QuicEvent = quic_events.QuicEvent
 
-    class Http3LoadProtocol(QuicConnectionProtocol):
+    class Http3LoadProtocol(QuicConnectionProtocol):  # type: ignore[misc, valid-type]
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             super().__init__(*args, **kwargs)
             self._http = H3Connection(self._quic)
@@ -127,13 +137,14 @@ def make_protocol() -> type:
 
 
 async def run(args: argparse.Namespace) -> None:
-    from aioquic.asyncio import connect
-
-    config = aioquic_configuration(is_client=True)
+    connect = importlib.import_module(f"{args.library}.asyncio").connect
+    config = quic_configuration(
+        args.library, is_client=True, congestion_control=args.cc
+    )
     config.load_verify_locations(args.cert)
     authority = f"{HOST}:{args.port}".encode()
     path = args.path.encode()
-    protocol_class = make_protocol()
+    protocol_class = make_protocol(args.library)
     tally = Tally()
     stop = asyncio.Event()
 
@@ -223,6 +234,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--path", default="/bytes/1024")
     parser.add_argument("--expect-size", type=int, default=1024)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--cc", choices=("reno", "cubic"), default="reno")
+    parser.add_argument("--library", choices=LIBRARIES, default="aioquic")
     args = parser.parse_args(argv)
     if min(args.connections, args.concurrency) < 1 or args.duration <= 0:
         parser.error("--connections and --concurrency >= 1, --duration > 0")

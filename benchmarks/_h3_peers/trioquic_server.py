@@ -1,6 +1,7 @@
 """trioquic's HTTP/3 server (``trioquic.h3.serve_http3``) answering
 ``GET /bytes/<n>`` with ``n`` bytes (anything else 404), with the QUIC
-settings every server of the HTTP/3 benchmarks uses. A body of up to 64 KiB
+settings every server of the HTTP/3 benchmarks uses, on trioquic's aioquic
+engine or (``--engine qh3``) on its qh3 engine. A body of up to 64 KiB
 is sent with ``request.respond``, a larger one streamed in 64 KiB pieces with
 ``request.stream_response`` (which waits while the stream's send buffer is
 full). It exits after
@@ -33,6 +34,7 @@ async def main(args: argparse.Namespace) -> None:
     settings = trioquic_settings(
         args.cc,
         library_defaults=args.library_defaults,
+        engine=args.engine,
         certificate=args.cert,
         private_key=args.key,
         **offload,
