@@ -1,4 +1,5 @@
-"""The ceiling: aioquic's client and server exchanging datagrams in memory.
+"""The ceiling: aioquic's (or qh3's) client and server exchanging datagrams in
+memory.
 
 What no integration of aioquic can beat: an aioquic client ``QuicConnection``
 and an aioquic server ``QuicConnection`` (and, for HTTP/3, an ``H3Connection``
@@ -82,6 +83,8 @@ Run it::
     python benchmarks/ceiling.py --quick              # a smoke test, seconds
     python benchmarks/ceiling.py --workloads h3-bulk --json /tmp/ceiling.json
     python benchmarks/ceiling.py --workloads raw-bulk,handshakes --repeat 5
+    python benchmarks/ceiling.py --engine qh3 --quick
+    python benchmarks/ceiling.py --engine aioquic --cc cubic --workloads h3-bulk
 
 ``--json PATH`` writes the figures for other benchmarks to report their
 ratio to the ceiling (``measure(workload, ...)`` returns one workload's from
@@ -93,6 +96,19 @@ holds one such object per shape (``1x50``, ``10x10``, ``4x50``) with
 ``client_cpu_s``, ``server_per_s``, ``client_per_s``. Each also has the runs'
 CPU seconds, the datagrams each side sent and the simulated seconds; ``meta``
 says how the figures were made.
+
+``--engine qh3`` measures the same with qh3 (aioquic's fork whose transport
+core is Rust; trioquic's second engine) on both sides: qh3 keeps aioquic's
+sans-io API, so the driver, the applications and the figures are the same.
+Where qh3 differs: it has CUBIC only (``--cc`` applies to aioquic; a
+comparison of the two ceilings should run aioquic with ``--cc cubic``, as
+``h3_bulk.py`` does when it has qh3 columns); it has no setting or state for
+the slow-start threshold, so ``--ssthresh`` is not applied (qh3's CUBIC runs
+its own slow start); the bounded send buffer reads qh3's public
+``get_send_buffer_size``; path MTU discovery is off and a DATAGRAM frame size
+is announced (qh3's HTTP/3 layer always sends SETTINGS_H3_DATAGRAM, which its
+own client refuses without it). The certificate is signed by a scratch CA
+for both engines (qh3's client refuses a self-signed one).
 
 Limits: both sides' CPU seconds add up on one clock, so per datagram time
 passes about twice as fast as with the two sides on two cores, and the 1 ms
@@ -106,6 +122,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib
 import json
 import re
 import statistics
@@ -117,7 +134,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import aioquic
 from aioquic._buffer import Buffer
 from aioquic.h3.connection import H3_ALPN, H3Connection
 from aioquic.h3.events import DataReceived, H3Event, HeadersReceived
@@ -131,6 +147,18 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 from aioquic.quic.packet import pull_quic_header
+
+HERE = Path(__file__).resolve().parent
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+from _bench_common import write_ca_and_leaf  # noqa: E402
+
+#: The libraries whose state machines can be measured (``--engine``).
+ENGINES = ("aioquic", "qh3")
+#: qh3's only congestion controller.
+QH3_CONGESTION_CONTROL = "cubic"
+#: The DATAGRAM frame size qh3's peers announce (see the module docstring).
+QH3_DATAGRAM_FRAME_SIZE = 65536
 
 #: How the simulated clock moves (see Network).
 CLOCKS = ("cpu", "idle")
@@ -196,8 +224,39 @@ class Options:
     clock: str = "cpu"
     #: Slow-start threshold set on every connection (bytes), or None to leave
     #: aioquic's (none: slow start until RTT grows, which a lossless link in
-    #: memory barely does).
+    #: memory barely does). qh3 has no such state: not applied there.
     ssthresh: int | None = DEFAULT_SSTHRESH
+    #: Whose state machines run: "aioquic" or "qh3".
+    engine: str = "aioquic"
+    #: aioquic's congestion control ("reno" or "cubic"); qh3 has CUBIC only.
+    congestion_control: str = CONGESTION_CONTROL
+
+
+def use_engine(engine: str) -> str:
+    """Bind this script's names for the QUIC and HTTP/3 classes to
+    ``engine``'s (aioquic or qh3: the same module layout and API), so that
+    every run after it drives that library; its version."""
+    if engine not in ENGINES:
+        raise ValueError(f"unknown engine {engine!r}; choose from {ENGINES}")
+    global QuicConfiguration, QuicConnection, H3Connection, H3_ALPN
+    global DataReceived, HeadersReceived, pull_quic_header, Buffer
+    global ConnectionTerminated, HandshakeCompleted, ProtocolNegotiated
+    global StreamDataReceived
+    module = importlib.import_module
+    QuicConfiguration = module(f"{engine}.quic.configuration").QuicConfiguration
+    QuicConnection = module(f"{engine}.quic.connection").QuicConnection
+    h3 = module(f"{engine}.h3.connection")
+    H3Connection, H3_ALPN = h3.H3Connection, h3.H3_ALPN
+    h3_events = module(f"{engine}.h3.events")
+    DataReceived, HeadersReceived = h3_events.DataReceived, h3_events.HeadersReceived
+    events = module(f"{engine}.quic.events")
+    ConnectionTerminated = events.ConnectionTerminated
+    HandshakeCompleted = events.HandshakeCompleted
+    ProtocolNegotiated = events.ProtocolNegotiated
+    StreamDataReceived = events.StreamDataReceived
+    pull_quic_header = module(f"{engine}.quic.packet").pull_quic_header
+    Buffer = module("aioquic._buffer" if engine == "aioquic" else "qh3._hazmat").Buffer
+    return str(module(engine).__version__)
 
 
 # -- the certificate ---------------------------------------------------------------
@@ -215,19 +274,16 @@ _directory: tempfile.TemporaryDirectory[str] | None = None
 
 
 def credentials() -> Credentials:
-    """A self-signed certificate for ``localhost``, made once per process."""
+    """A certificate for ``localhost`` signed by a scratch CA, made once per
+    process."""
     global _credentials, _directory
     if _credentials is None:
-        import trioquic
-
         _directory = tempfile.TemporaryDirectory(prefix="ceiling-")
-        made = trioquic.generate_self_signed_certificate(
-            [AUTHORITY, "127.0.0.1"], _directory.name
-        )
+        ca, certificate, key = write_ca_and_leaf(Path(_directory.name))
         _credentials = Credentials(
-            certificate=Path(made.certificate_path),
-            private_key=Path(made.private_key_path),
-            ca_data=Path(made.certificate_path).read_bytes(),
+            certificate=Path(certificate),
+            private_key=Path(key),
+            ca_data=Path(ca).read_bytes(),
         )
     return _credentials
 
@@ -239,15 +295,24 @@ def configuration(
     max_datagram_size: int,
     connection_window: int,
     stream_window: int,
+    options: Options,
 ) -> QuicConfiguration:
+    if options.engine == "qh3":
+        # CUBIC (its only one); see the module docstring for the rest.
+        engine_specific: dict[str, Any] = {
+            "probe_datagram_size": False,
+            "max_datagram_frame_size": QH3_DATAGRAM_FRAME_SIZE,
+        }
+    else:
+        engine_specific = {"congestion_control_algorithm": options.congestion_control}
     config = QuicConfiguration(
         is_client=not server,
         alpn_protocols=[alpn],
         max_datagram_size=max_datagram_size,
-        congestion_control_algorithm=CONGESTION_CONTROL,
         max_data=connection_window,
         max_stream_data=stream_window,
         idle_timeout=IDLE_TIMEOUT,
+        **engine_specific,
     )
     creds = credentials()
     if server:
@@ -258,23 +323,25 @@ def configuration(
     return config
 
 
-def bulk_configuration(*, server: bool) -> QuicConfiguration:
+def bulk_configuration(*, server: bool, options: Options) -> QuicConfiguration:
     return configuration(
         server=server,
         alpn=BULK_ALPN,
         max_datagram_size=BULK_MAX_UDP_PAYLOAD,
         connection_window=BULK_CONNECTION_WINDOW,
         stream_window=BULK_STREAM_WINDOW,
+        options=options,
     )
 
 
-def h3_configuration(*, server: bool) -> QuicConfiguration:
+def h3_configuration(*, server: bool, options: Options) -> QuicConfiguration:
     return configuration(
         server=server,
         alpn=H3_ALPN[0],
         max_datagram_size=H3_MAX_UDP_PAYLOAD,
         connection_window=H3_CONNECTION_WINDOW,
         stream_window=H3_STREAM_WINDOW,
+        options=options,
     )
 
 
@@ -410,8 +477,8 @@ class Endpoint:
 
     def _limit_slow_start(self, quic: QuicConnection) -> None:
         # What a first loss would do on a real path (private state: aioquic
-        # has no setting for it).
-        if self.ssthresh is not None:
+        # has no setting for it; qh3 has neither, and is left as it is).
+        if self.ssthresh is not None and hasattr(quic, "_loss"):
             quic._loss._cc.ssthresh = self.ssthresh
 
     def _dispatch(self, quic: QuicConnection) -> None:
@@ -503,8 +570,10 @@ class Network:
 
 
 def unsent(quic: QuicConnection, stream_id: int) -> int:
-    """Bytes written on a stream that aioquic has not sent yet (private
-    state: aioquic has no public way to say)."""
+    """Bytes written on a stream that the library has not sent yet (qh3
+    says, with ``get_send_buffer_size``; aioquic does not: private state)."""
+    if hasattr(quic, "get_send_buffer_size"):
+        return int(quic.get_send_buffer_size(stream_id))
     sender = quic._streams[stream_id].sender
     return sender._buffer_stop - sender.highest_offset
 
@@ -900,8 +969,8 @@ def raw_bulk(size: int, options: Options = Options()) -> Run:
         options,
         RawBulkClient(size),
         RawBulkServer(),
-        bulk_configuration(server=False),
-        bulk_configuration(server=True),
+        bulk_configuration(server=False, options=options),
+        bulk_configuration(server=True, options=options),
     )
 
 
@@ -912,8 +981,8 @@ def h3_bulk(size: int, options: Options = Options()) -> Run:
         options,
         H3BulkClient(size),
         H3BulkServer(),
-        h3_configuration(server=False),
-        h3_configuration(server=True),
+        h3_configuration(server=False, options=options),
+        h3_configuration(server=True, options=options),
     )
 
 
@@ -926,8 +995,8 @@ def h3_requests(
     what = f"h3-requests {connections}x{in_flight}"
     server_meter, client_meter = Meter(), Meter()
     network = Network(what, options)
-    client_config = h3_configuration(server=False)
-    server_config = h3_configuration(server=True)
+    client_config = h3_configuration(server=False, options=options)
+    server_config = h3_configuration(server=True, options=options)
     body = payload(RESPONSE_SIZE)
     budget = RequestBudget(total)
     pairs: list[tuple[Endpoint, Endpoint, H3RequestsClient]] = []
@@ -976,8 +1045,8 @@ def handshakes(count: int, options: Options = Options()) -> Run:
     what = "handshakes"
     server_meter, client_meter = Meter(), Meter()
     deadline = time.monotonic() + options.timeout
-    client_config = h3_configuration(server=False)
-    server_config = h3_configuration(server=True)
+    client_config = h3_configuration(server=False, options=options)
+    server_config = h3_configuration(server=True, options=options)
     server_sent = client_sent = 0
     simulated = 0.0
     for index in range(count):
@@ -1042,6 +1111,7 @@ def _one(
     count: int,
     options: Options,
 ) -> Run:
+    use_engine(options.engine)
     gc.collect()
     if workload == "raw-bulk":
         return raw_bulk(size, options)
@@ -1194,11 +1264,17 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, dict[str, Any], 
 def print_table(results: dict[str, Any], repeat: int, options: Options) -> None:
     print()
     print(
-        f"ceiling: aioquic {aioquic.__version__} client and server QuicConnection "
-        "in one thread, datagrams in memory;"
+        f"ceiling: {options.engine} {use_engine(options.engine)} client and server "
+        "QuicConnection in one thread, datagrams in memory;"
     )
     ssthresh = "aioquic's" if options.ssthresh is None else f"{options.ssthresh} B"
-    print(f"simulated clock: {options.clock}; slow-start threshold: {ssthresh};")
+    cc = options.congestion_control
+    if options.engine == "qh3":
+        ssthresh, cc = "qh3's own (it has no setting)", QH3_CONGESTION_CONTROL
+    print(
+        f"simulated clock: {options.clock}; congestion control: {cc}; "
+        f"slow-start threshold: {ssthresh};"
+    )
     print(
         f"CPU = thread CPU seconds charged to each side, median of {repeat}; "
         "rates per CPU second of that side (MB = 10**6 bytes of body)"
@@ -1228,7 +1304,20 @@ def _progress(label: str, run: Run) -> None:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="The ceiling: aioquic client and server in memory, CPU per side."
+        description="The ceiling: aioquic (or qh3) client and server in memory, "
+        "CPU per side."
+    )
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="aioquic",
+        help="whose state machines run on both sides (default aioquic)",
+    )
+    parser.add_argument(
+        "--cc",
+        choices=("reno", "cubic"),
+        default=CONGESTION_CONTROL,
+        help="aioquic's congestion control (default reno); qh3 has CUBIC only",
     )
     parser.add_argument(
         "--workloads",
@@ -1316,8 +1405,11 @@ def main(argv: list[str] | None = None) -> int:
         timeout=args.timeout,
         clock=args.clock,
         ssthresh=args.ssthresh if args.ssthresh > 0 else None,
+        engine=args.engine,
+        congestion_control=args.cc,
     )
     print(
+        f"engine {args.engine}; "
         f"workloads {', '.join(args.workloads)}; size {args.size} bytes, "
         f"{args.requests} requests per shape, {args.handshakes} handshakes, "
         f"{args.repeat} repeat(s)",
@@ -1339,7 +1431,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(results, args.repeat, options)
     if args.json is not None:
         meta = {
-            "aioquic": aioquic.__version__,
+            "engine": args.engine,
+            args.engine: use_engine(args.engine),
+            "congestion_control": QH3_CONGESTION_CONTROL
+            if args.engine == "qh3"
+            else args.cc,
             "repeat": args.repeat,
             "cpu_clock": "time.thread_time",
             "simulated_clock": options.clock,

@@ -6,10 +6,12 @@ Measurements, in the same run:
 
 1. ``servers``: ngtcp2's HTTP/3 test client (``gtlsclient``) downloads the
    body from each Python server: ``trioquic`` (``serve_http3``, the body
-   streamed in 64 KiB pieces), ``aioquic`` (its asyncio layer, built like its
-   example server, the body handed to ``send_data`` at once) and
-   ``hypercorn-trio`` (an ASGI app sending 64 KiB ``more_body`` messages);
-   the servers are those of ``h3_requests.py`` (``_h3_peers/``). The client
+   streamed in 64 KiB pieces, on trioquic's default engine, aioquic),
+   ``trioquic+qh3`` (the same on trioquic's qh3 engine), ``aioquic`` (its
+   asyncio layer, built like its example server, the body handed to
+   ``send_data`` at once), ``qh3-asyncio`` (the same server on qh3's asyncio
+   layer) and ``hypercorn-trio`` (an ASGI app sending 64 KiB ``more_body``
+   messages); the servers are those of ``h3_requests.py`` (``_h3_peers/``). The client
    writes the body to a scratch directory (``--download``) and its size is
    checked. MB/s = bytes / wall time from starting the client process to its
    exit: process start (a few ms), handshake, transfer and close are all in
@@ -17,30 +19,45 @@ Measurements, in the same run:
    same span (``/proc``); MB per server CPU-second = bytes / that.
 2. ``clients``: ngtcp2's HTTP/3 test server (``gtlsserver``, serving a file
    of the same bytes from a scratch directory) is downloaded from by
-   trioquic's client (``trioquic.h3.open_http3_client``) and by aioquic's
-   asyncio client (the shape of its example client), each in its own
-   process (``_h3_peers/bulk_client.py``). MB/s = bytes / the client's own
-   clock from just before connecting to the last body byte (handshake in;
-   interpreter start and close out); client CPU = the client process's CPU
-   seconds over the same span. The server's CPU is sampled over the client
-   process's whole life (the server idles while the client starts).
-3. ``self``: trioquic's client from trioquic's server, and aioquic's client
-   from aioquic's server for reference; figures as in 2.
-4. ``ceiling``: when ``benchmarks/ceiling.py`` exists, it is run once, after
-   the others, as ``ceiling.py --workloads h3-bulk --size N --json F``: the
-   MB per server CPU-second of aioquic's sans-io server alone (no event
-   loop, no sockets, an aioquic client in memory). trioquic's server MB per
-   CPU-second and its MB/s (both from measurement 1), and its client's MB
-   per CPU-second (from measurement 2) are given as fractions of it. The
-   peers differ (gtlsclient acknowledges differently from aioquic's client),
+   trioquic's client (``trioquic.h3.open_http3_client``, on each engine) and
+   by aioquic's and qh3's asyncio clients (the shape of aioquic's example
+   client), each in its own process (``_h3_peers/bulk_client.py``). MB/s =
+   bytes / the client's own clock from just before connecting to the last
+   body byte (handshake in; interpreter start and close out); client CPU =
+   the client process's CPU seconds over the same span. The server's CPU is
+   sampled over the client process's whole life (the server idles while the
+   client starts).
+3. ``self``: each stack's client from its own server (trioquic, trioquic+qh3,
+   and aioquic and qh3-asyncio for reference); figures as in 2.
+4. ``ceiling``: when ``benchmarks/ceiling.py`` exists, it is run after the
+   others, once per engine in the run, as ``ceiling.py --engine E
+   --workloads h3-bulk --size N --cc CC --json F``: the MB per server
+   CPU-second of that library's sans-io server alone (no event loop, no
+   sockets, a client of the same library in memory). trioquic's server MB
+   per CPU-second and its MB/s (both from measurement 1), and its client's
+   MB per CPU-second (from measurement 2) are given as fractions of
+   aioquic's ceiling, and trioquic+qh3's as fractions of qh3's. The peers
+   differ (gtlsclient acknowledges differently from the in-memory client),
    so a fraction above 1 is possible.
 
+The run ends with the same-run ratios (trioquic/aioquic,
+trioquic/hypercorn, trioquic+qh3/trioquic, trioquic+qh3/qh3-asyncio, per
+measurement) and the qh3 engine's goals (``_goals.py``), each met or not:
+served to gtlsclient, trioquic+qh3 >= 2.5x trioquic and >= 100 MB/s (the
+goal is for a 50 MB body, the default size), >= 1.2x qh3-asyncio (server
+and client side), and the fraction of qh3's ceiling it reaches.
+
 MB = 10**6 bytes. Every peer uses the same QUIC settings, aioquic's defaults
-(``_h3_peers/_shared.py``: UDP payload 1200 bytes, Reno, 1 MiB connection and
-stream windows); the native peers are given the same (``gtlsserver
---cc=reno --max-udp-payload-size=1200 --no-pmtud``; ``gtlsclient
---max-data``/``--max-stream-data-bidi-local`` 1 MiB unless
-``--native-default-windows``). aioquic's receiver doubles its limits
+(``_h3_peers/_shared.py``: UDP payload 1200 bytes, 1 MiB connection and
+stream windows; qh3 without path MTU discovery); the native peers are given
+the same (``gtlsserver --max-udp-payload-size=1200 --no-pmtud``;
+``gtlsclient --max-data``/``--max-stream-data-bidi-local`` 1 MiB unless
+``--native-default-windows``). Congestion control (``--cc``): qh3 has
+CUBIC only, so a run with a qh3 column gives CUBIC to every peer that can
+choose (trioquic on both engines, aioquic's server and client, gtlsserver
+and gtlsclient ``--cc=cubic``, the aioquic ceiling); hypercorn keeps Reno,
+aioquic's default, which it cannot change. A run without qh3 columns uses
+Reno, as before; ``--cc reno|cubic`` forces one. aioquic's receiver doubles its limits
 whenever half is used (its window grows with what it received); trioquic's
 grants credit as the application reads; ngtcp2's slides a window of that
 size.
@@ -54,7 +71,7 @@ CPU is taken again (up to ``--attempts``; the quietest kept). A peer that is
 not installed (gtlsclient, gtlsserver, hypercorn, aioquic) is skipped with a
 message. Run it on an otherwise idle machine::
 
-    python benchmarks/h3_bulk.py                 # 50 MiB, 3 repeats, ~3 minutes
+    python benchmarks/h3_bulk.py                 # 50 MiB, 3 repeats, ~5 minutes
     python benchmarks/h3_bulk.py --quick         # 4 MiB, once (a smoke test)
     python benchmarks/h3_bulk.py --repeat 5 --servers trioquic,aioquic --json r.json
 
@@ -83,7 +100,15 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import h3_requests as h3  # noqa: E402 - the sibling benchmark, for its helpers
-from _bench_common import use_self_signed_certificate  # noqa: E402
+from _bench_common import use_ca_signed_certificate  # noqa: E402
+from _goals import (  # noqa: E402
+    BULK_MB_PER_S,
+    BULK_SPEEDUP,
+    OVER_QH3_ASYNCIO,
+    Goal,
+    print_goals,
+    ratio,
+)
 from h3_requests import (  # noqa: E402
     HOST,
     PEERS,
@@ -103,6 +128,7 @@ from _shared import (  # noqa: E402
     MAX_UDP_PAYLOAD,
     STREAM_WINDOW,
     body_chunks,
+    congestion_control,
 )
 
 DEFAULT_SIZE = 50 * 1024 * 1024
@@ -114,7 +140,9 @@ NATIVE_CLIENT = "gtlsclient"
 NATIVE_SERVER = "gtlsserver"
 CEILING = HERE / "ceiling.py"
 MEASUREMENTS = ("servers", "clients", "self")
-CLIENT_IMPLS = ("trioquic", "aioquic")
+CLIENT_IMPLS = ("trioquic", "trioquic-qh3", "aioquic", "qh3")
+#: The library under each engine's ceiling, and the trioquic server on it.
+CEILING_ENGINES = {"aioquic": "trioquic", "qh3": "trioquic-qh3"}
 #: Labels of everything that can sit on either side.
 PEER_LABELS = {
     **h3.LABELS,
@@ -203,6 +231,7 @@ def native_download(server: Server, args: argparse.Namespace, cpu: int | None) -
             "--exit-on-all-streams-close",
             f"--timeout={args.native_idle_timeout}s",
             f"--download={directory}",
+            f"--cc={args.cc}",
             *windows,
             HOST,
             str(server.port),
@@ -240,7 +269,8 @@ def python_download(
         str(PEERS / "bulk_client.py"),
         f"--impl={impl}",
         f"--port={server.port}",
-        f"--cert={args.cert}",
+        f"--cert={args.ca}",
+        f"--cc={args.cc}",
         f"--path=/bytes/{args.size}",
         f"--timeout={args.timeout}",
     ]
@@ -296,7 +326,7 @@ def start_native_server(args: argparse.Namespace, cpu: int | None) -> Server:
         args.native_server,
         "-q",
         f"--htdocs={args.docroot}",
-        "--cc=reno",
+        f"--cc={args.cc}",
         f"--max-udp-payload-size={MAX_UDP_PAYLOAD}",
         "--no-pmtud",
         f"--timeout={args.native_idle_timeout}s",
@@ -407,8 +437,21 @@ def measure_unit(
         stop_server(server)
 
 
-def run_ceiling(args: argparse.Namespace) -> dict[str, Any] | None:
-    """``ceiling.py --workloads h3-bulk``'s figures, or None (with a note)."""
+def run_ceilings(args: argparse.Namespace, servers: list[str]) -> dict[str, Any]:
+    """Each engine's ceiling (``engine -> figures``) for the engines whose
+    trioquic server is in the run."""
+    ceilings: dict[str, Any] = {}
+    for engine, server in CEILING_ENGINES.items():
+        if server in servers:
+            figures = run_ceiling(args, engine)
+            if figures is not None:
+                ceilings[engine] = figures
+    return ceilings
+
+
+def run_ceiling(args: argparse.Namespace, engine: str) -> dict[str, Any] | None:
+    """``ceiling.py --engine engine --workloads h3-bulk``'s figures, or None
+    (with a note)."""
     if not args.ceiling:
         return None
     if not CEILING.exists():
@@ -419,6 +462,10 @@ def run_ceiling(args: argparse.Namespace) -> dict[str, Any] | None:
         command = [
             sys.executable,
             str(CEILING),
+            "--engine",
+            engine,
+            "--cc",
+            args.cc,
             "--workloads",
             "h3-bulk",
             "--size",
@@ -469,11 +516,14 @@ def run(args: argparse.Namespace) -> int:
     args.native_server = shutil.which(NATIVE_SERVER)
     args.request_timeout = 2.0
     servers, missing = h3.available_servers(servers)
+    args.servers_run = servers
+    args.client_library = h3.client_library(servers)
     for name, reason in missing.items():
         print(f"skipping {h3.LABELS[name]}: {reason}")
     args.client_impls = [
         c for c in CLIENT_IMPLS if c not in h3.available_servers([c])[1]
     ]
+    args.cc = congestion_control(args.cc, [*servers, *args.client_impls])
     # Why a measurement or a peer is missing, for the summary.
     args.unavailable = dict(missing)
     if args.native_client is None:
@@ -493,7 +543,7 @@ def run(args: argparse.Namespace) -> int:
         tempfile.TemporaryDirectory() as directory,
         tempfile.TemporaryDirectory(dir=scratch_root(args.size)) as scratch,
     ):
-        use_self_signed_certificate(args, directory, HOST)
+        use_ca_signed_certificate(args, directory, HOST)
         args.scratch = scratch
         args.docroot = Path(scratch) / "htdocs"
         args.docroot.mkdir()
@@ -503,7 +553,8 @@ def run(args: argparse.Namespace) -> int:
             f"GET /bytes/{args.size} ({args.size / MB:.1f} MB) on one stream; "
             f"measurements {', '.join(args.measurements)}; servers "
             f"{', '.join(PEER_LABELS[s] for s in units)}; python clients "
-            f"{', '.join(args.client_impls)}; {args.repeat} repeat(s); "
+            f"{', '.join(args.client_impls)}; {h3.cc_note(args.cc, servers)}; "
+            f"{args.repeat} repeat(s); "
             f"CPUs: server {cpus[0]}, client {cpus[1]}",
             flush=True,
         )
@@ -517,8 +568,8 @@ def run(args: argparse.Namespace) -> int:
             else:
                 continue
             break
-    ceiling = run_ceiling(args)
-    summary = summarize(results, ceiling, args)
+    ceilings = run_ceilings(args, servers)
+    summary = summarize(results, ceilings, args)
     if args.json:
         Path(args.json).write_text(
             json.dumps(
@@ -563,7 +614,7 @@ TITLES = {
 
 def summarize(
     results: dict[Key, list[Run]],
-    ceiling: dict[str, Any] | None,
+    ceilings: dict[str, Any],
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     """Print a table per measurement and the ratios; return them (for JSON)."""
@@ -611,7 +662,7 @@ def summarize(
     print(f"summary (medians; MB = 10^6 bytes; {args.size} bytes per download):")
     ratios: dict[str, float | None] = {}
 
-    def ratio(
+    def compare(
         title: str, side: int, ours: Key, theirs: Key, *cpu: tuple[str, str]
     ) -> None:
         """Compare two rows; ``side`` 1 compares servers, 2 clients."""
@@ -635,44 +686,52 @@ def summarize(
                 line += f"; {what} {ca / cb:.2f}x"
         print(line + ("  (CPU: lower is better)" if cpu else ""))
 
-    for other in ("aioquic", "hypercorn"):
-        ratio(
+    for mine, other in h3.RATIOS:
+        compare(
             "servers, gtlsclient",
             1,
-            ("servers", "trioquic", NATIVE_CLIENT),
+            ("servers", mine, NATIVE_CLIENT),
             ("servers", other, NATIVE_CLIENT),
             ("server_cpu_s", "server CPU"),
         )
     if ("servers", "trioquic-no-offload", NATIVE_CLIENT) in medians:
         # The same server with one datagram per system call: what GSO/GRO buy.
-        ratio(
+        compare(
             "servers, gtlsclient",
             1,
             ("servers", "trioquic", NATIVE_CLIENT),
             ("servers", "trioquic-no-offload", NATIVE_CLIENT),
             ("server_cpu_s", "server CPU"),
         )
-    ratio(
-        "clients, gtlsserver",
-        2,
-        ("clients", NATIVE_SERVER, "trioquic"),
-        ("clients", NATIVE_SERVER, "aioquic"),
-        ("client_cpu_s", "client CPU"),
-    )
-    ratio(
-        "self",
-        1,
-        ("self", "trioquic", "trioquic"),
-        ("self", "aioquic", "aioquic"),
-        ("server_cpu_s", "server CPU"),
-        ("client_cpu_s", "client CPU"),
-    )
-    ceiling_figures = summarize_ceiling(
-        medians.get(("servers", "trioquic", NATIVE_CLIENT)),
-        medians.get(("clients", NATIVE_SERVER, "trioquic")),
-        ceiling,
-        args,
-    )
+    for mine, other in CLIENT_RATIOS:
+        compare(
+            "clients, gtlsserver",
+            2,
+            ("clients", NATIVE_SERVER, mine),
+            ("clients", NATIVE_SERVER, other),
+            ("client_cpu_s", "client CPU"),
+        )
+    for mine, other in CLIENT_RATIOS:
+        compare(
+            "self",
+            1,
+            ("self", mine, mine),
+            ("self", other, other),
+            ("server_cpu_s", "server CPU"),
+            ("client_cpu_s", "client CPU"),
+        )
+    ceiling_figures = {
+        engine: summarize_ceiling(
+            engine,
+            medians.get(("servers", server, NATIVE_CLIENT)),
+            medians.get(("clients", NATIVE_SERVER, server)),
+            ceilings.get(engine),
+            args,
+        )
+        for engine, server in CEILING_ENGINES.items()
+        if server in args.servers_run
+    }
+    goals = print_goals(bulk_goals(medians, ceiling_figures, args))
     shares = [h3.noise_share(r) for runs in results.values() for r in runs]
     if shares and max(shares) > 0.1:
         print(
@@ -686,17 +745,21 @@ def summarize(
         ],
         "ratios": ratios,
         "ceiling": ceiling_figures,
+        "goals": goals,
     }
 
 
 def summarize_ceiling(
+    engine: str,
     server: dict[str, float | None] | None,
     client: dict[str, float | None] | None,
     ceiling: dict[str, Any] | None,
     args: argparse.Namespace,
 ) -> dict[str, Any] | None:
-    """trioquic's figures as fractions of aioquic's sans-io ceiling."""
-    label = "[ceiling] trioquic against aioquic's sans-io alone (ceiling.py): "
+    """trioquic's figures on ``engine`` as fractions of that library's
+    sans-io ceiling."""
+    ours = PEER_LABELS[CEILING_ENGINES[engine]]
+    label = f"[ceiling] {ours} against {engine}'s sans-io alone (ceiling.py): "
     if ceiling is None:
         reason = "--no-ceiling" if not args.ceiling else "ceiling.py unavailable"
         print(f"{label}n/a ({reason})")
@@ -708,22 +771,90 @@ def summarize_ceiling(
         figures["server_efficiency"] = server["mb_per_server_cpu_s"] / limit
         figures["server_speed"] = server["mb_per_s"] / limit
         parts.append(
-            f"trioquic server {server['mb_per_server_cpu_s']:.1f} MB per server "
+            f"{ours} server {server['mb_per_server_cpu_s']:.1f} MB per server "
             f"CPU-second = {figures['server_efficiency']:.2f}x of it, "
             f"its MB/s (gtlsclient) = {figures['server_speed']:.2f}x of it"
         )
     else:
-        parts.append("trioquic's server not measured with gtlsclient")
+        parts.append(f"{ours}'s server not measured with gtlsclient")
     client_limit = ceiling.get("client_mb_per_s")
     if client_limit and client and client["mb_per_client_cpu_s"]:
         figures["client_efficiency"] = client["mb_per_client_cpu_s"] / client_limit
         parts.append(
-            f"trioquic client {client['mb_per_client_cpu_s']:.1f} MB per client "
+            f"{ours} client {client['mb_per_client_cpu_s']:.1f} MB per client "
             f"CPU-second (gtlsserver) = {figures['client_efficiency']:.2f}x of the "
             f"ceiling's {float(client_limit):.1f}"
         )
     print(label + "; ".join(parts))
     return figures
+
+
+#: Same-run ratios of the client side: (ours, theirs).
+CLIENT_RATIOS = (
+    ("trioquic", "aioquic"),
+    ("trioquic-qh3", "trioquic"),
+    ("trioquic-qh3", "qh3"),
+)
+
+
+def bulk_goals(
+    medians: dict[Key, dict[str, float | None]],
+    ceilings: dict[str, dict[str, Any] | None],
+    args: argparse.Namespace,
+) -> list[Goal]:
+    """The qh3 engine's bulk goals, from this run's medians."""
+
+    def figure(key: Key, field: str = "mb_per_s") -> float | None:
+        return medians.get(key, {}).get(field)
+
+    def why(*names: str) -> str:
+        reasons = [args.unavailable.get(n) for n in names]
+        return next((r for r in reasons if r), "not measured or failed")
+
+    served = f"served to gtlsclient ({args.size / MB:.1f} MB)"
+    ours = ("servers", "trioquic-qh3", NATIVE_CLIENT)
+    rate = figure(ours)
+    speedup = ratio(rate, figure(("servers", "trioquic", NATIVE_CLIENT)))
+    over_qh3 = ratio(rate, figure(("servers", "qh3", NATIVE_CLIENT)))
+    client = ("clients", NATIVE_SERVER, "trioquic-qh3")
+    client_over_qh3 = ratio(figure(client), figure(("clients", NATIVE_SERVER, "qh3")))
+    size_note = "" if args.size == DEFAULT_SIZE else "the goal is for 50 MiB"
+    qh3_ceiling = ceilings.get("qh3") or {}
+    efficiency = qh3_ceiling.get("server_efficiency")
+    return [
+        Goal(
+            f"bulk {served}: trioquic+qh3/trioquic MB/s",
+            speedup,
+            BULK_SPEEDUP,
+            note=why("trioquic-qh3", "trioquic", "servers") if speedup is None else "",
+        ),
+        Goal(
+            f"bulk {served}: trioquic+qh3 MB/s",
+            rate,
+            BULK_MB_PER_S,
+            unit="MB/s",
+            note=why("trioquic-qh3", "servers") if rate is None else size_note,
+        ),
+        Goal(
+            f"bulk {served}: trioquic+qh3/qh3-asyncio MB/s",
+            over_qh3,
+            OVER_QH3_ASYNCIO,
+            note=why("trioquic-qh3", "qh3", "servers") if over_qh3 is None else "",
+        ),
+        Goal(
+            "bulk from gtlsserver: trioquic+qh3 client/qh3-asyncio client MB/s",
+            client_over_qh3,
+            OVER_QH3_ASYNCIO,
+            note="" if client_over_qh3 else why("trioquic-qh3", "qh3", "clients"),
+        ),
+        Goal(
+            "bulk: trioquic+qh3 server MB per CPU-second / qh3's in-memory ceiling",
+            efficiency,
+            note="ceiling.py --engine qh3 not run or trioquic+qh3 not measured"
+            if efficiency is None
+            else "",
+        ),
+    ]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -743,7 +874,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--servers",
         default=",".join(h3.SERVERS),
-        help="Python servers, comma-separated: trioquic,aioquic,hypercorn",
+        help="Python servers, comma-separated: "
+        "trioquic,trioquic-qh3,aioquic,qh3,hypercorn",
+    )
+    parser.add_argument(
+        "--cc",
+        choices=("auto", "reno", "cubic"),
+        default="auto",
+        help="congestion control of every peer that can choose (auto: cubic "
+        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
     )
     parser.add_argument(
         "--measurements",
