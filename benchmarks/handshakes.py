@@ -1,6 +1,7 @@
-"""HTTP/3 handshakes per second over loopback: trioquic's server against
-aioquic's asyncio layer and hypercorn's trio worker (the same three server
-processes as ``h3_requests.py``, started by its functions).
+"""HTTP/3 handshakes per second over loopback: trioquic's server on each of
+its engines (``trioquic``: aioquic, its default; ``trioquic+qh3``) against
+aioquic's and qh3's asyncio layers and hypercorn's trio worker (the server
+processes of ``h3_requests.py``, started by its functions).
 
 Every connection is a full QUIC + TLS 1.3 handshake (no session resumption,
 no 0-RTT), then one ``GET /bytes/1024`` whose answer is checked (status 200,
@@ -12,7 +13,12 @@ Two load generators, used identically against every server:
 
 * ``python``: ``_h3_peers/swarm_client.py``, aioquic's sans-io
   ``QuicConnection`` + ``H3Connection``, every connection on a UDP socket of
-  its own, all driven by one selector loop in one process. aioquic's client
+  its own, all driven by one selector loop in one process. When a server of
+  the run is on qh3 it is qh3's, against every server (qh3 2.1's server
+  fails aioquic's client handshake); qh3's client offers X25519MLKEM768 and
+  X25519 key shares (aioquic's servers and hypercorn take X25519; qh3's may take
+  the hybrid, a little more server work: compare the native client's
+  figures, which offer X25519 to all). aioquic's client
   handshake costs less than a server's (it verifies a signature, it does not
   make one) and it offers one key share (X25519, as ngtcp2 and browsers do);
   it does not check the certificate. About 2 ms of client CPU per
@@ -42,9 +48,17 @@ order rotates; a measurement during which other processes took more than a
 quarter of a CPU is taken again (``--attempts``), and a warning says when
 the figures kept are still noisy. Run it on an otherwise idle machine.
 
+Every server has the same certificate, signed by a scratch CA. Congestion
+control: CUBIC for every peer that can choose when a qh3 server is in the
+run (``--cc auto``; qh3 has nothing else; hypercorn keeps Reno), Reno
+otherwise. The run ends with the same-run ratios (trioquic/aioquic,
+trioquic/hypercorn, trioquic+qh3/trioquic, trioquic+qh3/qh3-asyncio) and
+the qh3 engine's goals (``_goals.py``: at 16 concurrent, with the headline
+client, trioquic+qh3 >= 2x trioquic and >= 1.2x qh3-asyncio), met or not.
+
 Run it::
 
-    python benchmarks/handshakes.py                 # 3 repeats, 2 to 3 minutes
+    python benchmarks/handshakes.py                 # 3 repeats, 3 to 5 minutes
     python benchmarks/handshakes.py --quick         # a smoke test, under a minute
     python benchmarks/handshakes.py --clients python --repeat 5 --json out.json
 
@@ -72,8 +86,13 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 import h3_requests as h3  # noqa: E402
-from _bench_common import use_self_signed_certificate  # noqa: E402
+from _bench_common import use_ca_signed_certificate  # noqa: E402
+from _goals import HANDSHAKES_SPEEDUP, OVER_QH3_ASYNCIO, Goal, print_goals  # noqa: E402
+from _goals import ratio as goal_ratio  # noqa: E402
 from h3_requests import Measurement  # noqa: E402
+
+sys.path.insert(0, str(h3.PEERS))
+from _shared import congestion_control  # noqa: E402
 
 SWARM = h3.PEERS / "swarm_client.py"
 HANDSHAKES_TAG = "H3-HANDSHAKES "
@@ -105,11 +124,16 @@ def select_servers(spec: str) -> tuple[list[str], dict[str, str]]:
     return servers, missing
 
 
-def prepare(args: argparse.Namespace) -> None:
-    """What ``h3_requests.start_server`` reads from ``args``, besides the
-    certificate (see :func:`each_server`)."""
+def prepare(args: argparse.Namespace, servers: list[str]) -> None:
+    """What ``h3_requests.start_server`` and the clients read from ``args``,
+    besides the certificate (see :func:`each_server`): the congestion control
+    of the run against ``servers`` (CUBIC when one runs on qh3) and the
+    library of the python client (qh3 then: qh3's server fails aioquic's
+    client handshake)."""
     args.native_path = shutil.which(h3.NATIVE_CLIENT)
     args.request_timeout = 2.0
+    args.cc = congestion_control(args.cc, servers)
+    args.client_library = h3.client_library(servers)
 
 
 def each_server(
@@ -127,12 +151,14 @@ def each_server(
         os.sched_setaffinity(0, {args.client_cpu})
     print(
         f"{what}; servers {', '.join(h3.LABELS[s] for s in servers)}; "
+        f"python client on {args.client_library}; "
+        f"{h3.cc_note(args.cc, servers)}; "
         f"{args.repeat} repeat(s); CPUs: server {cpu}, clients {args.client_cpu}",
         flush=True,
     )
     budget_end = time.monotonic() + args.budget
     with tempfile.TemporaryDirectory() as directory:
-        use_self_signed_certificate(args, directory, h3.HOST)
+        use_ca_signed_certificate(args, directory, h3.HOST)
         for index in range(args.repeat * len(servers)):
             repeat, position = divmod(index, len(servers))
             name = servers[(position + repeat) % len(servers)]
@@ -156,6 +182,13 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float) -> None
     parser.add_argument("--servers", default=servers, help=f"some of {servers}")
     parser.add_argument("--json", metavar="PATH", help="also write figures here")
     parser.add_argument(
+        "--cc",
+        choices=("auto", "reno", "cubic"),
+        default="auto",
+        help="congestion control of every peer that can choose (auto: cubic "
+        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
+    )
+    parser.add_argument(
         "--budget", type=float, default=budget, help="no server starts after it (s)"
     )
     parser.add_argument(
@@ -172,20 +205,23 @@ def fill_defaults(
             setattr(args, name, quick if args.quick else full)
 
 
-def swarm_command(port: int, mode: str, **options: Any) -> list[str]:
+def swarm_command(
+    port: int, mode: str, args: argparse.Namespace, **options: Any
+) -> list[str]:
+    """The swarm client's command line, on the run's library and congestion
+    control, with ``options``."""
     command = [sys.executable, str(SWARM), mode, "--port", str(port)]
+    command += ["--library", args.client_library, "--cc", args.cc]
     for name, value in options.items():
         if value is not None:
             command += [f"--{name.replace('_', '-')}", str(value)]
     return [*command, "--path", h3.PATH, "--expect-size", str(h3.SIZE)]
 
 
-def ratio_text(values: dict[str, float | None], other: str) -> str | None:
-    """trioquic's value over ``other``'s, as ``0.85x``, or None."""
-    ours, theirs = values.get("trioquic"), values.get(other)
-    if ours is None or theirs is None or theirs <= 0:
-        return None
-    return f"{ours / theirs:.2f}x"
+def ratio_text(values: dict[str, float | None], mine: str, other: str) -> str | None:
+    """``mine``'s value over ``other``'s, as ``0.85x``, or None."""
+    figure = goal_ratio(values.get(mine), values.get(other))
+    return None if figure is None else f"{figure:.2f}x"
 
 
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
@@ -221,6 +257,7 @@ def python_handshakes(
     command = swarm_command(
         server.port,
         "handshakes",
+        args,
         count=args.count,
         warmup=concurrency,
         concurrency=concurrency,
@@ -287,6 +324,7 @@ def native_handshakes(
                     "-q",
                     "--exit-on-all-streams-close",
                     f"--timeout={args.native_idle_timeout}s",
+                    f"--cc={args.cc}",
                     f"--download={slot}",
                     h3.HOST,
                     str(server.port),
@@ -380,13 +418,13 @@ def run(args: argparse.Namespace) -> int:
     for name in clients:
         if name not in CLIENTS:
             raise SystemExit(f"unknown client {name!r}; choose from {CLIENTS}")
-    prepare(args)
+    servers, missing = select_servers(args.servers)
+    prepare(args, servers)
     if "native" in clients and (
         args.native_path is None or not hasattr(os, "pidfd_open")
     ):
         print(f"{h3.NATIVE_CLIENT} (or os.pidfd_open) not found: native is skipped")
         clients.remove("native")
-    servers, missing = select_servers(args.servers)
     if not servers or not clients:
         print("nothing to measure")
         return 1
@@ -496,11 +534,13 @@ def summarize(
     ratios: dict[str, str] = {}
     for client in clients:
         for shape in SHAPES:
-            for other in ("aioquic", "hypercorn"):
-                label = f"[{client} client, {shape}] trioquic/{h3.LABELS[other]}: "
-                reason = missing.get("trioquic") or missing.get(other)
-                rate = ratio_text(rates.get((client, shape), {}), other)
-                cost = ratio_text(costs.get((client, shape), {}), other)
+            for mine, other in h3.RATIOS:
+                label = (
+                    f"[{client} client, {shape}] {h3.LABELS[mine]}/{h3.LABELS[other]}: "
+                )
+                reason = missing.get(mine) or missing.get(other)
+                rate = ratio_text(rates.get((client, shape), {}), mine, other)
+                cost = ratio_text(costs.get((client, shape), {}), mine, other)
                 if reason or rate is None:
                     text = f"n/a ({reason or 'not measured, or failed'})"
                 else:
@@ -527,6 +567,7 @@ def summarize(
                 "handshakes/s understate the fastest server; compare the "
                 "server CPU per handshake"
             )
+    goals = print_goals(handshake_goals(rates, headline, missing))
     noisiest = max(
         (h3.noise_share(m) for runs in results.values() for m in runs), default=0.0
     )
@@ -538,6 +579,7 @@ def summarize(
     return {
         "headline_client": headline,
         "ratios": ratios,
+        "goals": goals,
         "medians": {
             f"{c} / {s}": {
                 "handshakes_per_s": rates[(c, s)],
@@ -548,9 +590,34 @@ def summarize(
     }
 
 
+def handshake_goals(
+    rates: dict[tuple[str, str], dict[str, float | None]],
+    headline: str | None,
+    missing: dict[str, str],
+) -> list[Goal]:
+    """The qh3 engine's handshake goals: 16 concurrent, the headline client."""
+    shape = "16 concurrent"
+    values = rates.get((headline or "", shape), {})
+    goals = []
+    for other, target in (("trioquic", HANDSHAKES_SPEEDUP), ("qh3", OVER_QH3_ASYNCIO)):
+        figure = goal_ratio(values.get("trioquic-qh3"), values.get(other))
+        reason = missing.get("trioquic-qh3") or missing.get(other)
+        goals.append(
+            Goal(
+                f"handshakes/s, {shape}, {headline or 'no'} client: "
+                f"trioquic+qh3/{h3.LABELS[other]}",
+                figure,
+                target,
+                note="" if figure else reason or "not measured, or failed",
+            )
+        )
+    return goals
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="HTTP/3 handshakes/s: trioquic vs aioquic vs hypercorn-trio."
+        description="HTTP/3 handshakes/s: trioquic (both engines) vs aioquic, "
+        "qh3 and hypercorn-trio."
     )
     parser.add_argument("--quick", action="store_true", help="smoke test")
     for flag, what in (

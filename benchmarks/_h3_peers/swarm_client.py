@@ -1,5 +1,6 @@
-"""Many HTTP/3 client connections in one process: aioquic's sans-io
-``QuicConnection`` and ``H3Connection`` over non-blocking UDP sockets (one
+"""Many HTTP/3 client connections in one process: aioquic's (or, with
+``--library qh3``, qh3's) sans-io ``QuicConnection`` and ``H3Connection``
+over non-blocking UDP sockets (one
 per connection, so every connection has an address of its own, as real
 clients do), driven by one ``selectors`` loop with a timer heap. It is the
 load generator of ``handshakes.py`` and the idle-connection client of
@@ -31,6 +32,13 @@ Two modes:
   then ``H3-IDLE-END {json}`` (``still_open``: answered connections the
   server had not closed), every connection is closed and the process exits.
 
+On aioquic the client offers one key share, X25519 (see
+``offer_one_key_share``); qh3's client offers its defaults (X25519MLKEM768
+and X25519), and has CUBIC only (``--cc cubic``). The benchmarks run it on
+qh3 against every server when one of them runs on qh3: qh3 2.1's server
+fails the handshake of aioquic's client ("packet builder capacity
+exhausted").
+
 Every loop is bounded by ``--lifetime`` seconds. Run it::
 
     python benchmarks/_h3_peers/swarm_client.py handshakes --port 4433 \
@@ -42,6 +50,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import heapq
+import importlib
 import itertools
 import json
 import os
@@ -57,7 +66,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _shared import HOST, aioquic_configuration, pin_to
+from _shared import HOST, LIBRARIES, pin_to, quic_configuration
 
 HANDSHAKES_TAG = "H3-HANDSHAKES "
 READY_TAG = "H3-IDLE-READY "
@@ -94,18 +103,30 @@ def emit(tag: str, payload: dict[str, Any]) -> None:
     print(tag + json.dumps(payload), flush=True)
 
 
+class Library:
+    """The classes of ``name`` (aioquic or qh3: the same module layout)."""
+
+    def __init__(self, name: str) -> None:
+        module = importlib.import_module
+        self.QuicConnection = module(f"{name}.quic.connection").QuicConnection
+        self.H3Connection = module(f"{name}.h3.connection").H3Connection
+        h3_events = module(f"{name}.h3.events")
+        self.DataReceived = h3_events.DataReceived
+        self.HeadersReceived = h3_events.HeadersReceived
+        quic_events = module(f"{name}.quic.events")
+        self.ConnectionTerminated = quic_events.ConnectionTerminated
+        self.HandshakeCompleted = quic_events.HandshakeCompleted
+
+
 class Client:
     """One connection: socket, QUIC and HTTP/3 state, what it got back."""
 
     def __init__(self, swarm: Swarm) -> None:
-        from aioquic.h3.connection import H3Connection
-        from aioquic.quic.connection import QuicConnection
-
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.setblocking(False)
         self.sock.connect(swarm.address)
-        self.quic = QuicConnection(configuration=swarm.config)
-        self.http = H3Connection(self.quic)
+        self.quic = swarm.library.QuicConnection(configuration=swarm.config)
+        self.http = swarm.library.H3Connection(self.quic)
         self.started = time.monotonic()
         self.stream_id: int | None = None
         self.status = b""
@@ -121,7 +142,10 @@ class Swarm:
         self.args = args
         self.address = (HOST, args.port)
         self.authority = f"{HOST}:{args.port}".encode()
-        self.config = aioquic_configuration(is_client=True)
+        self.library = Library(args.library)
+        self.config = quic_configuration(
+            args.library, is_client=True, congestion_control=args.cc
+        )
         self.config.verify_mode = ssl.CERT_NONE
         self.selector = selectors.DefaultSelector()
         self.timers: list[tuple[float, int, Client]] = []
@@ -172,8 +196,10 @@ class Swarm:
 
     def step(self, client: Client) -> None:
         """After any input: dispatch events, send, re-arm the timer."""
-        from aioquic.h3.events import DataReceived, HeadersReceived
-        from aioquic.quic.events import ConnectionTerminated, HandshakeCompleted
+        library = self.library
+        DataReceived, HeadersReceived = library.DataReceived, library.HeadersReceived
+        ConnectionTerminated = library.ConnectionTerminated
+        HandshakeCompleted = library.HandshakeCompleted
 
         self.flush(client)
         while (event := client.quic.next_event()) is not None:
@@ -407,6 +433,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--path", default="/bytes/1024")
     parser.add_argument("--expect-size", type=int, default=1024)
     parser.add_argument("--cpu", type=int, default=None)
+    parser.add_argument("--library", choices=LIBRARIES, default="aioquic")
+    parser.add_argument("--cc", choices=("reno", "cubic"), default="reno")
     args = parser.parse_args(argv)
     if min(args.count, args.concurrency, args.batch) < 1 or args.warmup < 0:
         parser.error("--count, --concurrency, --batch >= 1; --warmup >= 0")
@@ -421,7 +449,8 @@ def main() -> int:
     if soft != resource.RLIM_INFINITY and soft < needed:
         with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
-    offer_one_key_share()
+    if args.library == "aioquic":
+        offer_one_key_share()
     swarm = Swarm(args)
     deadline = time.monotonic() + args.lifetime
     if args.mode == "handshakes":
