@@ -1,19 +1,27 @@
-"""Bulk download over loopback: trioquic against aioquic's asyncio layer.
+"""Bulk download over loopback: trioquic, on each of its engines, against
+aioquic's and qh3's asyncio layers.
 
 A client opens one bidirectional stream, sends ``GET <size>\\n`` and FIN; the
 server answers with ``size`` bytes and FIN; the client reads to EOF, counts
 the bytes and checks the count. The same exchange runs over trioquic
 (``serve_quic`` / ``open_quic_connection``) and over aioquic's own asyncio
-layer (``aioquic.asyncio.serve`` / ``aioquic.asyncio.connect``), in the same
-run, with the same QUIC settings:
+layer (``aioquic.asyncio.serve`` / ``aioquic.asyncio.connect``), and over
+trioquic's qh3 engine (``QuicSettings(engine="qh3")``, labelled
+``trioquic+qh3``) and qh3's own asyncio layer (``qh3.asyncio``, the same code
+as aioquic's on qh3's modules, labelled ``qh3-asyncio``), in the same run,
+with the same QUIC settings:
 
 * UDP payload size 1350 bytes (trioquic ``max_udp_payload_size``, aioquic
-  ``max_datagram_size``), Reno congestion control;
+  and qh3 ``max_datagram_size``; qh3's path MTU discovery off), Reno
+  congestion control, or CUBIC for every side when a qh3 combination runs
+  (``--cc auto``, the default: qh3 has CUBIC only);
 * initial flow-control windows of 4 MiB (connection) and 1 MiB (stream);
-* ALPN ``bulk``, a freshly generated self-signed certificate that the client
-  verifies;
+* ALPN ``bulk``, a freshly generated certificate signed by a scratch CA
+  that the client verifies (qh3's client refuses a self-signed one);
 * the server writes 64 KiB blocks (trioquic ``send_all``, aioquic
-  ``writer.write`` + ``drain``), the client reads 64 KiB at a time.
+  ``writer.write`` + ``drain``, qh3 ``writer.write``: qh3 2.1's
+  ``drain`` raises, and aioquic's never waits), the client reads 64 KiB at
+  a time.
 
 What differs is what each stack does with those settings, as its users get
 it: aioquic buffers whatever is written and grows its receive windows as data
@@ -26,13 +34,22 @@ share a core. Each measurement starts when the request is sent (after the
 handshake) and ends at EOF on the client; the server reports the CPU seconds
 (user + system) it spent from the request until the connection closed.
 
-Combinations, interleaved and repeated (``--repeat``) so that machine drift
-affects every one alike::
+Combinations (``--combos``: server then client, ``t`` trioquic, ``a``
+aioquic, ``q`` trioquic+qh3, ``h`` qh3-asyncio), interleaved and repeated
+(``--repeat``) so that machine drift affects every one alike::
 
-    server trioquic + client trioquic     server aioquic + client aioquic
-    server aioquic  + client trioquic     server trioquic + client aioquic
+    tt: trioquic + trioquic             aa: aioquic + aioquic
+    at: aioquic server + trioquic       ta: trioquic server + aioquic
+    qq: trioquic+qh3 + trioquic+qh3     hh: qh3-asyncio + qh3-asyncio
+    hq: qh3-asyncio server + trioquic+qh3
+    qh: trioquic+qh3 server + qh3-asyncio
 
-The last two compare the client sides and the server sides separately.
+The mixed ones compare the client sides and the server sides separately.
+The summary gives the same-run ratios (trioquic/aioquic, trioquic+qh3/
+trioquic, trioquic+qh3/qh3-asyncio) and the qh3 engine's goal against qh3's
+asyncio layer (>= 1.2x, ``_goals.py``), met or not. Combinations whose stack
+is missing (no qh3, or a trioquic without the qh3 engine) are skipped with a
+message.
 
 Each run line also shows datagrams dropped by the kernel because a receive
 buffer was full (each loss halves the congestion window), datagrams trioquic's
@@ -45,7 +62,7 @@ was not).
 
 Run it::
 
-    python benchmarks/bulk.py                 # 50 MB, 3 repeats
+    python benchmarks/bulk.py                 # 50 MB, 3 repeats, 8 combinations
     python benchmarks/bulk.py --quick         # a few MB, once (a smoke test)
     python benchmarks/bulk.py --size 20000000 --repeat 5
     python benchmarks/bulk.py --combos tt,aa --profile /tmp/prof   # cProfile dumps
@@ -57,6 +74,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
+import importlib.util
 import json
 import os
 import resource
@@ -74,13 +93,16 @@ from _bench_common import (
     own_and_children_seconds,
     system_busy_seconds,
     udp_counters,
-    use_self_signed_certificate,
+    use_ca_signed_certificate,
 )
+from _goals import OVER_QH3_ASYNCIO, Goal, print_goals, ratio
 
 HOST = "127.0.0.1"
 ALPN = "bulk"
 MAX_UDP_PAYLOAD = 1350
 CONGESTION_CONTROL = "reno"
+#: qh3's only congestion controller.
+QH3_CONGESTION_CONTROL = "cubic"
 CONNECTION_WINDOW = 4 * 1024 * 1024
 STREAM_WINDOW = 1024 * 1024
 IDLE_TIMEOUT = 30.0
@@ -94,14 +116,30 @@ QUICK_SIZE = 4 * 1000 * 1000
 #: Lines children print for the parent start with this.
 TAG = "BULK-RESULT "
 
-IMPLEMENTATIONS = ("trioquic", "aioquic")
+IMPLEMENTATIONS = ("trioquic", "trioquic-qh3", "aioquic", "qh3")
+LABELS = {
+    "trioquic": "trioquic",
+    "trioquic-qh3": "trioquic+qh3",
+    "aioquic": "aioquic",
+    "qh3": "qh3-asyncio",
+}
+#: Letter of a combination code -> implementation.
+LETTERS = {"t": "trioquic", "a": "aioquic", "q": "trioquic-qh3", "h": "qh3"}
 #: Combination code -> (server implementation, client implementation).
 COMBOS = {
-    "tt": ("trioquic", "trioquic"),
-    "aa": ("aioquic", "aioquic"),
-    "at": ("aioquic", "trioquic"),
-    "ta": ("trioquic", "aioquic"),
+    code: (LETTERS[code[0]], LETTERS[code[1]])
+    for code in ("tt", "aa", "at", "ta", "qq", "hh", "hq", "qh")
 }
+#: Same-run ratios: (what, ours, theirs) as combination codes.
+RATIOS = (
+    ("server+client trioquic/aioquic", "tt", "aa"),
+    ("server side (aioquic client) trioquic/aioquic", "ta", "aa"),
+    ("client side (aioquic server) trioquic/aioquic", "at", "aa"),
+    ("server+client trioquic+qh3/trioquic", "qq", "tt"),
+    ("server+client trioquic+qh3/qh3-asyncio", "qq", "hh"),
+    ("server side (qh3-asyncio client) trioquic+qh3/qh3-asyncio", "qh", "hh"),
+    ("client side (qh3-asyncio server) trioquic+qh3/qh3-asyncio", "hq", "hh"),
+)
 
 
 # -- shared helpers -----------------------------------------------------------
@@ -193,16 +231,18 @@ def trioquic_settings(args: argparse.Namespace, *, server: bool) -> Any:
     common: dict[str, Any] = {
         "alpn_protocols": [ALPN],
         "max_udp_payload_size": MAX_UDP_PAYLOAD,
-        "congestion_control": CONGESTION_CONTROL,
+        "congestion_control": args.cc,
         "connection_receive_window": CONNECTION_WINDOW,
         "stream_receive_window": STREAM_WINDOW,
         "idle_timeout": IDLE_TIMEOUT,
     }
+    if args.impl == "trioquic-qh3":
+        common["engine"] = "qh3"
     if server:
         return trioquic.QuicSettings(
             certificate=args.cert, private_key=args.key, **common
         )
-    return trioquic.QuicSettings(ca_certs=args.cert, **common)
+    return trioquic.QuicSettings(ca_certs=args.ca, **common)
 
 
 def trioquic_server(args: argparse.Namespace) -> None:
@@ -294,49 +334,69 @@ def trioquic_client(args: argparse.Namespace) -> None:
     report(**result)
 
 
-# -- aioquic's asyncio layer ---------------------------------------------------
+# -- aioquic's (or qh3's) asyncio layer -----------------------------------------
 
 
-def aioquic_configuration(args: argparse.Namespace, *, server: bool) -> Any:
-    from aioquic.quic.configuration import QuicConfiguration
-
+def asyncio_configuration(args: argparse.Namespace, *, server: bool) -> Any:
+    """The ``QuicConfiguration`` of ``args.impl``'s library (aioquic or qh3)."""
+    library = args.impl
+    QuicConfiguration = importlib.import_module(
+        f"{library}.quic.configuration"
+    ).QuicConfiguration
+    if library == "qh3":
+        # CUBIC, its only controller; no path MTU discovery, as for the others.
+        specific: dict[str, Any] = {"probe_datagram_size": False}
+    else:
+        specific = {"congestion_control_algorithm": args.cc}
     config = QuicConfiguration(
         is_client=not server,
         alpn_protocols=[ALPN],
         max_datagram_size=MAX_UDP_PAYLOAD,
-        congestion_control_algorithm=CONGESTION_CONTROL,
         max_data=CONNECTION_WINDOW,
         max_stream_data=STREAM_WINDOW,
         idle_timeout=IDLE_TIMEOUT,
+        **specific,
     )
     if server:
         config.load_cert_chain(args.cert, args.key)
     else:
-        config.load_verify_locations(args.cert)
+        config.load_verify_locations(args.ca)
     return config
 
 
-def aioquic_server(args: argparse.Namespace) -> None:
+def packets_sent(quic: Any) -> int | None:
+    """Packets a connection sent: aioquic shares packet numbers between all
+    spaces, so the next one is the count; qh3 does not say (None)."""
+    count = getattr(quic, "_packet_number", None)
+    return count if isinstance(count, int) else None
+
+
+def asyncio_server(args: argparse.Namespace) -> None:
+    """aioquic's or qh3's asyncio server (``args.impl``): the same code."""
     import asyncio
 
-    from aioquic.asyncio import QuicConnectionProtocol, serve
-    from aioquic.quic.events import ConnectionTerminated, QuicEvent
+    layer = importlib.import_module(f"{args.impl}.asyncio")
+    QuicConnectionProtocol, serve = layer.QuicConnectionProtocol, layer.serve
+    events = importlib.import_module(f"{args.impl}.quic.events")
+    ConnectionTerminated, QuicEvent = events.ConnectionTerminated, events.QuicEvent
 
-    config = aioquic_configuration(args, server=True)
+    config = asyncio_configuration(args, server=True)
     result: dict[str, Any] = {}
+    # qh3 2.1's stream writers have no protocol, so their drain() raises
+    # AttributeError; aioquic's never waits (its stream transport is never
+    # paused), so writing without it is the same behaviour.
+    drain = args.impl != "qh3"
 
     async def main() -> None:
         closed = asyncio.Event()
         tasks: set[asyncio.Task[None]] = set()
         start_cpu: list[tuple[float, float]] = []
 
-        class Protocol(QuicConnectionProtocol):
+        class Protocol(QuicConnectionProtocol):  # type: ignore[misc, valid-type]
             def quic_event_received(self, event: QuicEvent) -> None:
                 super().quic_event_received(event)
                 if isinstance(event, ConnectionTerminated):
-                    # Packet numbers are shared by all spaces in aioquic: the
-                    # next one is the count of packets sent.
-                    result["datagrams_sent"] = self._quic._packet_number
+                    result["datagrams_sent"] = packets_sent(self._quic)
                     closed.set()
 
         async def serve_stream(
@@ -346,7 +406,8 @@ def aioquic_server(args: argparse.Namespace) -> None:
             start_cpu.append(cpu_seconds())
             for chunk in payload_chunks(size):
                 writer.write(chunk)
-                await writer.drain()
+                if drain:
+                    await writer.drain()
             writer.write_eof()
             result["bytes_sent"] = size
 
@@ -384,12 +445,12 @@ def aioquic_server(args: argparse.Namespace) -> None:
     report(**result)
 
 
-def aioquic_client(args: argparse.Namespace) -> None:
+def asyncio_client(args: argparse.Namespace) -> None:
+    """aioquic's or qh3's asyncio client (``args.impl``): the same code."""
     import asyncio
 
-    from aioquic.asyncio import connect
-
-    config = aioquic_configuration(args, server=False)
+    connect = importlib.import_module(f"{args.impl}.asyncio").connect
+    config = asyncio_configuration(args, server=False)
     result: dict[str, Any] = {}
 
     async def main() -> None:
@@ -411,7 +472,7 @@ def aioquic_client(args: argparse.Namespace) -> None:
                     handshake_seconds=handshake,
                     cpu_user=user1 - user0,
                     cpu_sys=sys1 - sys0,
-                    datagrams_sent=protocol._quic._packet_number,
+                    datagrams_sent=packets_sent(protocol._quic),
                 )
 
     with profiled(args.profile_out):
@@ -422,9 +483,28 @@ def aioquic_client(args: argparse.Namespace) -> None:
 ROLES = {
     ("server", "trioquic"): trioquic_server,
     ("client", "trioquic"): trioquic_client,
-    ("server", "aioquic"): aioquic_server,
-    ("client", "aioquic"): aioquic_client,
+    ("server", "trioquic-qh3"): trioquic_server,
+    ("client", "trioquic-qh3"): trioquic_client,
+    ("server", "aioquic"): asyncio_server,
+    ("client", "aioquic"): asyncio_client,
+    ("server", "qh3"): asyncio_server,
+    ("client", "qh3"): asyncio_client,
 }
+
+
+def missing_implementations() -> dict[str, str]:
+    """The implementations that cannot run here, and why."""
+    missing: dict[str, str] = {}
+    for library in ("aioquic", "qh3"):
+        if importlib.util.find_spec(library) is None:
+            missing[library] = f"{library} is not installed"
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_h3_peers"))
+    from _shared import qh3_engine_missing
+
+    reason = qh3_engine_missing()
+    if reason is not None:
+        missing["trioquic-qh3"] = reason
+    return missing
 
 
 # -- the parent: runs the children and reports ---------------------------------
@@ -507,6 +587,10 @@ def spawn(
         args.cert,
         "--key",
         args.key,
+        "--ca",
+        args.ca,
+        "--cc",
+        args.cc,
         "--size",
         str(args.size),
         "--timeout",
@@ -558,9 +642,9 @@ def measure(
     def profile_path(role: str, impl: str) -> str | None:
         if args.profile is None:
             return None
-        return os.path.join(
-            args.profile, f"{role}-{impl}-{server_impl[0]}{client_impl[0]}.prof"
-        )
+        pair = (server_impl, client_impl)
+        code = next(c for c, impls in COMBOS.items() if impls == pair)
+        return os.path.join(args.profile, f"{role}-{impl}-{code}.prof")
 
     before = udp_counters()
     busy_before = system_busy_seconds()
@@ -653,7 +737,7 @@ def summarize(results: dict[str, list[Measurement]], args: argparse.Namespace) -
         "CPU = user+system seconds"
     )
     header = (
-        f"{'server':<9} {'client':<9} {'MB/s median':>11} {'best':>7} "
+        f"{'server':<12} {'client':<12} {'MB/s median':>11} {'best':>7} "
         f"{'srv CPU s':>9} {'cli CPU s':>9}  runs (MB/s)"
     )
     print(header)
@@ -672,19 +756,25 @@ def summarize(results: dict[str, list[Measurement]], args: argparse.Namespace) -
         client_cpu[code] = statistics.median(m.client_cpu for m in runs)
         server_impl, client_impl = COMBOS[code]
         print(
-            f"{server_impl:<9} {client_impl:<9} {medians[code]:>11.2f} "
+            f"{LABELS[server_impl]:<12} {LABELS[client_impl]:<12} "
+            f"{medians[code]:>11.2f} "
             f"{bests[code]:>7.2f} {server_cpu[code]:>9.2f} {client_cpu[code]:>9.2f}"
             f"  {' '.join(f'{r:.2f}' for r in rates)}"
         )
     print()
 
-    def ratio(label: str, numerator: str, denominator: str) -> None:
+    def compare(label: str, numerator: str, denominator: str) -> None:
         if numerator in medians and denominator in medians:
-            print(
-                f"{label} trioquic/aioquic: "
-                f"{medians[numerator] / medians[denominator]:.2f}x "
+            line = (
+                f"{label}: {medians[numerator] / medians[denominator]:.2f}x "
                 f"(best {bests[numerator] / bests[denominator]:.2f}x)"
             )
+            cpu = ratio(server_cpu[numerator], server_cpu[denominator])
+            if numerator[0] != denominator[0] and cpu is not None:
+                line += f"; server CPU {cpu:.2f}x (lower is better)"
+            print(line)
+        else:
+            print(f"{label}: n/a (not measured)")
 
     noise = [m.other_cpu for runs in results.values() for m in runs if m.other_cpu]
     if noise and max(noise) > 0.25:
@@ -692,9 +782,8 @@ def summarize(results: dict[str, list[Measurement]], args: argparse.Namespace) -
             f"warning: other processes used up to {max(noise):.2f} CPU seconds "
             "during a measurement: the machine was not idle, the figures are noisy"
         )
-    ratio("server+client", "tt", "aa")
-    ratio("server side (aioquic client)", "ta", "aa")
-    ratio("client side (aioquic server)", "at", "aa")
+    for label, numerator, denominator in RATIOS:
+        compare(label, numerator, denominator)
     if "tt" in server_cpu and "aa" in server_cpu and server_cpu["aa"] > 0:
         print(
             "server CPU seconds trioquic/aioquic (lower is better): "
@@ -707,6 +796,25 @@ def summarize(results: dict[str, list[Measurement]], args: argparse.Namespace) -
             f"{client_cpu['tt'] / client_cpu['aa']:.2f}x "
             f"({client_cpu['tt']:.2f} s vs {client_cpu['aa']:.2f} s)"
         )
+    why = "; ".join(f"{LABELS[k]}: {v}" for k, v in args.missing.items())
+    note = why or "not measured"
+    over_trioquic = ratio(medians.get("qq"), medians.get("tt"))
+    over_qh3 = ratio(medians.get("qq"), medians.get("hh"))
+    print_goals(
+        [
+            Goal(
+                "raw QUIC bulk, server+client: trioquic+qh3/trioquic MB/s",
+                over_trioquic,
+                note="" if over_trioquic else note,
+            ),
+            Goal(
+                "raw QUIC bulk, server+client: trioquic+qh3/qh3-asyncio MB/s",
+                over_qh3,
+                OVER_QH3_ASYNCIO,
+                note="" if over_qh3 else note,
+            ),
+        ]
+    )
 
 
 def run_parent(args: argparse.Namespace) -> int:
@@ -718,13 +826,26 @@ def run_parent(args: argparse.Namespace) -> int:
             )
     if args.profile is not None:
         os.makedirs(args.profile, exist_ok=True)
+    args.missing = missing_implementations()
+    for code in list(codes):
+        absent = [i for i in COMBOS[code] if i in args.missing]
+        if absent:
+            print(f"skipping {code}: {args.missing[absent[0]]}")
+            codes.remove(code)
+    if not codes:
+        print("nothing to measure")
+        return 1
+    if args.cc == "auto":
+        on_qh3 = any("q" in code or "h" in code for code in codes)
+        args.cc = QH3_CONGESTION_CONTROL if on_qh3 else CONGESTION_CONTROL
     cpus = choose_cpus(args.pin)
     results: dict[str, list[Measurement]] = {code: [] for code in codes}
     budget_end = time.monotonic() + args.budget
     with tempfile.TemporaryDirectory() as directory:
-        use_self_signed_certificate(args, directory, HOST)
+        use_ca_signed_certificate(args, directory, HOST)
         print(
             f"size {args.size} bytes, {args.repeat} repeat(s), "
+            f"congestion control {args.cc}, "
             f"CPUs {cpus if cpus else 'not pinned'}",
             flush=True,
         )
@@ -736,11 +857,18 @@ def run_parent(args: argparse.Namespace) -> int:
                     print(f"time budget of {args.budget:.0f} s spent; stopping")
                     break
                 server_impl, client_impl = COMBOS[code]
-                m = measure(server_impl, client_impl, args, cpus)
+                try:
+                    m = measure(server_impl, client_impl, args, cpus)
+                except BenchError as exc:
+                    # A failing stack is a finding about it, reported; the
+                    # others are still measured.
+                    print(f"  run {repeat + 1}: {code} failed: {exc}", flush=True)
+                    continue
                 results[code].append(m)
                 print(
-                    f"  run {repeat + 1}: server {server_impl:<8} client "
-                    f"{client_impl:<8} {m.mb_per_s:7.2f} MB/s  {m.seconds:6.2f} s  "
+                    f"  run {repeat + 1}: server {LABELS[server_impl]:<12} client "
+                    f"{LABELS[client_impl]:<12} {m.mb_per_s:7.2f} MB/s  "
+                    f"{m.seconds:6.2f} s  "
                     f"server CPU {m.server_cpu:5.2f} s  client CPU "
                     f"{m.client_cpu:5.2f} s  handshake {m.handshake * 1000:.0f} ms"
                     f"  drops: kernel {_count(m.kernel_drops)} "
@@ -776,17 +904,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--combos",
-        default="tt,aa,at,ta",
+        default=",".join(COMBOS),
         help="combinations, server then client: t=trioquic a=aioquic "
-        "(default tt,aa,at,ta)",
+        f"q=trioquic+qh3 h=qh3-asyncio (default {','.join(COMBOS)})",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds allowed per transfer"
+        "--cc",
+        choices=("auto", "reno", "cubic"),
+        default="auto",
+        help="congestion control of every side (auto: cubic when a qh3 "
+        "combination runs, qh3 having nothing else; reno otherwise)",
+    )
+    parser.add_argument(
+        "--timeout",
+        type=float,
+        default=None,
+        help="seconds allowed per transfer (60; --quick: 20)",
     )
     parser.add_argument(
         "--budget",
         type=float,
-        default=170.0,
+        default=340.0,
         help="seconds after which no new measurement starts",
     )
     parser.add_argument(
@@ -808,6 +946,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--impl", choices=IMPLEMENTATIONS, help=hidden)
     parser.add_argument("--cert", help=hidden)
     parser.add_argument("--key", help=hidden)
+    parser.add_argument("--ca", help=hidden)
     parser.add_argument("--port", type=int, help=hidden)
     parser.add_argument("--cpu", type=int, help=hidden)
     parser.add_argument("--profile-out", help=hidden)
@@ -816,6 +955,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.size = QUICK_SIZE if args.quick else DEFAULT_SIZE
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
+    if args.timeout is None:
+        args.timeout = 20.0 if args.quick else 60.0
     if args.size < 0 or args.repeat < 1:
         parser.error("--size must be >= 0 and --repeat >= 1")
     return args
