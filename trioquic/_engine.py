@@ -303,11 +303,29 @@ class EndpointEngine(Protocol):
 def create_endpoint_engine(
     settings: QuicSettings, *, is_client: bool
 ) -> EndpointEngine:
-    """The engine of a new endpoint, as ``settings`` select it. Raises
-    :exc:`ValueError` (or :exc:`TypeError`) for settings it cannot use."""
+    """The engine of a new endpoint, as ``settings.engine`` selects it.
+    Raises :exc:`ValueError` (or :exc:`TypeError`) for settings it cannot
+    use, and :exc:`EngineNotInstalled` (an :exc:`ImportError`) for an engine
+    whose library is missing."""
+    if settings.engine == "qh3":
+        try:
+            from ._qh3 import Qh3Endpoint
+        except ImportError as exc:
+            if (exc.name or "").split(".")[0] != "qh3":
+                raise
+            raise EngineNotInstalled(
+                "QuicSettings(engine='qh3') needs qh3: pip install 'trioquic[qh3]'"
+            ) from None
+
+        return Qh3Endpoint(settings, is_client=is_client)
     from ._aioquic import AioquicEndpoint
 
     return AioquicEndpoint(settings, is_client=is_client)
+
+
+class EngineNotInstalled(ImportError):
+    """The QUIC engine the settings select is not installed (the message
+    says how to install it)."""
 
 
 # -- HTTP/3 ---------------------------------------------------------------------

@@ -8,6 +8,28 @@ from typing import Any, Literal
 import attrs
 
 CongestionControl = Literal["reno", "cubic"]
+Engine = Literal["aioquic", "qh3"]
+_ENGINES = ("aioquic", "qh3")
+
+
+def _default_engine() -> str:
+    """``$TRIOQUIC_ENGINE`` if set, else ``"aioquic"``."""
+    return os.environ.get("TRIOQUIC_ENGINE") or "aioquic"
+
+
+def _engine(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    if value not in _ENGINES:
+        raise ValueError(
+            f"QuicSettings.engine must be one of {', '.join(map(repr, _ENGINES))} "
+            f"(or the TRIOQUIC_ENGINE environment variable), got {value!r}"
+        )
+
+
+def _default_congestion_control(settings: QuicSettings) -> str:
+    # qh3's congestion controller is CUBIC only.
+    return "cubic" if settings.engine == "qh3" else "reno"
+
+
 RetryPolicy = Literal["never", "always", "under-load"]
 
 _KIB = 1024
@@ -182,6 +204,14 @@ class QuicSettings:
     queue and buffer a peer can fill is limited by one of them.
     """
 
+    #: The QUIC engine: ``"aioquic"`` (pure Python) or ``"qh3"`` (a Rust core;
+    #: ``pip install 'trioquic[qh3]'``). Default: the ``TRIOQUIC_ENGINE``
+    #: environment variable if set, else ``"aioquic"``. qh3 does not offer
+    #: ``congestion_control="reno"`` nor ``quic_configuration``, and loads
+    #: the server's certificate and key from PEM files.
+    engine: Engine = attrs.field(
+        default=attrs.Factory(_default_engine), validator=_engine
+    )
     #: ALPN protocols offered (client) or accepted (server), most preferred first.
     alpn_protocols: tuple[str, ...] = attrs.field(default=(), converter=_alpn)
     #: Server certificate chain: a PEM file path, or a
@@ -289,9 +319,11 @@ class QuicSettings:
     udp_offload: bool = attrs.field(
         default=True, validator=attrs.validators.instance_of(bool)
     )
-    #: Congestion controller: ``"reno"`` or ``"cubic"``.
+    #: Congestion controller: ``"reno"`` or ``"cubic"`` (default: ``"reno"``
+    #: on aioquic, ``"cubic"`` on qh3, which has no other).
     congestion_control: CongestionControl = attrs.field(
-        default="reno", validator=_congestion
+        default=attrs.Factory(_default_congestion_control, takes_self=True),
+        validator=_congestion,
     )
     #: Directory to write one qlog file per connection into.
     qlog_dir: str | os.PathLike[str] | None = attrs.field(
@@ -362,6 +394,18 @@ class QuicSettings:
     quic_configuration: Any = attrs.field(default=None, validator=_escape_hatch)
 
     def __attrs_post_init__(self) -> None:
+        if self.engine == "qh3":
+            if self.congestion_control != "cubic":
+                raise ValueError(
+                    f"QuicSettings.congestion_control={self.congestion_control!r} "
+                    "is not available with engine='qh3': qh3's congestion "
+                    "controller is CUBIC only (set congestion_control='cubic')"
+                )
+            if self.quic_configuration is not None:
+                raise ValueError(
+                    "QuicSettings.quic_configuration (an aioquic "
+                    "QuicConfiguration) cannot be used with engine='qh3'"
+                )
         if self.stream_receive_window > self.connection_receive_window:
             raise ValueError(
                 "QuicSettings.stream_receive_window "

@@ -1,0 +1,322 @@
+"""qh3's QuicConnection, subclassed: what trioquic changes in qh3's transport
+lives here, on trioquic's own classes (qh3's modules are left as they are).
+
+* Receive credit granted as the application *consumes* data. qh3's native
+  core raises MAX_STREAM_DATA and MAX_DATA as the connection takes data out
+  of it (its event queue), a window ahead of what was taken. So the
+  connection takes stream data out only while the application holds less
+  than a window unread (per stream, and for the connection): past that, the
+  events wait in the core, and the peer, without new credit, stops at the
+  window. What a slow reader costs is bounded by twice the windows (the
+  unread window trioquic holds, plus the window the core may still accept).
+* The peer's stream limits are trioquic's (qh3: 100 bidirectional, 103
+  unidirectional), in the transport parameters and in the core.
+* The initial RTT is trioquic's (qh3: 333 ms).
+* The stateless reset token of the server's first connection ID (the
+  transport parameter) is derived from the endpoint's static key; those of
+  the IDs the core issues later are the core's own (qh3 does not let them be
+  set).
+* A close is recorded with its cause: the native core's events say whether
+  the peer closed, the core found an error, or the connection ended without
+  a word (a stateless reset or the idle timeout).
+* qh3's native-event dispatch logs every peer close as a warning; this copy
+  does not.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from qh3 import tls
+from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3.quic import events as qh3_events
+from qh3.quic.connection import NetworkAddress, QuicConnectionState
+from qh3.quic.connection import QuicConnection as _Qh3Connection
+from qh3.quic.packet import (
+    pull_quic_transport_parameters,
+    push_quic_transport_parameters,
+)
+from qh3.quic.tls_bridge import QuicTlsBridge, QuicTlsBridgeError
+
+from .._events import (
+    DatagramReceived,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamResetReceived,
+)
+from .._stateless_reset import StatelessResetKey
+
+#: Room for the transport parameters, re-encoded with our stream limits.
+_PARAMETERS_CAPACITY = 4096
+#: The core states in which the connection still lives.
+_LIVE_STATES = ("first_flight", "connected")
+
+
+class Qh3TlsBridge(QuicTlsBridge):
+    """qh3's TLS bridge, announcing trioquic's stream limits."""
+
+    def __init__(
+        self, *args: Any, max_streams_bidi: int, max_streams_uni: int, **kwargs: Any
+    ) -> None:
+        # (set first: the parent serializes the parameters as it starts)
+        self.tq_max_streams_bidi = max_streams_bidi
+        self.tq_max_streams_uni = max_streams_uni
+        super().__init__(*args, **kwargs)
+
+    def serialize_transport_parameters(self) -> bytes:
+        parameters = pull_quic_transport_parameters(
+            Buffer(data=super().serialize_transport_parameters())
+        )
+        parameters.initial_max_streams_bidi = self.tq_max_streams_bidi
+        parameters.initial_max_streams_uni = self.tq_max_streams_uni
+        buf = Buffer(capacity=_PARAMETERS_CAPACITY)
+        push_quic_transport_parameters(buf, parameters)
+        return bytes(buf.data)
+
+
+class Qh3Connection(_Qh3Connection):
+    """qh3's connection with what trioquic adds (see the module docstring);
+    every overridden or copied upstream method is pinned in :mod:`._pins`.
+
+    Transport events for the application are collected as trioquic's own in
+    :attr:`tq_events` (qh3's event deque keeps only the TLS ones:
+    :class:`HandshakeCompleted`, :class:`ProtocolNegotiated`).
+    """
+
+    def __init__(
+        self,
+        *,
+        stream_window: int,
+        connection_window: int,
+        max_streams_bidi: int,
+        max_streams_uni: int,
+        initial_rtt: float,
+        reset_key: StatelessResetKey | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.tq_stream_window = stream_window
+        self.tq_connection_window = connection_window
+        self.tq_max_streams_bidi = max_streams_bidi
+        self.tq_max_streams_uni = max_streams_uni
+        self.tq_initial_rtt = initial_rtt
+        self.tq_reset_key = reset_key
+        #: Transport events for the application, since the last take.
+        self.tq_events: list[QuicEvent] = []
+        #: Unread bytes taken out of the core, per stream and in all.
+        self.tq_unread: dict[int, int] = {}
+        self.tq_unread_total = 0
+        #: Streams holding a window or more unread (the gate is closed).
+        self.tq_full: set[int] = set()
+        self.tq_issued: list[bytes] = []
+        self.tq_retired: list[bytes] = []
+        #: Whether the peer closed (CONNECTION_CLOSE), the core closed on an
+        #: error, or the connection ended without a close frame.
+        self.tq_peer_closed = False
+        self.tq_protocol_error = False
+        self.tq_silent_end = False
+
+    # -- receive credit on consumption ------------------------------------------
+
+    def tq_gate_closed(self) -> bool:
+        return bool(self.tq_full) or self.tq_unread_total >= self.tq_connection_window
+
+    def tq_consume(self, stream_id: int, count: int) -> bool:
+        """The application read ``count`` bytes of ``stream_id``; True when
+        that opened the gate (events wait in the core: take them now)."""
+        unread = self.tq_unread.get(stream_id)
+        if unread is None:
+            return False
+        was_closed = self.tq_gate_closed()
+        count = min(count, unread)
+        self.tq_unread_total -= count
+        unread -= count
+        if unread:
+            self.tq_unread[stream_id] = unread
+        else:
+            del self.tq_unread[stream_id]
+        if unread < self.tq_stream_window:
+            self.tq_full.discard(stream_id)
+        return was_closed and not self.tq_gate_closed()
+
+    def tq_release(self, stream_id: int) -> bool:
+        """Nothing more of the stream will be read: its unread bytes no
+        longer hold the gate."""
+        return self.tq_consume(stream_id, self.tq_unread.get(stream_id, 0))
+
+    def tq_drain(self) -> None:
+        """Take out of the core what the gate allows (after consumption)."""
+        if self._core is not None:
+            self._drain_core()
+
+    # -- overrides ------------------------------------------------------------
+
+    def _create_tls(self, remote_source_cid: bytes | None) -> QuicTlsBridge:
+        token = None
+        if not self._is_client and self.tq_reset_key is not None:
+            token = self.tq_reset_key.token(self.host_cid)
+        tls_bridge = Qh3TlsBridge(
+            self._configuration,
+            version=self._version,
+            local_initial_source_connection_id=self.host_cid,
+            remote_initial_source_connection_id=remote_source_cid,
+            original_destination_connection_id=self._original_destination_connection_id,
+            retry_source_connection_id=self._retry_source_connection_id,
+            stateless_reset_token=token,
+            session_ticket_fetcher=self._session_ticket_fetcher,
+            session_ticket_handler=self._session_ticket_handler,
+            quic_logger=self._quic_logger,
+            version_change_handler=self._set_version,
+            max_streams_bidi=self.tq_max_streams_bidi,
+            max_streams_uni=self.tq_max_streams_uni,
+        )
+        self._tls = tls_bridge
+        return tls_bridge
+
+    def _create_core(
+        self, remote_addr: NetworkAddress, initial_dcid: bytes, now: float
+    ) -> None:
+        # qh3's, with trioquic's stream limits and initial RTT.
+        configuration = self._configuration
+        remembered = self._remembered_transport_parameters()
+        self._core = QuicConnectionCore(
+            self._is_client,
+            self._version,  # type: ignore[arg-type]  # set before the core
+            ("0.0.0.0", 0),
+            remote_addr,
+            self.host_cid,
+            initial_dcid,
+            self._is_client or self._retry_source_connection_id is not None,
+            configuration.active_connection_id_limit or (2 if self._is_client else 8),
+            configuration.max_datagram_size,
+            configuration.probe_datagram_size,
+            configuration.idle_timeout,
+            3,
+            (
+                configuration.max_datagram_frame_size
+                if configuration.max_datagram_frame_size is not None
+                else (65536 if self._is_client else None)
+            ),
+            (remembered.max_datagram_frame_size if remembered is not None else None),
+            configuration.max_data,
+            (remembered.initial_max_data or 0) if remembered is not None else 0,
+            configuration.max_stream_data,
+            (
+                remembered.initial_max_stream_data_bidi_local or 0
+                if remembered is not None
+                else 0
+            ),
+            (
+                remembered.initial_max_stream_data_bidi_remote or 0
+                if remembered is not None
+                else 0
+            ),
+            (
+                remembered.initial_max_stream_data_uni or 0
+                if remembered is not None
+                else 0
+            ),
+            configuration.max_stream_data,
+            self.tq_max_streams_bidi,
+            self.tq_max_streams_uni,
+            (remembered.initial_max_streams_bidi or 0 if remembered is not None else 0),
+            (remembered.initial_max_streams_uni or 0 if remembered is not None else 0),
+            self.tq_initial_rtt,
+            0.025,
+            now,
+        )
+        self._applied_transport_parameters = None
+        self._pre_handshake_state_replayed = False
+
+    def _drain_core(self) -> None:
+        # qh3's dispatch of the native core's events, with the credit gate,
+        # trioquic's events, and the close's cause recorded (no log).
+        core = self._core
+        assert core is not None
+        tls_bridge = self._tls
+        assert tls_bridge is not None
+        out = self.tq_events
+        unread = self.tq_unread
+        full = self.tq_full
+        stream_window = self.tq_stream_window
+        while True:
+            if (full or self.tq_unread_total >= self.tq_connection_window) and (
+                core.state in _LIVE_STATES
+            ):
+                break  # the gate: the peer waits for credit
+            native = core.next_event()
+            if native is None:
+                break
+            kind = native[0]
+            if kind == "stream_data":
+                stream_id, data = native[1], native[2]
+                if data:
+                    held = unread.get(stream_id, 0) + len(data)
+                    unread[stream_id] = held
+                    self.tq_unread_total += len(data)
+                    if held >= stream_window:
+                        full.add(stream_id)
+                out.append(StreamDataReceived(stream_id, data, native[3]))
+            elif kind == "datagram":
+                out.append(DatagramReceived(native[1]))
+            elif kind == "crypto_data":
+                try:
+                    tls_bridge.receive_crypto(
+                        tls.Epoch(native[1]), native[3], native[2], version=core.version
+                    )
+                    self._drain_tls()
+                except QuicTlsBridgeError as exc:
+                    self._call_core(
+                        core.close,
+                        exc.error_code,
+                        int(exc.frame_type),
+                        exc.reason_phrase.encode(),
+                    )
+                    self.tq_protocol_error = True
+                    self._close_event = qh3_events.ConnectionTerminated(
+                        exc.error_code, exc.frame_type, exc.reason_phrase
+                    )
+            elif kind == "stream_reset":
+                out.append(StreamResetReceived(native[1], native[2]))
+            elif kind == "stream_finished":
+                self._created_local_stream_ids.discard(native[1])
+            elif kind == "stop_sending":
+                out.append(StopSendingReceived(native[1], native[2]))
+            elif kind == "new_token":
+                self._peer_token = native[1]
+            elif kind == "handshake_done":
+                self._handshake_confirmed = True
+                core.handshake_confirmed()
+            elif kind == "connection_id_issued":
+                self.tq_issued.append(native[1])
+            elif kind == "connection_id_retired":
+                self.tq_retired.append(native[1])
+            elif kind == "peer_closed":
+                self.tq_peer_closed = True
+                self._close_event = qh3_events.ConnectionTerminated(
+                    native[2], native[3], native[4].decode("utf8", "replace")
+                )
+            elif kind == "protocol_error":
+                self.tq_protocol_error = True
+                self._close_event = qh3_events.ConnectionTerminated(
+                    native[1], native[2], native[3]
+                )
+            elif kind == "connection_terminated":
+                self._state = QuicConnectionState.TERMINATED
+                if self._close_event is None:
+                    self.tq_silent_end = True
+                    self._close_event = qh3_events.ConnectionTerminated(
+                        native[1], native[2], native[3].decode("utf8", "replace")
+                    )
+                if self._quic_logger is not None:
+                    self._quic_logger.log_event(
+                        category="connectivity",
+                        event="connection_closed",
+                        data={
+                            "error_code": native[1],
+                            "frame_type": native[2],
+                            "reason": native[3].decode("utf8", "replace"),
+                        },
+                    )
+                self._end_trace()

@@ -1,0 +1,527 @@
+"""The qh3 engine of one connection: :class:`Qh3Engine`."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+from qh3 import tls
+from qh3.quic import events as qh3_events
+from qh3.quic.configuration import QuicConfiguration
+from qh3.quic.connection import QuicConnectionError
+
+from .._engine import Address
+from .._errors import CloseCause, CloseReason, StreamStateError
+from .._events import HandshakeInfo, QuicEvent
+from .._settings import QuicSettings
+from .._stateless_reset import StatelessResetKey, is_stateless_reset
+from .._statistics import ConnectionStatistics
+from ._connection import Qh3Connection
+from ._tickets import TicketStore, encode_session_ticket
+
+#: What qh3 raises where aioquic raises or returns: its own error, asserts,
+#: and the native core's ValueError / RuntimeError.
+_QH3_ERRORS = (QuicConnectionError, AssertionError, ValueError, RuntimeError)
+#: The initial RTT before a sample (as the endpoint configures it).
+_INITIAL_RTT = 0.1
+# Largest packet overhead around a DATAGRAM frame in a 1-RTT packet: first byte,
+# a 20-byte destination CID, a 4-byte packet number, the 16-byte AEAD tag, the
+# frame type and a 4-byte length.
+_DATAGRAM_OVERHEAD = 1 + 20 + 4 + 16 + 1 + 4
+#: TLS alert no_application_protocol, as a QUIC CRYPTO_ERROR (0x100 + 120).
+_NO_APPLICATION_PROTOCOL = 0x178
+_PADDING = 0
+_INTERNAL_ERROR = 0x1
+
+
+class Qh3Engine:
+    """One QUIC connection over qh3 (a :class:`~trioquic._engine.QuicEngine`).
+
+    Synchronous: callers (the IoWorker, the applications) mutate it and the
+    IoWorker flushes. qh3's exceptions and assertions stop here: a misuse
+    raises :exc:`~trioquic.StreamStateError`, a failure inside qh3 ends the
+    connection with INTERNAL_ERROR.
+    """
+
+    def __init__(
+        self,
+        configuration: QuicConfiguration,
+        settings: QuicSettings,
+        *,
+        original_destination_cid: bytes | None = None,
+        retry_source_cid: bytes | None = None,
+        reset_key: StatelessResetKey | None,
+        tickets: TicketStore | None = None,
+    ) -> None:
+        self.session_ticket: bytes | None = None
+        fetcher: Callable[[bytes], tls.SessionTicket | None] | None = None
+        handler: Callable[[tls.SessionTicket], None] | None = None
+        if configuration.is_client:
+            handler = self._on_session_ticket
+        elif tickets is not None:
+            fetcher, handler = tickets.fetch, tickets.store
+        self._tickets = tickets
+        self.quic = Qh3Connection(
+            configuration=configuration,
+            original_destination_connection_id=original_destination_cid,
+            retry_source_connection_id=retry_source_cid,
+            stream_window=settings.stream_receive_window,
+            connection_window=settings.connection_receive_window,
+            max_streams_bidi=settings.max_concurrent_streams,
+            max_streams_uni=settings.max_concurrent_streams,
+            initial_rtt=_INITIAL_RTT,
+            reset_key=reset_key,
+            session_ticket_fetcher=fetcher,
+            session_ticket_handler=handler,
+        )
+        self.is_client: bool = configuration.is_client
+        self._retry_validated = retry_source_cid is not None
+        self._host_cid = self.quic.host_cid
+        self.handshake: HandshakeInfo | None = None
+        self.close_reason: CloseReason | None = None
+        self._cause: CloseCause | None = None
+        self._datagram_queue_size = settings.datagram_queue_size
+        self._datagrams_queued = 0
+        #: The credit gate opened: take the events waiting in the core.
+        self._drain_due = False
+        self.quic_datagrams_send_dropped = 0
+        self.datagrams_sent = 0
+        self.datagrams_received = 0
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    def _on_session_ticket(self, ticket: tls.SessionTicket) -> None:
+        self.session_ticket = encode_session_ticket(ticket)
+
+    @property
+    def handshake_complete(self) -> bool:
+        return bool(self.quic._handshake_complete)
+
+    def early_data_ready(self) -> bool:
+        return (
+            bool(self.quic._early_data_attempted) and not self.quic._zero_rtt_resolved
+        )
+
+    def set_peer_stream_limits(
+        self, *, bidirectional: int, unidirectional: int
+    ) -> None:
+        self.quic.tq_max_streams_bidi = bidirectional
+        self.quic.tq_max_streams_uni = unidirectional
+
+    # -- identity ---------------------------------------------------------
+
+    @property
+    def host_cid(self) -> bytes:
+        return self._host_cid
+
+    def peer_address(self) -> Address | None:
+        core = self.quic._core
+        if core is None:
+            return self.quic._remote_addr
+        return core.active_path[2]
+
+    # -- errors at the boundary --------------------------------------------------
+
+    def _call(self, operation: Callable[..., Any], *args: Any) -> Any:
+        """Run a qh3 call that must not fail; if it does, end the connection
+        with INTERNAL_ERROR rather than let qh3's exception out."""
+        try:
+            return operation(*args)
+        except _QH3_ERRORS as exc:
+            self._fail(str(exc) or type(exc).__name__)
+            return None
+
+    def _fail(self, reason: str) -> None:
+        if self.close_reason is not None:
+            return
+        with contextlib.suppress(*_QH3_ERRORS):
+            self.quic.close(_INTERNAL_ERROR, _PADDING, reason[:200])
+        self.close_reason = CloseReason(
+            error_code=_INTERNAL_ERROR,
+            reason=reason,
+            cause=CloseCause.CLOSED_LOCALLY,
+            is_transport=True,
+        )
+
+    # -- driving ------------------------------------------------------------
+
+    def connect(self, addr: Address, now: float) -> None:
+        self._call(self.quic.connect, addr, now)
+
+    def change_connection_id(self) -> None:
+        """Switch to the peer's next spare connection ID (a no-op when the
+        peer issued none)."""
+        with contextlib.suppress(*_QH3_ERRORS):  # no spare connection ID
+            self.quic.change_connection_id()
+
+    def receive_datagram(self, data: bytes, addr: Address, now: float) -> None:
+        self.datagrams_received += 1
+        self.bytes_received += len(data)
+        quic = self.quic
+        if self._tickets is not None:
+            self._tickets.now = now
+        was_live = quic._close_event is None
+        self._call(quic.receive_datagram, data, addr, now)
+        if quic._core is None and not self.is_client and self.close_reason is None:
+            # A server's first datagram qh3 could not read: no path to answer
+            # on. End the connection, sending nothing.
+            self.abandon(
+                CloseReason(
+                    error_code=0x0A,
+                    reason="the first datagram could not be parsed",
+                    cause=CloseCause.CLOSED_LOCALLY,
+                )
+            )
+            return
+        if was_live and quic.tq_silent_end and self.close_reason is None:
+            # The core ended the connection on reading this datagram, without
+            # a close frame: a stateless reset (RFC 9000 section 10.3.1).
+            self._on_stateless_reset()
+        elif (
+            was_live
+            and quic._close_event is None
+            and is_stateless_reset(data, self.peer_reset_tokens())
+            and quic._core is not None
+            and not quic._core.received_authenticated_packet
+        ):
+            self._on_stateless_reset()  # pragma: no cover - the core detects it
+
+    def peer_reset_tokens(self) -> tuple[bytes, ...]:
+        """The stateless reset token of the peer's first connection ID (the
+        transport parameter); those of later IDs stay inside qh3's core,
+        which detects resets that use them by itself."""
+        tls_bridge = self.quic._tls
+        if tls_bridge is None:
+            return ()
+        parameters = tls_bridge.remote_transport_parameters
+        if parameters is None or parameters.stateless_reset_token is None:
+            return ()
+        return (parameters.stateless_reset_token,)
+
+    def _on_stateless_reset(self) -> None:
+        self.abandon(
+            CloseReason(
+                error_code=0, reason="stateless reset", cause=CloseCause.STATELESS_RESET
+            )
+        )
+
+    def abandon(self, reason: CloseReason) -> None:
+        quic = self.quic
+        if self.close_reason is None:
+            self.close_reason = reason
+        if quic._close_event is None:
+            quic._close_event = qh3_events.ConnectionTerminated(
+                error_code=reason.error_code,
+                frame_type=reason.frame_type,
+                reason_phrase=reason.reason,
+            )
+        quic._core = None  # nothing more is sent or timed
+
+    def send_ping(self) -> None:
+        if self.quic._core is not None:
+            self._call(self.quic.send_ping, 0)
+
+    def get_timer(self) -> float | None:
+        if self.close_reason is not None and self.quic._core is None:
+            return None
+        return self.quic.get_timer()
+
+    def handle_timer(self, now: float) -> None:
+        quic = self.quic
+        core = quic._core
+        if core is None:
+            return
+        timer = core.get_timer()
+        if (
+            timer is not None
+            and timer[0] == "idle"
+            and now >= timer[1]
+            and quic._close_event is None
+        ):
+            self._cause = CloseCause.IDLE_TIMEOUT
+        self._call(quic.handle_timer, now)
+        if self._cause is CloseCause.IDLE_TIMEOUT and self.close_reason is None:
+            if quic._close_event is None:  # pragma: no cover - the core ends it
+                self._cause = None
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        quic = self.quic
+        if quic._core is None:
+            return []
+        datagrams: list[tuple[bytes, Address]] | None = self._call(
+            quic.datagrams_to_send, now
+        )
+        if not datagrams:
+            return []
+        self._datagrams_queued = 0
+        self.datagrams_sent += len(datagrams)
+        for data, _ in datagrams:
+            self.bytes_sent += len(data)
+        return datagrams
+
+    def amplification_budget(self) -> int | None:
+        """Server, before the client's address is validated (the handshake
+        completed, or a Retry token): three times what it sent us, less what
+        we sent; None when unlimited. qh3's core keeps to it."""
+        quic = self.quic
+        core = quic._core
+        if self.is_client or core is None:
+            return None
+        if self._retry_validated or quic._handshake_complete:
+            return None
+        path = core.active_path
+        return max(0, 3 * path[4] - path[3])
+
+    def poll_events(self) -> list[QuicEvent]:
+        quic = self.quic
+        if self._drain_due:
+            self._drain_due = False
+            quic.tq_drain()
+        events = quic.tq_events
+        if events:
+            quic.tq_events = []
+        while (event := quic.next_event()) is not None:
+            if isinstance(event, qh3_events.HandshakeCompleted):
+                self.handshake = HandshakeInfo(
+                    alpn_protocol=event.alpn_protocol,
+                    session_resumed=event.session_resumed,
+                    early_data_accepted=event.early_data_accepted,
+                )
+        if self.close_reason is None and quic._close_event is not None:
+            self._note_close()
+        elif self.handshake is None and not self.is_client:
+            self._note_early_data()
+        return events
+
+    def _note_early_data(self) -> None:
+        """Server: the client's 0-RTT data was accepted: report the
+        connection established now (0.5-RTT data), as the aioquic engine
+        does."""
+        tls_context = self.quic.tls
+        if tls_context is None or not tls_context.early_data_accepted:
+            return
+        self.handshake = HandshakeInfo(
+            alpn_protocol=tls_context.alpn_negotiated,
+            session_resumed=True,
+            early_data_accepted=True,
+        )
+
+    def take_cid_changes(self) -> tuple[list[bytes], list[bytes]]:
+        quic = self.quic
+        issued, retired = quic.tq_issued, quic.tq_retired
+        if issued:
+            quic.tq_issued = []
+        if retired:
+            quic.tq_retired = []
+        return issued, retired
+
+    def _note_close(self) -> None:
+        if self.close_reason is not None:
+            return
+        quic = self.quic
+        event = quic._close_event
+        if event is None:  # pragma: no cover
+            return
+        cause = self._cause
+        if cause is None:
+            if quic.tq_peer_closed:
+                cause = CloseCause.CLOSED_BY_PEER
+            elif quic.tq_silent_end and not quic.tq_protocol_error:
+                cause = CloseCause.IDLE_TIMEOUT
+            else:
+                cause = CloseCause.CLOSED_LOCALLY
+        idle = cause is CloseCause.IDLE_TIMEOUT
+        error_code = event.error_code
+        self.close_reason = CloseReason(
+            error_code=0 if idle else error_code,
+            frame_type=None if idle else event.frame_type,
+            reason="idle timeout" if idle else event.reason_phrase,
+            cause=cause,
+            is_transport=idle or event.frame_type is not None,
+        )
+
+    def end_logging(self) -> None:
+        self.quic._end_trace()
+
+    def probe_timeout(self) -> float:
+        """The current PTO in seconds (RFC 9002 section 6.2): smoothed RTT
+        plus four RTT variations (estimated as half the RTT) and the peer's
+        25 ms ACK delay; qh3's core does not expose its own."""
+        core = self.quic._core
+        rtt = None if core is None else core.smoothed_rtt
+        if rtt is None:
+            rtt = _INITIAL_RTT
+        return 3 * rtt + 0.025
+
+    def close(
+        self,
+        error_code: int,
+        reason: str = "",
+        *,
+        transport: bool = False,
+        cause: CloseCause | None = None,
+    ) -> None:
+        quic = self.quic
+        if self.close_reason is not None:
+            return
+        if quic._close_event is not None:
+            self._note_close()
+            return
+        self._cause = cause or CloseCause.CLOSED_LOCALLY
+        try:
+            quic.close(
+                error_code=error_code,
+                frame_type=_PADDING if transport else None,
+                reason_phrase=reason,
+            )
+        except _QH3_ERRORS:
+            quic._core = None
+        self.close_reason = CloseReason(
+            error_code=error_code,
+            reason=reason,
+            cause=self._cause,
+            is_transport=transport,
+        )
+
+    # -- streams --------------------------------------------------------------
+
+    def open_stream(self, unidirectional: bool) -> int | None:
+        quic = self.quic
+        stream_id = quic.get_next_available_stream_id(is_unidirectional=unidirectional)
+        core = quic._core
+        if core is not None and quic._handshake_complete:
+            limits = core.stream_limits
+            if stream_id // 4 >= (limits[1] if unidirectional else limits[0]):
+                return None
+        try:
+            quic._open_stream(unidirectional)
+        except _QH3_ERRORS:
+            return None
+        return stream_id
+
+    def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
+        quic = self.quic
+        if quic._core is not None and quic._handshake_complete:
+            if not quic._core.can_send_stream(stream_id):
+                raise StreamStateError(f"cannot send on stream {stream_id}")
+        try:
+            quic.send_stream_data(stream_id, data, end_stream=end_stream)
+        except _QH3_ERRORS as exc:
+            raise StreamStateError(
+                f"cannot send on stream {stream_id}: {exc}"
+            ) from None
+
+    def reset_stream(self, stream_id: int, error_code: int) -> None:
+        with contextlib.suppress(*_QH3_ERRORS):  # finished: nothing left to reset
+            self.quic.reset_stream(stream_id, error_code)
+
+    def stop_stream(self, stream_id: int, error_code: int) -> None:
+        with contextlib.suppress(*_QH3_ERRORS):  # already finished or discarded
+            self.quic.stop_stream(stream_id, error_code)
+
+    def sending_held(self, now: float) -> bool:
+        core = self.quic._core
+        if core is None:
+            return False
+        return bool(core.congestion_window - core.bytes_in_flight < 1200)
+
+    def send_buffered(self, stream_id: int) -> int:
+        """Bytes queued for ``stream_id`` that have not left yet (qh3 counts
+        only those; what is in flight is held by its core, bounded by the
+        congestion window)."""
+        try:
+            return int(self.quic.get_send_buffer_size(stream_id))
+        except _QH3_ERRORS:
+            return 0
+
+    def has_unacknowledged_stream_data(self) -> bool:
+        core = self.quic._core
+        if core is None:
+            return False
+        if self.send_buffered_total():
+            return True
+        return bool(core.outstanding_application_packets)
+
+    def send_buffered_total(self) -> int:
+        try:
+            return int(self.quic.get_send_buffer_size())
+        except _QH3_ERRORS:
+            return 0
+
+    def consume(self, stream_id: int, count: int) -> bool:
+        if not count:
+            return False
+        if self.quic.tq_consume(stream_id, count):
+            self._drain_due = True
+        return self._drain_due
+
+    def credit_unread(self, stream_id: int, final_size: int) -> bool:
+        if self.quic.tq_release(stream_id):
+            self._drain_due = True
+        return self._drain_due
+
+    def forget_stream(self, stream_id: int) -> None:
+        if self.quic.tq_release(stream_id):
+            self._drain_due = True
+
+    def received_final_size(self, stream_id: int) -> int | None:
+        return None  # qh3's core does not expose it
+
+    # -- datagrams ----------------------------------------------------------
+
+    def max_datagram_size(self) -> int:
+        quic = self.quic
+        remote = quic._remote_max_datagram_frame_size
+        if remote is None or quic._configuration.max_datagram_frame_size is None:
+            return 0
+        local = quic._configuration.max_datagram_size - _DATAGRAM_OVERHEAD
+        frame_limit = remote - 1 - (1 if remote < 64 else 2 if remote < 16384 else 4)
+        return max(0, min(local, frame_limit))
+
+    def send_datagram(self, data: bytes) -> None:
+        if self._datagrams_queued >= self._datagram_queue_size:
+            self.quic_datagrams_send_dropped += 1
+            return
+        try:
+            self.quic.send_datagram_frame(data)
+        except _QH3_ERRORS:
+            self.quic_datagrams_send_dropped += 1
+            return
+        self._datagrams_queued += 1
+
+    # -- observation ----------------------------------------------------------
+
+    def statistics(self) -> ConnectionStatistics:
+        core = self.quic._core
+        rtt = None if core is None else core.smoothed_rtt
+        latest = None if core is None else core.latest_rtt
+        return ConnectionStatistics(
+            smoothed_rtt=rtt if rtt is not None else _INITIAL_RTT,
+            min_rtt=latest if latest is not None else 0.0,
+            congestion_window=0 if core is None else core.congestion_window,
+            bytes_in_flight=0 if core is None else core.bytes_in_flight,
+            datagrams_sent=self.datagrams_sent,
+            datagrams_received=self.datagrams_received,
+            bytes_sent=self.bytes_sent,
+            bytes_received=self.bytes_received,
+            quic_datagrams_send_dropped=self.quic_datagrams_send_dropped,
+        )
+
+    def create_h3(
+        self,
+        *,
+        max_field_section_size: int,
+        enable_connect_protocol: bool,
+        enable_datagrams: bool,
+        max_push_id: int | None = None,
+    ) -> Any:
+        from ._h3 import Qh3H3Engine  # type: ignore[import-not-found,unused-ignore]
+
+        return Qh3H3Engine(
+            self.quic,
+            max_field_section_size=max_field_section_size,
+            enable_connect_protocol=enable_connect_protocol,
+            enable_datagrams=enable_datagrams,
+            max_push_id=max_push_id,
+        )
