@@ -627,7 +627,7 @@ def summarize(
         print()
         print(TITLES[measurement])
         header = (
-            f"{'server':<16} {'client':<11} {'MB/s':>7} {'srv CPU s':>9} "
+            f"{'server':<16} {'client':<12} {'MB/s':>7} {'srv CPU s':>9} "
             f"{'MB/srv-cpu-s':>12} {'cli CPU s':>9} {'failed':>6}  runs (MB/s)"
         )
         print(header)
@@ -648,7 +648,7 @@ def summarize(
             }
             medians[key] = figures
             print(
-                f"{PEER_LABELS[key[1]]:<16} {PEER_LABELS[key[2]]:<11} "
+                f"{PEER_LABELS[key[1]]:<16} {PEER_LABELS[key[2]]:<12} "
                 f"{fmt(figures['mb_per_s'], '.1f'):>7} "
                 f"{fmt(figures['server_cpu_s'], '.2f'):>9} "
                 f"{fmt(figures['mb_per_server_cpu_s'], '.1f'):>12} "

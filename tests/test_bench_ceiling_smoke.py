@@ -1,5 +1,5 @@
-"""The in-memory aioquic ceiling benchmark runs end to end (a smoke test: the
-figures are only checked to be there and positive)."""
+"""The in-memory ceiling benchmark runs end to end, on aioquic and on qh3 (a
+smoke test: the figures are only checked to be there and positive)."""
 
 from __future__ import annotations
 
@@ -27,12 +27,16 @@ def _positive(value: object) -> bool:
     )
 
 
-def test_ceiling_benchmark_quick(tmp_path: pathlib.Path) -> None:
+@pytest.mark.parametrize("engine", ["aioquic", "qh3"])
+def test_ceiling_benchmark_quick(tmp_path: pathlib.Path, engine: str) -> None:
+    pytest.importorskip(engine)
     result_path = tmp_path / "ceiling.json"
     completed = subprocess.run(
         [
             sys.executable,
             str(BENCHMARK),
+            "--engine",
+            engine,
             "--quick",
             "--size",
             "1000000",
@@ -66,7 +70,9 @@ def test_ceiling_benchmark_quick(tmp_path: pathlib.Path) -> None:
             for line in lines
         ), output
 
+    assert f"ceiling: {engine} " in completed.stdout, output
     results = json.loads(result_path.read_text())
+    assert results["meta"]["engine"] == engine, results["meta"]
     for workload in ("raw-bulk", "h3-bulk"):
         figures = results[workload]
         assert figures["size"] == 1000000, figures

@@ -10,6 +10,12 @@ import subprocess
 import sys
 
 import pytest
+from test_bench_handshakes_smoke import (
+    SERVER_RATIOS,
+    assert_goals,
+    qh3_asyncio,
+    qh3_engine_missing,
+)
 
 #: Starts servers and load clients as subprocesses: not in the default run
 #: (``pytest -m bench``, or ``nox -s bench -- --quick``).
@@ -38,16 +44,31 @@ def test_h3_requests_benchmark_quick() -> None:
         [sys.executable, str(BENCHMARK), "--quick"],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=300,
         check=False,
     )
     output = completed.stdout + completed.stderr
     assert completed.returncode == 0, output
     for client, shapes in (("native", ("1xN", "10xN")), ("python", ("1x50", "10x10"))):
         for shape in shapes:
-            for other in ("hypercorn-trio", "aioquic"):
-                line = f"[{client} client, {shape}] trioquic/{other}: "
+            for ratio in SERVER_RATIOS:
+                line = f"[{client} client, {shape}] {ratio}: "
                 assert line in completed.stdout, output
     # A server failing a run is reported, not a test failure (it is a finding
-    # about that server); trioquic's own row must be there.
-    assert "python 1x50  trioquic" in completed.stdout, output
+    # about that server); trioquic's own rows must be there (on each engine
+    # it has), and qh3's asyncio layer's.
+    engine_missing = qh3_engine_missing()
+    servers = ["trioquic", *qh3_asyncio()]
+    if engine_missing is None:
+        servers.append("trioquic+qh3")
+    for server in servers:
+        assert f"\npython 1x50  {server} " in completed.stdout, (server, output)
+        assert f"\nnative 4xN   {server} " in completed.stdout, (server, output)
+    assert_goals(
+        completed.stdout,
+        [
+            f"1 KB requests/s, native client, 4xN: trioquic+qh3/{other}"
+            for other in ("trioquic", "qh3-asyncio")
+        ],
+        measured=engine_missing is None,
+    )

@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from test_bench_handshakes_smoke import peers_missing, run_benchmark
+from test_bench_handshakes_smoke import (
+    SERVER_RATIOS,
+    assert_goals,
+    peers_missing,
+    qh3_asyncio,
+    qh3_engine_missing,
+    run_benchmark,
+)
 
 #: Starts servers and load clients as subprocesses: not in the default run
 #: (``pytest -m bench``, or ``nox -s bench -- --quick``).
@@ -16,13 +23,34 @@ pytestmark = pytest.mark.bench
 @pytest.mark.skipif(peers_missing() is not None, reason=str(peers_missing()))
 def test_idle_memory_http3_quick() -> None:
     stdout = run_benchmark(
-        "idle_memory.py", "--quick", "--connections", "100", "--settle", "0.5"
+        "idle_memory.py",
+        "--quick",
+        "--connections",
+        "100",
+        "--settle",
+        "0.5",
+        timeout=240,
     )
-    for other in ("aioquic", "hypercorn-trio"):
-        assert f"[idle HTTP/3] trioquic/{other}: " in stdout, stdout
+    for ratio in SERVER_RATIOS:
+        assert f"[idle HTTP/3] {ratio}: " in stdout, stdout
     # A peer failing is reported, not a test failure (it is a finding about
-    # that server); trioquic's own figure must be there.
-    assert re.search(r"^trioquic +-?\d+\.\d +0 ", stdout, re.MULTILINE), stdout
+    # that server); trioquic's own figures must be there (on each engine it
+    # has), and qh3's asyncio layer's.
+    servers = ["trioquic", *qh3_asyncio()]
+    engine_missing = qh3_engine_missing()
+    if engine_missing is None:
+        servers.append(r"trioquic\+qh3")
+    for server in servers:
+        row = rf"^{server} +-?\d+\.\d +0 "
+        assert re.search(row, stdout, re.MULTILINE), (server, stdout)
+    assert_goals(
+        stdout,
+        [
+            f"memory per idle HTTP/3 connection: trioquic+qh3/{other} (lower is better)"
+            for other in ("trioquic", "qh3-asyncio")
+        ],
+        measured=engine_missing is None,
+    )
 
 
 def test_idle_memory_memory_network_quick() -> None:

@@ -7,6 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from test_bench_handshakes_smoke import (
+    assert_goals,
+    qh3_asyncio,
+    qh3_engine_missing,
+)
 
 #: Starts servers and load clients as subprocesses: not in the default run
 #: (``pytest -m bench``, or ``nox -s bench -- --quick``).
@@ -20,7 +25,7 @@ def test_bulk_benchmark_quick() -> None:
         [sys.executable, str(BENCHMARK), "--quick", "--timeout", "30"],
         capture_output=True,
         text=True,
-        timeout=150,
+        timeout=400,
         check=False,
     )
     output = completed.stdout + completed.stderr
@@ -28,3 +33,26 @@ def test_bulk_benchmark_quick() -> None:
     assert "server+client trioquic/aioquic: " in completed.stdout, output
     assert "server side (aioquic client) trioquic/aioquic: " in completed.stdout
     assert "client side (aioquic server) trioquic/aioquic: " in completed.stdout
+    for line in (
+        "server+client trioquic+qh3/trioquic: ",
+        "server+client trioquic+qh3/qh3-asyncio: ",
+        "server side (qh3-asyncio client) trioquic+qh3/qh3-asyncio: ",
+        "client side (qh3-asyncio server) trioquic+qh3/qh3-asyncio: ",
+    ):
+        assert line in completed.stdout, output
+    # Each stack against itself has its row (a failing mixed pair is a
+    # finding, reported in its run line).
+    engine_missing = qh3_engine_missing()
+    stacks = ["trioquic", *qh3_asyncio()]
+    if engine_missing is None:
+        stacks.append("trioquic+qh3")
+    for stack in stacks:
+        assert f"\n{stack:<12} {stack:<12} " in completed.stdout, (stack, output)
+    assert_goals(
+        completed.stdout,
+        [
+            f"raw QUIC bulk, server+client: trioquic+qh3/{other} MB/s"
+            for other in ("trioquic", "qh3-asyncio")
+        ],
+        measured=engine_missing is None,
+    )
