@@ -46,6 +46,7 @@ from .._events import (
     StreamResetReceived,
 )
 from .._stateless_reset import StatelessResetKey
+from ._certificates import PinMismatch, check_pinned
 
 #: Room for the transport parameters, re-encoded with our stream limits.
 _PARAMETERS_CAPACITY = 4096
@@ -54,15 +55,74 @@ _LIVE_STATES = ("first_flight", "connected")
 
 
 class Qh3TlsBridge(QuicTlsBridge):
-    """qh3's TLS bridge, announcing trioquic's stream limits."""
+    """qh3's TLS bridge, announcing trioquic's stream limits, and (a client
+    with pinned certificates, see :mod:`._certificates`) checking the
+    server's certificate itself."""
 
     def __init__(
-        self, *args: Any, max_streams_bidi: int, max_streams_uni: int, **kwargs: Any
+        self,
+        *args: Any,
+        max_streams_bidi: int,
+        max_streams_uni: int,
+        pins: tuple[bytes, ...] = (),
+        **kwargs: Any,
     ) -> None:
         # (set first: the parent serializes the parameters as it starts)
         self.tq_max_streams_bidi = max_streams_bidi
         self.tq_max_streams_uni = max_streams_uni
+        self.tq_pins = pins
+        self.tq_certificate_checked = False
         super().__init__(*args, **kwargs)
+
+    def _on_traffic_secret(
+        self,
+        direction: tls.Direction,
+        epoch: tls.Epoch,
+        cipher_suite: tls.CipherSuite,
+        secret: bytes,
+    ) -> None:
+        # The client installs its 1-RTT receive key once the server's
+        # Certificate, CertificateVerify and Finished are verified, before
+        # its own Finished is written: where qh3 would have checked the
+        # certificate. An alert raised here fails the handshake as qh3's do.
+        if (
+            self.tq_pins
+            and not self.tq_certificate_checked
+            and direction == tls.Direction.DECRYPT
+            and epoch == tls.Epoch.ONE_RTT
+        ):
+            self.tq_certificate_checked = True
+            self._tq_check_server_certificate()
+        super()._on_traffic_secret(direction, epoch, cipher_suite, secret)
+
+    def _tq_check_server_certificate(self) -> None:
+        context = self.tls
+        configuration = self.configuration
+        certificate = context.peer_certificate
+        if certificate is None:
+            if context.session_resumed:
+                return  # a ticket of a server verified before
+            raise tls.AlertBadCertificate("the server sent no certificate")
+        server_name = configuration.server_name
+        der = certificate.public_bytes()
+        if der not in self.tq_pins:
+            tls.verify_certificate(
+                certificate=certificate,
+                chain=list(context.peer_certificate_chain),
+                cadata=configuration.cadata,
+                cafile=configuration.cafile,
+                capath=configuration.capath,
+                server_name=server_name,
+                assert_server_name=configuration.verify_hostname,
+                ocsp_response=context._ocsp_response,
+            )
+            return
+        try:
+            check_pinned(der, server_name if configuration.verify_hostname else None)
+        except PinMismatch as exc:
+            if exc.expired:
+                raise tls.AlertCertificateExpired(str(exc)) from None
+            raise tls.AlertBadCertificate(str(exc)) from None
 
     def serialize_transport_parameters(self) -> bytes:
         parameters = pull_quic_transport_parameters(
@@ -70,6 +130,8 @@ class Qh3TlsBridge(QuicTlsBridge):
         )
         parameters.initial_max_streams_bidi = self.tq_max_streams_bidi
         parameters.initial_max_streams_uni = self.tq_max_streams_uni
+        # (qh3's client announces DATAGRAM frames even when not asked to)
+        parameters.max_datagram_frame_size = self.configuration.max_datagram_frame_size
         buf = Buffer(capacity=_PARAMETERS_CAPACITY)
         push_quic_transport_parameters(buf, parameters)
         return bytes(buf.data)
@@ -93,9 +155,12 @@ class Qh3Connection(_Qh3Connection):
         max_streams_uni: int,
         initial_rtt: float,
         reset_key: StatelessResetKey | None = None,
+        pins: tuple[bytes, ...] = (),
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: Client: the pinned server certificates (DER), see ``_certificates``.
+        self.tq_pins = pins
         self.tq_stream_window = stream_window
         self.tq_connection_window = connection_window
         self.tq_max_streams_bidi = max_streams_bidi
@@ -170,6 +235,7 @@ class Qh3Connection(_Qh3Connection):
             version_change_handler=self._set_version,
             max_streams_bidi=self.tq_max_streams_bidi,
             max_streams_uni=self.tq_max_streams_uni,
+            pins=self.tq_pins,
         )
         self._tls = tls_bridge
         return tls_bridge
@@ -193,11 +259,7 @@ class Qh3Connection(_Qh3Connection):
             configuration.probe_datagram_size,
             configuration.idle_timeout,
             3,
-            (
-                configuration.max_datagram_frame_size
-                if configuration.max_datagram_frame_size is not None
-                else (65536 if self._is_client else None)
-            ),
+            configuration.max_datagram_frame_size,
             (remembered.max_datagram_frame_size if remembered is not None else None),
             configuration.max_data,
             (remembered.initial_max_data or 0) if remembered is not None else 0,

@@ -17,6 +17,7 @@ from qh3.quic.packet import QuicErrorCode, encode_quic_retry
 from .._engine import Address
 from .._settings import QuicSettings
 from .._stateless_reset import StatelessResetKey
+from ._certificates import pinned_certificates
 from ._connection import Qh3Connection
 from ._engine import Qh3Engine
 from ._initial import initial_close
@@ -57,6 +58,7 @@ class Qh3Endpoint:
         self.settings = settings
         self.is_client = is_client
         self._keylog: IO[str] | None = None
+        self._pins: tuple[bytes, ...] = ()
         config = QuicConfiguration(is_client=is_client)
         if settings.alpn_protocols:
             config.alpn_protocols = list(settings.alpn_protocols)
@@ -73,6 +75,13 @@ class Qh3Endpoint:
                 config.load_verify_locations(os.fspath(settings.ca_certs))
             if not settings.verify_peer:
                 config.verify_mode = ssl.CERT_NONE
+            elif settings.ca_certs is not None:
+                # Self-signed server certificates webpki refuses as their own
+                # root: the TLS bridge checks the server's certificate itself
+                # (see _certificates).
+                self._pins = pinned_certificates(settings.ca_certs)
+                if self._pins:
+                    config.verify_mode = ssl.CERT_NONE
             if settings.session_ticket is not None:
                 config.session_ticket = decode_session_ticket(settings.session_ticket)
         elif settings.certificate is not None:
@@ -100,7 +109,7 @@ class Qh3Endpoint:
         config = dataclasses.replace(self._base)
         if config.server_name is None:
             config.server_name = self.settings.server_name or server_name
-        return Qh3Engine(config, self.settings, reset_key=None)
+        return Qh3Engine(config, self.settings, reset_key=None, pins=self._pins)
 
     def server_connection(
         self, *, original_destination_cid: bytes, retry_source_cid: bytes | None

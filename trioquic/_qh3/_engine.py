@@ -53,6 +53,7 @@ class Qh3Engine:
         retry_source_cid: bytes | None = None,
         reset_key: StatelessResetKey | None,
         tickets: TicketStore | None = None,
+        pins: tuple[bytes, ...] = (),
     ) -> None:
         self.session_ticket: bytes | None = None
         fetcher: Callable[[bytes], tls.SessionTicket | None] | None = None
@@ -72,6 +73,7 @@ class Qh3Engine:
             max_streams_uni=settings.max_concurrent_streams,
             initial_rtt=_INITIAL_RTT,
             reset_key=reset_key,
+            pins=pins,
             session_ticket_fetcher=fetcher,
             session_ticket_handler=handler,
         )
@@ -473,7 +475,7 @@ class Qh3Engine:
     def max_datagram_size(self) -> int:
         quic = self.quic
         remote = quic._remote_max_datagram_frame_size
-        if remote is None or quic._configuration.max_datagram_frame_size is None:
+        if remote is None:
             return 0
         local = quic._configuration.max_datagram_size - _DATAGRAM_OVERHEAD
         frame_limit = remote - 1 - (1 if remote < 64 else 2 if remote < 16384 else 4)
