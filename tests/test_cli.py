@@ -984,3 +984,159 @@ def test_get_rejects_a_file_that_is_no_ticket(
         f"python -m trioquic get: {url}: not a trioquic session ticket"
     )
     assert bogus.read_bytes() == b"hello"
+
+
+# -- --engine ----------------------------------------------------------------------
+
+#: The smallest command line of every command that builds QuicSettings.
+QUIC_COMMANDS = {
+    "serve": ["serve", "--port", "0"],
+    "get": ["get", "https://localhost:4433/"],
+    "echo-server": ["echo-server", "--port", "0"],
+    "echo-client": ["echo-client", "127.0.0.1", "4433", "hi"],
+    "doq-proxy": ["doq-proxy", "--upstream", "127.0.0.1:53", "--port", "0"],
+    "masque-proxy": ["masque-proxy", "--port", "0"],
+    "masque-client": [
+        "masque-client",
+        "--listen",
+        "127.0.0.1:0",
+        "--proxy",
+        "https://localhost:4433",
+        "--target",
+        "127.0.0.1:53",
+    ],
+}
+
+
+class _Stop(Exception):
+    """Raised instead of running a command, once its settings are built."""
+
+
+def settings_of(
+    argv: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> trioquic.QuicSettings:
+    """The QuicSettings the command line builds (the command stops at
+    ``trio.run``, before any socket is opened)."""
+    built: list[trioquic.QuicSettings] = []
+
+    def record(**fields: object) -> trioquic.QuicSettings:
+        built.append(trioquic.QuicSettings(**fields))
+        return built[-1]
+
+    def stop(*args: object, **kwargs: object) -> None:
+        raise _Stop
+
+    # Every command builds its settings through _common's QuicSettings.
+    monkeypatch.setattr("trioquic.cli._common.QuicSettings", record)
+    monkeypatch.setattr(trio, "run", stop)
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 1
+    assert "_Stop" in capsys.readouterr().err
+    assert len(built) == 1, built
+    return built[0]
+
+
+@pytest.mark.parametrize("command", sorted(QUIC_COMMANDS))
+@pytest.mark.parametrize("engine", ["aioquic", "qh3"])
+@pytest.mark.parametrize("chosen_by", ["option", "environment"])
+def test_engine_reaches_the_settings(
+    command: str,
+    engine: str,
+    chosen_by: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """``--engine`` sets the settings' engine, whatever TRIOQUIC_ENGINE says;
+    without it the settings' default (the environment's) holds."""
+    other = "qh3" if engine == "aioquic" else "aioquic"
+    if chosen_by == "option":
+        monkeypatch.setenv("TRIOQUIC_ENGINE", other)
+        argv = [*QUIC_COMMANDS[command], "--engine", engine]
+        assert build_parser().parse_args(argv).engine == engine
+    else:
+        monkeypatch.setenv("TRIOQUIC_ENGINE", engine)
+        argv = QUIC_COMMANDS[command]
+        assert build_parser().parse_args(argv).engine is None
+    assert settings_of(argv, monkeypatch, capsys).engine == engine
+
+
+@pytest.mark.parametrize("command", sorted(QUIC_COMMANDS))
+def test_unknown_engine_is_a_usage_error(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*QUIC_COMMANDS[command], "--engine", "nonsense"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --engine: invalid choice: 'nonsense'" in err
+    assert "'aioquic'" in err and "'qh3'" in err
+
+
+def test_a_setting_the_engine_lacks_is_a_one_line_failure(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """qh3 has CUBIC only: asking for Reno fails before anything is bound,
+    and says why; without --congestion-control the engine's own is used."""
+    err = one_line_failure(
+        ["serve", "--engine", "qh3", "--congestion-control", "reno", "--port", "0"],
+        capsys,
+    )
+    assert "engine='qh3'" in err
+    assert "CUBIC only" in err
+
+
+@pytest.mark.parametrize("command", sorted(QUIC_COMMANDS))
+def test_help_names_the_engines(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([command, "--help"])
+    assert info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--engine {aioquic,qh3}" in text
+    assert "TRIOQUIC_ENGINE" in text
+
+
+@pytest.fixture
+def qh3_server(site: pathlib.Path) -> Iterator[Http3Server]:
+    process = Process(
+        [*PYTHON_M, "serve", "--port", "0", "--root", str(site), "--engine", "qh3"]
+    )
+    try:
+        yield Http3Server(process)
+    finally:
+        process.kill()
+
+
+def test_serve_and_get_on_the_qh3_engine(
+    qh3_server: Http3Server, site: pathlib.Path, tmp_path: pathlib.Path
+) -> None:
+    """``serve --engine qh3`` says so and serves; ``get --engine qh3``
+    downloads from it intact, and POST /echo streams a body both ways."""
+    client_engine = "qh3"
+    assert "QUIC engine: qh3" in qh3_server.process.seen
+    result = qh3_server.get(qh3_server.at("/1m.bin"), "--engine", client_engine)
+    assert result.returncode == 0, result.stderr
+    assert sha256(result.stdout) == sha256((site / "1m.bin").read_bytes())
+    body = tmp_path / "body.bin"
+    body.write_bytes(os.urandom(300_000))
+    echoed = qh3_server.get(
+        qh3_server.at("/echo"), "--data-file", str(body), "--engine", client_engine
+    )
+    assert echoed.returncode == 0, echoed.stderr
+    assert echoed.stdout == body.read_bytes()
+    assert qh3_server.process.interrupt() == 0
+    assert "HTTP/3 server stopped" in qh3_server.process.rest()
+
+
+def test_get_on_qh3_from_a_server_on_aioquic(
+    http3_server: Http3Server, site: pathlib.Path
+) -> None:
+    """The ends choose their engines independently."""
+    assert "QUIC engine: aioquic" in http3_server.process.seen
+    result = http3_server.get(http3_server.at("/1m.bin"), "--engine", "qh3")
+    assert result.returncode == 0, result.stderr
+    assert sha256(result.stdout) == sha256((site / "1m.bin").read_bytes())

@@ -14,14 +14,20 @@ import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar, get_args
 
 import trio
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from .. import ConnectionClosed, QuicServer, generate_self_signed_certificate
+from .. import (
+    ConnectionClosed,
+    QuicServer,
+    QuicSettings,
+    generate_self_signed_certificate,
+)
 from .._certs import DEFAULT_NAMES
+from .._settings import Engine
 
 if TYPE_CHECKING:
     #: What ``ArgumentParser.add_subparsers`` returns.
@@ -146,6 +152,32 @@ def _add_handshake_arguments(
     )
 
 
+#: The QUIC engines ``--engine`` offers: QuicSettings.engine's values.
+ENGINES: tuple[str, ...] = get_args(Engine)
+
+
+def _add_engine_argument(parser: argparse.ArgumentParser) -> None:
+    """--engine: the QUIC engine under the command's connections."""
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        help="QUIC engine (default: the TRIOQUIC_ENGINE environment variable, "
+        "else aioquic; qh3 needs pip install 'trioquic[qh3]')",
+    )
+
+
+def _quic_settings(args: argparse.Namespace, **fields: Any) -> QuicSettings:
+    """QuicSettings with ``fields`` and the engine ``--engine`` chose (left to
+    the settings' default when not given). A combination the engine cannot
+    run is a one-line failure."""
+    if args.engine is not None:
+        fields["engine"] = args.engine
+    try:
+        return QuicSettings(**fields)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
 # -- servers -----------------------------------------------------------------------
 
 
@@ -206,6 +238,11 @@ def _print_listening(server: QuicServer, what: str, out: TextIO) -> None:
             f"trioquic {what} listening on {where}:{address[1]} (UDP)",
             file=out,
         )
+
+
+def _print_engine(settings: QuicSettings, out: TextIO) -> None:
+    """Which QUIC engine the server runs on."""
+    print(f"QUIC engine: {settings.engine}", file=out)
 
 
 def _print_certificate(

@@ -14,16 +14,18 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from .. import QuicSettings
 from ._common import (
     CommandError,
+    _add_engine_argument,
     _certificate_spki,
     _convert,
     _port,
     _positive_float,
     _positive_int,
     _print_certificate,
+    _print_engine,
     _print_listening,
+    _quic_settings,
     _serve_until_signalled,
     _server_certificate,
 )
@@ -81,7 +83,7 @@ def _cmd_doq_proxy(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         ) from None
     certificate_path, key_path, generated = _server_certificate(args)
     spki = _certificate_spki(certificate_path)
-    settings = QuicSettings(certificate=certificate_path, private_key=key_path)
+    settings = _quic_settings(args, certificate=certificate_path, private_key=key_path)
     doq_settings = DoqSettings(
         max_concurrent_queries=args.max_concurrent_queries,
         handler_timeout=args.timeout * args.attempts + 1.0,
@@ -93,6 +95,7 @@ def _cmd_doq_proxy(args: argparse.Namespace, prog: str, out: TextIO) -> int:
 
     def on_ready(server: DoqServer) -> None:
         _print_listening(server.quic, "doq-proxy", out)
+        _print_engine(settings, out)
         print(f"forwarding to {upstream_host}:{upstream_port} (UDP, TCP)", file=out)
         _print_certificate(certificate_path, key_path, generated, spki, out)
         host = _client_host(args.host)
@@ -169,4 +172,5 @@ def add_doq_proxy_command(commands: Commands) -> None:
     proxy.add_argument(
         "-v", "--verbose", action="store_true", help="log connections and failures"
     )
+    _add_engine_argument(proxy)
     proxy.set_defaults(handler=_cmd_doq_proxy)

@@ -31,6 +31,7 @@ from .. import (
 )
 from ._common import (
     CommandError,
+    _add_engine_argument,
     _add_handshake_arguments,
     _add_server_arguments,
     _add_trust_arguments,
@@ -38,7 +39,9 @@ from ._common import (
     _check_readable,
     _port,
     _print_certificate,
+    _print_engine,
     _print_listening,
+    _quic_settings,
     _self_command,
     _serve_until_signalled,
     _server_certificate,
@@ -165,7 +168,8 @@ async def _run_echo_server(
 def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     certificate_path, key_path, generated = _server_certificate(args)
     spki = _certificate_spki(certificate_path)
-    settings = QuicSettings(
+    settings = _quic_settings(
+        args,
         alpn_protocols=[ECHO_ALPN],
         certificate=certificate_path,
         private_key=key_path,
@@ -173,6 +177,7 @@ def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
 
     def on_ready(server: QuicServer) -> None:
         _print_listening(server, "echo server", out)
+        _print_engine(settings, out)
         _print_certificate(certificate_path, key_path, generated, spki, out)
         client = [
             *_self_command(prog),
@@ -199,7 +204,8 @@ def _cmd_echo_server(args: argparse.Namespace, prog: str, out: TextIO) -> int:
 def _cmd_echo_client(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     if args.ca_certs is not None:
         _check_readable(args.ca_certs, "CA certificates")
-    settings = QuicSettings(
+    settings = _quic_settings(
+        args,
         alpn_protocols=[ECHO_ALPN],
         ca_certs=args.ca_certs,
         verify_peer=not args.insecure,
@@ -249,6 +255,7 @@ def add_echo_server_command(commands: Commands) -> None:
     server.add_argument(
         "-v", "--verbose", action="store_true", help="log connections and streams"
     )
+    _add_engine_argument(server)
     server.set_defaults(handler=_cmd_echo_server)
 
 
@@ -267,4 +274,5 @@ def add_echo_client_command(commands: Commands) -> None:
     client.add_argument(
         "-v", "--verbose", action="store_true", help="log what the client does"
     )
+    _add_engine_argument(client)
     client.set_defaults(handler=_cmd_echo_client)

@@ -35,10 +35,12 @@ from ..h3 import Http3Client, RequestStream, Response, open_http3_client
 from ._common import (
     EXIT_FAILURE,
     CommandError,
+    _add_engine_argument,
     _add_handshake_arguments,
     _add_trust_arguments,
     _check_readable,
     _describe,
+    _quic_settings,
 )
 
 if TYPE_CHECKING:
@@ -538,7 +540,8 @@ def _cmd_get(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         data=args.data.encode() if args.data is not None else None,
         data_file=args.data_file,
     )
-    settings = QuicSettings(
+    settings = _quic_settings(
+        args,
         alpn_protocols=["h3"],
         ca_certs=args.ca_certs,
         verify_peer=not args.insecure,
@@ -635,6 +638,7 @@ def add_get_command(commands: Commands) -> None:
     fetch.add_argument(
         "--qlog-dir", metavar="DIR", help="write the connection's qlog file here"
     )
+    _add_engine_argument(fetch)
     fetch.add_argument(
         "-v", "--verbose", action="store_true", help="log what the client does"
     )

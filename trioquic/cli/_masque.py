@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, TextIO
 
 import trio
 
-from .. import QuicSettings
 from ..masque import (
     DEFAULT_PATH_TEMPLATE,
     MasqueAccessPolicy,
@@ -28,6 +27,7 @@ from ..masque import (
 )
 from ._common import (
     CommandError,
+    _add_engine_argument,
     _add_server_arguments,
     _add_trust_arguments,
     _certificate_spki,
@@ -36,7 +36,9 @@ from ._common import (
     _positive_float,
     _positive_int,
     _print_certificate,
+    _print_engine,
     _print_listening,
+    _quic_settings,
     _self_command,
     _serve_until_signalled,
     _server_certificate,
@@ -114,10 +116,11 @@ def _cmd_masque_proxy(args: argparse.Namespace, prog: str, out: TextIO) -> int:
     limits = _limits(args)
     certificate_path, key_path, generated = _server_certificate(args)
     spki = _certificate_spki(certificate_path)
-    settings = QuicSettings(certificate=certificate_path, private_key=key_path)
+    settings = _quic_settings(args, certificate=certificate_path, private_key=key_path)
 
     def on_ready(server: MasqueServer) -> None:
         _print_listening(server.quic, "masque-proxy", out)
+        _print_engine(settings, out)
         allowed = ", ".join(policy.targets) or "any public address"
         ports = ", ".join(
             str(low) if low == high else f"{low}-{high}" for low, high in policy.ports
@@ -172,6 +175,7 @@ def _cmd_masque_client(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         )
     except (TypeError, ValueError) as exc:
         raise CommandError(str(exc)) from None
+    settings = _quic_settings(args, handshake_timeout=args.timeout)
 
     async def run() -> None:
         async with AsyncExitStack() as stack:
@@ -185,7 +189,7 @@ def _cmd_masque_client(args: argparse.Namespace, prog: str, out: TextIO) -> int:
                         ca_certs=args.ca_certs,
                         insecure=args.insecure,
                         server_name=args.server_name,
-                        settings=QuicSettings(handshake_timeout=args.timeout),
+                        settings=settings,
                         use_datagrams=not args.no_datagrams,
                     )
                 )
@@ -314,6 +318,7 @@ def add_masque_commands(commands: Commands) -> None:
     proxy.add_argument(
         "-v", "--verbose", action="store_true", help="log connections and tunnels"
     )
+    _add_engine_argument(proxy)
     proxy.set_defaults(handler=_cmd_masque_proxy)
 
     client = commands.add_parser(
@@ -377,4 +382,5 @@ def add_masque_commands(commands: Commands) -> None:
     client.add_argument(
         "-v", "--verbose", action="store_true", help="log tunnels and failures"
     )
+    _add_engine_argument(client)
     client.set_defaults(handler=_cmd_masque_client)

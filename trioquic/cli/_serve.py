@@ -52,10 +52,13 @@ from ..tcp import alt_svc_value
 from ._access import AccessLog, log_request
 from ._common import (
     CommandError,
+    _add_engine_argument,
     _add_server_arguments,
     _certificate_spki,
     _print_certificate,
+    _print_engine,
     _print_listening,
+    _quic_settings,
     _self_command,
     _serve_until_signalled,
     _server_certificate,
@@ -731,13 +734,17 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         root = root.resolve()
     certificate_path, key_path, generated = _server_certificate(args)
     spki = _certificate_spki(certificate_path)
-    settings = QuicSettings(
+    congestion = {}
+    if args.congestion_control is not None:
+        congestion["congestion_control"] = args.congestion_control
+    settings = _quic_settings(
+        args,
         alpn_protocols=["h3"],
         certificate=certificate_path,
         private_key=key_path,
         qlog_dir=args.qlog_dir,
-        congestion_control=args.congestion_control,
         retry="always" if args.retry else "never",
+        **congestion,
     )
     config = ServerConfig(
         host=args.host or None,
@@ -755,6 +762,7 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         _print_listening(server.http3, "HTTP/3 server", out)
         if server.tcp is not None:
             _print_tcp_listening(server.tcp, out)
+        _print_engine(settings, out)
         url = f"https://{_url_host(args.host)}:{server.port}/"
         if app is not None:
             serving = f"the ASGI application {args.app}"
@@ -886,9 +894,9 @@ def add_serve_command(commands: Commands) -> None:
     serve.add_argument(
         "--congestion-control",
         choices=["reno", "cubic"],
-        default="reno",
-        help="congestion controller (default: reno)",
+        help="congestion controller (default: the engine's; qh3 has cubic only)",
     )
+    _add_engine_argument(serve)
     serve.add_argument(
         "-v", "--verbose", action="store_true", help="log connections and requests"
     )
