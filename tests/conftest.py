@@ -4,6 +4,7 @@ import os
 
 import hypothesis
 import pytest
+from helpers import current_engine
 
 from trioquic.testing import development_certificate
 
@@ -47,9 +48,33 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+#: The engine-only markers (registered in pyproject.toml), by the engine each
+#: keeps its tests to.
+ENGINE_MARKERS = {"aioquic_only": "aioquic", "qh3_only": "qh3"}
+
+
+def _skip_on_other_engines(item: pytest.Item, engine: str) -> None:
+    """Skip ``item`` if an engine-only marker keeps it to another engine; the
+    skip says why, in the marker's words."""
+    for name, only in ENGINE_MARKERS.items():
+        marker = item.get_closest_marker(name)
+        if marker is None:
+            continue
+        reason = marker.args[0] if marker.args else marker.kwargs.get("reason")
+        if not reason:
+            raise pytest.UsageError(
+                f"{item.nodeid}: @pytest.mark.{name} needs a reason "
+                f'(@pytest.mark.{name}("why"))'
+            )
+        if only != engine:
+            item.add_marker(pytest.mark.skip(reason=f"{only} engine only: {reason}"))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    engine = current_engine()
     short = []
     for item in items:
+        _skip_on_other_engines(item, engine)
         function = getattr(item, "function", None)
         if function is None or not hypothesis.is_hypothesis_test(function):
             continue
@@ -62,6 +87,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             f"TRIOQUIC_PROPERTY_MIN_EXAMPLES={MIN_EXAMPLES}, but these property "
             "tests would run fewer examples: " + ", ".join(short)
         )
+
+
+@pytest.fixture(scope="session")
+def engine() -> str:
+    """The QUIC engine under this run (``TRIOQUIC_ENGINE``, else aioquic)."""
+    return current_engine()
 
 
 @pytest.fixture(scope="session", autouse=True)

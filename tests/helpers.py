@@ -184,3 +184,9 @@ def short_header(dcid: bytes, size: int) -> bytes:
         + dcid
         + os.urandom(size - 1 - len(dcid))
     )
+
+
+def current_engine() -> str:
+    """The QUIC engine this run's tests use: QuicSettings' default (the
+    TRIOQUIC_ENGINE environment variable, else ``"aioquic"``)."""
+    return trioquic.QuicSettings().engine
