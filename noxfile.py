@@ -91,8 +91,8 @@ def docs(session: nox.Session) -> None:
 #: docs/performance.md): each prints trioquic's figures beside its peers'
 #: from the same run, and the ratios.
 BENCHMARKS = [
-    "benchmarks/ceiling.py",  # aioquic's state machines alone, in memory
-    "benchmarks/bulk.py",  # 50 MB, raw QUIC, trioquic and aioquic asyncio
+    "benchmarks/ceiling.py",  # aioquic's and qh3's state machines alone, in memory
+    "benchmarks/bulk.py",  # 50 MB, raw QUIC, trioquic (both engines), aioquic, qh3
     "benchmarks/h3_bulk.py",  # 50 MB over HTTP/3, native client and server
     "benchmarks/h3_requests.py",  # 1 KB HTTP/3 requests, 1x50, 4x25, 10x10
     "benchmarks/handshakes.py",  # handshakes/s, sequential and 16 at once
@@ -106,10 +106,12 @@ BENCHMARKS = [
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """The benchmark suite: trioquic beside aioquic's asyncio layer,
-    hypercorn-trio and aioquic's in-memory ceiling, driven by ngtcp2's native
-    gtlsclient/gtlsserver where installed. ``nox -s bench -- --quick`` runs
-    the quick variants (a smoke test of every benchmark)."""
+    """The benchmark suite: trioquic, on its aioquic and qh3 engines, beside
+    aioquic's and qh3's asyncio layers, hypercorn-trio and each engine's
+    in-memory ceiling, driven by ngtcp2's native gtlsclient/gtlsserver where
+    installed; each script ends with the qh3 engine's goals, met or not
+    (docs/performance.md). ``nox -s bench -- --quick`` runs the quick
+    variants (a smoke test of every benchmark)."""
     session.install("-e", ".[test]")
     quick = ["--quick"] if "--quick" in session.posargs else []
     for script in BENCHMARKS:

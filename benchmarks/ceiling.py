@@ -65,7 +65,7 @@ Workloads (``--workloads``, default all):
   shapes ``1x50``, ``10x10`` and ``4x50`` (connections x requests kept in
   flight on each until ``--requests`` requests, the total, have been answered).
 * ``handshakes``: full handshakes (no resumption, the client verifying the
-  server's self-signed certificate, ALPN ``h3``, aioquic's defaults), one
+  server's CA-signed certificate, ALPN ``h3``, aioquic's defaults), one
   after the other, each ending when both sides report it complete and
   neither has anything left to send at that instant.
 
@@ -79,12 +79,11 @@ steps, in simulated time and in wall time (``--timeout``).
 
 Run it::
 
-    python benchmarks/ceiling.py                      # everything, 3 repeats
+    python benchmarks/ceiling.py                      # both engines, 3 repeats
     python benchmarks/ceiling.py --quick              # a smoke test, seconds
-    python benchmarks/ceiling.py --workloads h3-bulk --json /tmp/ceiling.json
-    python benchmarks/ceiling.py --workloads raw-bulk,handshakes --repeat 5
-    python benchmarks/ceiling.py --engine qh3 --quick
-    python benchmarks/ceiling.py --engine aioquic --cc cubic --workloads h3-bulk
+    python benchmarks/ceiling.py --engine aioquic --workloads h3-bulk \
+        --json /tmp/ceiling.json
+    python benchmarks/ceiling.py --engine qh3 --workloads raw-bulk --repeat 5
 
 ``--json PATH`` writes the figures for other benchmarks to report their
 ratio to the ceiling (``measure(workload, ...)`` returns one workload's from
@@ -97,12 +96,15 @@ holds one such object per shape (``1x50``, ``10x10``, ``4x50``) with
 CPU seconds, the datagrams each side sent and the simulated seconds; ``meta``
 says how the figures were made.
 
-``--engine qh3`` measures the same with qh3 (aioquic's fork whose transport
-core is Rust; trioquic's second engine) on both sides: qh3 keeps aioquic's
-sans-io API, so the driver, the applications and the figures are the same.
-Where qh3 differs: it has CUBIC only (``--cc`` applies to aioquic; a
-comparison of the two ceilings should run aioquic with ``--cc cubic``, as
-``h3_bulk.py`` does when it has qh3 columns); it has no setting or state for
+The same is measured with qh3 (aioquic's fork whose transport core is Rust;
+trioquic's second engine) on both sides: qh3 keeps aioquic's sans-io API,
+so the driver, the applications and the figures are the same. By default
+(``--engine all``) each installed library runs in turn, in the same run, and
+the ratios qh3/aioquic per workload and side end it; ``--engine aioquic`` or
+``--engine qh3`` runs one (``--json`` needs one). Where qh3 differs: it has
+CUBIC only (``--cc`` applies to aioquic; ``auto``, the default, gives it
+CUBIC when qh3 runs too, as ``h3_bulk.py`` does when it has qh3 columns,
+Reno otherwise); it has no setting or state for
 the slow-start threshold, so ``--ssthresh`` is not applied (qh3's CUBIC runs
 its own slow start); the bounded send buffer reads qh3's public
 ``get_send_buffer_size``; path MTU discovery is off and a DATAGRAM frame size
@@ -123,6 +125,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib
+import importlib.util
 import json
 import re
 import statistics
@@ -1293,6 +1296,19 @@ def print_table(results: dict[str, Any], repeat: int, options: Options) -> None:
         )
 
 
+def print_engine_ratios(tables: dict[str, dict[str, Any]]) -> None:
+    """qh3's figures over aioquic's, per workload and side (same run)."""
+    rows = {engine: table_rows(results) for engine, results in tables.items()}
+    print()
+    print("qh3/aioquic, same run (per CPU second of each side; higher is better):")
+    for (label, _, aioquic_row, _), (_, _, qh3_row, _) in zip(
+        rows["aioquic"], rows["qh3"], strict=True
+    ):
+        server = qh3_row["server"] / aioquic_row["server"]
+        client = qh3_row["client"] / aioquic_row["client"]
+        print(f"  {label:<19} server {server:6.2f}x  client {client:6.2f}x")
+
+
 def _progress(label: str, run: Run) -> None:
     print(
         f"  {label:<19} server CPU {run.server_cpu:6.3f} s  client CPU "
@@ -1309,15 +1325,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--engine",
-        choices=ENGINES,
-        default="aioquic",
-        help="whose state machines run on both sides (default aioquic)",
+        choices=(*ENGINES, "all"),
+        default="all",
+        help="whose state machines run on both sides: one, or each installed "
+        "one after the other (default all)",
     )
     parser.add_argument(
         "--cc",
-        choices=("reno", "cubic"),
-        default=CONGESTION_CONTROL,
-        help="aioquic's congestion control (default reno); qh3 has CUBIC only",
+        choices=("auto", "reno", "cubic"),
+        default="auto",
+        help="aioquic's congestion control (auto: cubic when qh3 is measured "
+        "too, qh3 having nothing else; reno otherwise)",
     )
     parser.add_argument(
         "--workloads",
@@ -1396,39 +1414,52 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--ssthresh must be >= 0")
     if args.timeout <= 0:
         parser.error("--timeout must be positive")
+    if args.json is not None and args.engine == "all":
+        parser.error("--json writes one engine's figures: add --engine aioquic or qh3")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    options = Options(
-        timeout=args.timeout,
-        clock=args.clock,
-        ssthresh=args.ssthresh if args.ssthresh > 0 else None,
-        engine=args.engine,
-        congestion_control=args.cc,
-    )
+    if args.engine == "all":
+        engines = [e for e in ENGINES if importlib.util.find_spec(e) is not None]
+    else:
+        engines = [args.engine]
+    if args.cc == "auto":
+        args.cc = QH3_CONGESTION_CONTROL if "qh3" in engines else CONGESTION_CONTROL
     print(
-        f"engine {args.engine}; "
+        f"engines {', '.join(engines)}; "
         f"workloads {', '.join(args.workloads)}; size {args.size} bytes, "
         f"{args.requests} requests per shape, {args.handshakes} handshakes, "
         f"{args.repeat} repeat(s)",
         flush=True,
     )
-    try:
-        results = measure_all(
-            args.workloads,
-            size=args.size,
-            requests=args.requests,
-            count=args.handshakes,
-            repeat=args.repeat,
-            options=options,
-            progress=_progress,
+    tables: dict[str, dict[str, Any]] = {}
+    for engine in engines:
+        options = Options(
+            timeout=args.timeout,
+            clock=args.clock,
+            ssthresh=args.ssthresh if args.ssthresh > 0 else None,
+            engine=engine,
+            congestion_control=args.cc,
         )
-    except BenchError as exc:
-        print(f"benchmark failed: {exc}", file=sys.stderr)
-        return 1
-    print_table(results, args.repeat, options)
+        try:
+            results = measure_all(
+                args.workloads,
+                size=args.size,
+                requests=args.requests,
+                count=args.handshakes,
+                repeat=args.repeat,
+                options=options,
+                progress=_progress,
+            )
+        except BenchError as exc:
+            print(f"benchmark failed: {exc} (on {engine})", file=sys.stderr)
+            return 1
+        print_table(results, args.repeat, options)
+        tables[engine] = results
+    if len(tables) > 1:
+        print_engine_ratios(tables)
     if args.json is not None:
         meta = {
             "engine": args.engine,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -93,6 +94,27 @@ def test_ceiling_benchmark_quick(tmp_path: pathlib.Path, engine: str) -> None:
     assert figures["count"] == 5, figures
     for key in ("server_cpu_s", "client_cpu_s", "server_per_s", "client_per_s"):
         assert _positive(figures[key]), (key, figures)
+
+
+def test_ceiling_benchmark_both_engines_quick() -> None:
+    pytest.importorskip("qh3")
+    completed = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--quick", "--workloads", "h3-bulk"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    output = completed.stdout + completed.stderr
+    assert completed.returncode == 0, output
+    # One table per engine, aioquic on CUBIC as qh3 is, then the ratios.
+    assert "ceiling: aioquic " in completed.stdout, output
+    assert "ceiling: qh3 " in completed.stdout, output
+    assert completed.stdout.count("congestion control: cubic;") == 2, output
+    ratios = completed.stdout.split("qh3/aioquic, same run", 1)[1]
+    line = re.search(r"^  h3-bulk +server +([\d.]+)x +client +([\d.]+)x$", ratios, re.M)
+    assert line is not None, output
+    assert all(_positive(float(figure)) for figure in line.groups()), output
 
 
 def test_ceiling_benchmark_fails_clearly_on_timeout() -> None:
