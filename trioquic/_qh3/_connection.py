@@ -50,6 +50,10 @@ from ._certificates import PinMismatch, check_pinned
 
 #: Room for the transport parameters, re-encoded with our stream limits.
 _PARAMETERS_CAPACITY = 4096
+#: qh3's words when no ALPN protocol is common (tls.Context's negotiation).
+_NO_COMMON_ALPN = "No common ALPN protocols"
+#: QUIC's CRYPTO_ERROR range starts here (plus the TLS alert).
+_CRYPTO_ERROR = 0x100
 #: The core states in which the connection still lives.
 _LIVE_STATES = ("first_flight", "connected")
 
@@ -73,6 +77,32 @@ class Qh3TlsBridge(QuicTlsBridge):
         self.tq_pins = pins
         self.tq_certificate_checked = False
         super().__init__(*args, **kwargs)
+
+    def receive_crypto(
+        self,
+        epoch: tls.Epoch,
+        data: bytes,
+        offset: int | None = None,
+        *,
+        version: int | None = None,
+    ) -> None:
+        try:
+            super().receive_crypto(epoch, data, offset, version=version)
+        except QuicTlsBridgeError as exc:
+            # qh3's server refuses a ClientHello without a protocol it
+            # offers with handshake_failure; RFC 9001 section 8.1 (and
+            # aioquic) say no_application_protocol.
+            cause = exc.__cause__
+            if (
+                isinstance(cause, tls.AlertHandshakeFailure)
+                and str(cause) == _NO_COMMON_ALPN
+                and not self.configuration.is_client
+            ):
+                raise QuicTlsBridgeError(
+                    _CRYPTO_ERROR + tls.AlertDescription.no_application_protocol,
+                    exc.reason_phrase,
+                ) from exc
+            raise
 
     def _on_traffic_secret(
         self,
