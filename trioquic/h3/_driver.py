@@ -377,8 +377,10 @@ class H3Driver(ApplicationOverQuic):
             ex.chunks.clear()
             ex.buffered = 0
         ex.peer_aborted = True
-        ex.wake_all()
+        # Cancel the handler before waking its readers: a reader woken first
+        # would raise the reset into the handler before the cancellation.
         self._peer_aborted(ex)
+        ex.wake_all()
 
     def _on_stop_sending(self, stream_id: int, error_code: int) -> None:
         ex = self.exchanges.get(stream_id)
