@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 pytest.importorskip("qh3")
 
-from qh3._hazmat import QpackEncoder, encode_uint_var
+from qh3._hazmat import QpackDecoder, QpackEncoder, encode_uint_var
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.connection import QuicConnection
 
@@ -39,7 +39,7 @@ from trioquic._events import (
     StopSendingReceived,
     StreamResetReceived,
 )
-from trioquic._qh3._h3 import H3_PINS, Qh3H3Engine
+from trioquic._qh3._h3 import H3_PINS, Qh3H3Engine, literal_field_section
 from trioquic.testing import development_certificate
 
 Code = h3.H3ErrorCode
@@ -609,18 +609,31 @@ def test_send_side_refusals_are_stream_state_errors() -> None:
         client.send_data(0, b"x", False)  # after FIN
 
 
-def test_field_too_large_for_the_encoder_is_a_value_error() -> None:
-    client, server = _pair()
+def test_fields_too_large_for_ls_qpack_are_sent_as_literals() -> None:
+    client = _engine(is_client=True)
+    server = _engine(is_client=False, max_field_section_size=100_000)
+    _deliver(client, server)
+    _deliver(server, client)
     mark = len(_written(client))
-    with pytest.raises(ValueError, match="too large"):
-        client.send_headers(0, [*REQUEST, (b"x-big", b"z" * 5000)], True)
-    # Nothing was written, and the encoder still works (ls-qpack's is
-    # unusable after failing once).
-    assert _written(client)[mark:] == []
+    big = [*REQUEST, (b"x-big", b"z" * 50_000), (b"x-" + b"n" * 5000, b"")]
+    client.send_headers(0, big, False)
+    # The encoder still works afterwards (ls-qpack's is unusable after
+    # failing once), also for a field just under its limit.
     many = [(b"x-%d" % i, b"v" * 3000) for i in range(20)]
-    client.send_headers(0, [*REQUEST, *many], True)
+    client.send_headers(0, [(b"x-t", b"q" * 4080), *many], True)
     events = _deliver(client, server, mark)
-    assert events == [HeadersReceived(0, [*REQUEST, *many], True)]
+    assert events == [
+        HeadersReceived(0, big, False),
+        HeadersReceived(0, [(b"x-t", b"q" * 4080), *many], True),
+    ]
+
+
+@pytest.mark.parametrize("size", [0, 6, 7, 126, 127, 128, 255, 16_383, 16_384])
+def test_literal_field_section_round_trip(size: int) -> None:
+    headers = [(b"n" * (size % 50 + 1), b"v" * size), (b"x" * size or b"x", b"")]
+    decoder = QpackDecoder(0, 0)
+    _, decoded = decoder.feed_header(0, literal_field_section(headers))
+    assert decoded == headers
 
 
 def test_not_started_is_a_stream_state_error() -> None:

@@ -24,10 +24,10 @@ QPACK (ls-qpack); :class:`_H3Connection` adds what it lacks:
   pushes.
 
 Every qh3 exception is translated: :exc:`~trioquic._engine.H3ConnectionError`
-for the peer's input, :exc:`~trioquic.StreamStateError` and
-:exc:`ValueError` for ours. ls-qpack's encoder cannot encode a field whose
-representation exceeds 4096 bytes (and is unusable after failing), so such a
-field is refused before encoding.
+for the peer's input, :exc:`~trioquic.StreamStateError` for ours. ls-qpack's
+encoder cannot encode a field whose representation exceeds 4096 bytes (and
+is unusable after failing), so a field section with such a field is written
+here, as literals.
 
 The qh3 internals used are listed, with a hash of each upstream method's
 source, in :data:`H3_PINS`.
@@ -131,7 +131,7 @@ _WHOLE_CONTROL_FRAMES = frozenset((_SETTINGS, _MAX_PUSH_ID, _GOAWAY, _CANCEL_PUS
 #: control stream's data is credited at once, so it must be bounded).
 MAX_SETTINGS_FRAME = 16 * 1024
 #: The largest encoded field ls-qpack's encoder can write (see
-#: :func:`check_encodable`).
+#: :func:`_lsqpack_can_encode`).
 QPACK_MAX_FIELD = 4096
 #: Representation overhead of one literal field: the prefix byte and the two
 #: length integers (at most a few bytes each at this size).
@@ -157,21 +157,44 @@ class _IdError(ProtocolError):
     error_code = ErrorCode.H3_ID_ERROR
 
 
-def check_encodable(headers: Headers) -> None:
-    """Raise :exc:`ValueError` for a field ls-qpack's encoder cannot write.
+def _lsqpack_can_encode(headers: Headers) -> bool:
+    """Whether ls-qpack's encoder can write every field: it fails on a field
+    whose representation exceeds 4096 bytes, and an encoder that failed once
+    panics on its next use. Counted on the raw length (Huffman coding is used
+    only when shorter), so a compressible field near the limit is sent as a
+    literal too."""
+    return all(
+        len(name) + len(value) + _FIELD_OVERHEAD <= QPACK_MAX_FIELD
+        for name, value in headers
+    )
 
-    It fails on a field whose representation exceeds 4096 bytes, and an
-    encoder that failed once panics on its next use, so the fields are
-    checked before encoding. The check counts the field's raw length (Huffman
-    coding is used only when shorter): a compressible field slightly over
-    the limit is refused too."""
+
+def _qpack_int(value: int, prefix_bits: int, flags: int) -> bytes:
+    """A QPACK prefixed integer (RFC 9204 section 4.1.1)."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((flags | value,))
+    out = bytearray((flags | limit,))
+    value -= limit
+    while value >= 0x80:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def literal_field_section(headers: Headers) -> bytes:
+    """An encoded field section of literal field lines with literal names
+    (RFC 9204 section 4.5.6), referencing no table: Required Insert Count 0,
+    so the peer's decoder acknowledges nothing and our encoder's state is
+    untouched."""
+    out = bytearray(b"\x00\x00")
     for name, value in headers:
-        if len(name) + len(value) + _FIELD_OVERHEAD > QPACK_MAX_FIELD:
-            raise ValueError(
-                f"header field {name[:40]!r} of {len(name) + len(value)} bytes is "
-                f"too large for the qh3 engine's QPACK encoder (at most "
-                f"{QPACK_MAX_FIELD - _FIELD_OVERHEAD} bytes of name and value)"
-            )
+        out += _qpack_int(len(name), 3, 0x20)
+        out += name
+        out += _qpack_int(len(value), 7, 0x00)
+        out += value
+    return bytes(out)
 
 
 def _check_fields(headers: Headers, *, request: bool, response: bool) -> int | None:
@@ -285,6 +308,11 @@ class _H3Connection(H3Connection):
             settings.pop(setting, None)
         settings.update(self.tq_settings)
         return settings
+
+    def _encode_headers(self, stream_id: int, headers: Headers) -> bytes:
+        if _lsqpack_can_encode(headers):
+            return super()._encode_headers(stream_id, headers)
+        return literal_field_section(headers)
 
     # -- unidirectional streams ---------------------------------------------------
 
@@ -873,7 +901,6 @@ class Qh3H3Engine:
     # -- output -------------------------------------------------------------------
 
     def send_headers(self, stream_id: int, headers: Headers, end_stream: bool) -> None:
-        check_encodable(headers)
         h3 = self.h3
         stream = h3._stream.get(stream_id)
         if (
@@ -1018,6 +1045,10 @@ H3_PINS: dict[str, tuple[str, str]] = {
     "qh3.h3.connection:H3Connection._decode_headers": (
         "b0184222c36a0f71",
         "its QPACK errors (QPACK_DECOMPRESSION_FAILED, H3_EXCESSIVE_LOAD)",
+    ),
+    "qh3.h3.connection:H3Connection._encode_headers": (
+        "ea5c73e2c97db7ed",
+        "extended: a section ls-qpack cannot encode is written as literals",
     ),
     "qh3.h3.connection:H3Connection.send_headers": (
         "37e04b6232a044d1",
