@@ -97,12 +97,17 @@ from _bench_common import (
 )
 from _goals import OVER_QH3_ASYNCIO, Goal, print_goals, ratio
 
+PEERS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_h3_peers")
+sys.path.insert(0, PEERS)
+from _shared import (  # noqa: E402
+    add_cc_argument,
+    congestion_control,
+    qh3_engine_missing,
+)
+
 HOST = "127.0.0.1"
 ALPN = "bulk"
 MAX_UDP_PAYLOAD = 1350
-CONGESTION_CONTROL = "reno"
-#: qh3's only congestion controller.
-QH3_CONGESTION_CONTROL = "cubic"
 CONNECTION_WINDOW = 4 * 1024 * 1024
 STREAM_WINDOW = 1024 * 1024
 IDLE_TIMEOUT = 30.0
@@ -498,9 +503,6 @@ def missing_implementations() -> dict[str, str]:
     for library in ("aioquic", "qh3"):
         if importlib.util.find_spec(library) is None:
             missing[library] = f"{library} is not installed"
-    sys.path.insert(0, os.path.join(os.path.dirname(__file__), "_h3_peers"))
-    from _shared import qh3_engine_missing
-
     reason = qh3_engine_missing()
     if reason is not None:
         missing["trioquic-qh3"] = reason
@@ -835,9 +837,7 @@ def run_parent(args: argparse.Namespace) -> int:
     if not codes:
         print("nothing to measure")
         return 1
-    if args.cc == "auto":
-        on_qh3 = any("q" in code or "h" in code for code in codes)
-        args.cc = QH3_CONGESTION_CONTROL if on_qh3 else CONGESTION_CONTROL
+    args.cc = congestion_control(args.cc, [i for c in codes for i in COMBOS[c]])
     cpus = choose_cpus(args.pin)
     results: dict[str, list[Measurement]] = {code: [] for code in codes}
     budget_end = time.monotonic() + args.budget
@@ -908,13 +908,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="combinations, server then client: t=trioquic a=aioquic "
         f"q=trioquic+qh3 h=qh3-asyncio (default {','.join(COMBOS)})",
     )
-    parser.add_argument(
-        "--cc",
-        choices=("auto", "reno", "cubic"),
-        default="auto",
-        help="congestion control of every side (auto: cubic when a qh3 "
-        "combination runs, qh3 having nothing else; reno otherwise)",
-    )
+    add_cc_argument(parser)
     parser.add_argument(
         "--timeout",
         type=float,

@@ -127,6 +127,7 @@ from _shared import (  # noqa: E402
     CONNECTION_WINDOW,
     MAX_UDP_PAYLOAD,
     STREAM_WINDOW,
+    add_cc_argument,
     body_chunks,
     congestion_control,
 )
@@ -877,13 +878,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="Python servers, comma-separated: "
         "trioquic,trioquic-qh3,aioquic,qh3,hypercorn",
     )
-    parser.add_argument(
-        "--cc",
-        choices=("auto", "reno", "cubic"),
-        default="auto",
-        help="congestion control of every peer that can choose (auto: cubic "
-        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
-    )
+    add_cc_argument(parser)
     parser.add_argument(
         "--measurements",
         default=",".join(MEASUREMENTS),

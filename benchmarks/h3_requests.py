@@ -112,7 +112,12 @@ from _goals import OVER_QH3_ASYNCIO, REQUESTS_SPEEDUP, Goal, print_goals, ratio
 HERE = Path(__file__).resolve().parent
 PEERS = HERE / "_h3_peers"
 sys.path.insert(0, str(PEERS))
-from _shared import congestion_control, on_qh3, qh3_engine_missing  # noqa: E402
+from _shared import (  # noqa: E402
+    add_cc_argument,
+    congestion_control,
+    on_qh3,
+    qh3_engine_missing,
+)
 
 HOST = "127.0.0.1"
 PATH = "/bytes/1024"
@@ -950,13 +955,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated: trioquic,trioquic-qh3,aioquic,qh3,hypercorn (and "
         "trioquic-no-offload: trioquic without GSO/GRO)",
     )
-    parser.add_argument(
-        "--cc",
-        choices=("auto", "reno", "cubic"),
-        default="auto",
-        help="congestion control of every peer that can choose (auto: cubic "
-        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
-    )
+    add_cc_argument(parser)
     parser.add_argument(
         "--clients", default=",".join(CLIENTS), help="comma-separated: native,python"
     )

@@ -92,7 +92,7 @@ from _goals import ratio as goal_ratio  # noqa: E402
 from h3_requests import Measurement  # noqa: E402
 
 sys.path.insert(0, str(h3.PEERS))
-from _shared import congestion_control  # noqa: E402
+from _shared import add_cc_argument, congestion_control  # noqa: E402
 
 SWARM = h3.PEERS / "swarm_client.py"
 HANDSHAKES_TAG = "H3-HANDSHAKES "
@@ -181,13 +181,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float) -> None
     servers = ",".join(h3.SERVERS)
     parser.add_argument("--servers", default=servers, help=f"some of {servers}")
     parser.add_argument("--json", metavar="PATH", help="also write figures here")
-    parser.add_argument(
-        "--cc",
-        choices=("auto", "reno", "cubic"),
-        default="auto",
-        help="congestion control of every peer that can choose (auto: cubic "
-        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
-    )
+    add_cc_argument(parser)
     parser.add_argument(
         "--budget", type=float, default=budget, help="no server starts after it (s)"
     )

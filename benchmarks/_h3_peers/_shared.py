@@ -130,6 +130,17 @@ def congestion_control(choice: str, peers: Iterable[str]) -> str:
     return QH3_CONGESTION_CONTROL if on_qh3(peers) else CONGESTION_CONTROL
 
 
+def add_cc_argument(parser: argparse.ArgumentParser) -> None:
+    """``--cc``, the run's congestion control (see :func:`congestion_control`)."""
+    parser.add_argument(
+        "--cc",
+        choices=("auto", "reno", "cubic"),
+        default="auto",
+        help="congestion control of every peer that can choose (auto: cubic "
+        "when a qh3 column runs, qh3 having nothing else; reno otherwise)",
+    )
+
+
 def quic_configuration(
     library: str = "aioquic",
     *,
