@@ -41,7 +41,10 @@ real time passes, no sockets); it reports how much the Python heap
 (``tracemalloc``) and the process RSS grew, divided by the number of
 connections. Both ends of every connection live in this process, so that
 figure is per **pair** (client + server); a server's share is about half of
-it. ``--top N`` shows which source files allocated most.
+it. ``--top N`` shows which source files allocated most. ``--engine qh3``
+runs trioquic on its qh3 engine instead: tracemalloc does not see what
+qh3's Rust core allocates, so compare the RSS figures of the two engines
+(each in its own run), not the heap.
 
 ``--mode both`` runs one after the other.
 
@@ -51,6 +54,7 @@ Run::
     python benchmarks/idle_memory.py --quick           # HTTP/3, 200 connections
     python benchmarks/idle_memory.py --repeat 3 --json out.json
     python benchmarks/idle_memory.py --mode memory-network --connections 200 --top 10
+    python benchmarks/idle_memory.py --mode memory-network --engine qh3
 
 HTTP/3 mode takes 10 to 30 s per server for 1,000 connections; the
 in-memory mode about half a minute (two TLS handshakes per connection, both
@@ -341,7 +345,7 @@ def rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-async def memory_network(count: int, top: int) -> None:
+async def memory_network(count: int, top: int, engine: str = "aioquic") -> None:
     network = MemoryNetwork()
 
     async def echo_once(connection: trioquic.QuicConnection) -> None:
@@ -352,7 +356,7 @@ async def memory_network(count: int, top: int) -> None:
         await connection.wait_closed()
 
     settings = server_settings(
-        max_connections=count + 10, max_pending_handshakes=count + 10
+        max_connections=count + 10, max_pending_handshakes=count + 10, engine=engine
     )
     opened = 0
     all_open = trio.Event()
@@ -374,7 +378,7 @@ async def memory_network(count: int, top: int) -> None:
         echo_once,
         network=network,
         server_settings=settings,
-        client_settings=client_settings(),
+        client_settings=client_settings(engine=engine),
     ) as server:
         # Warm up: one connection, so one-time costs (imports, certificate
         # loading, caches) are not counted.
@@ -398,7 +402,7 @@ async def memory_network(count: int, top: int) -> None:
             release.set()
     heap = (heap_after - heap_before) / count
     rss = (rss_after - rss_before) * 1024 / count
-    print(f"idle connections:            {count}")
+    print(f"idle connections:            {count} (engine {engine})")
     print(f"tracemalloc heap per pair:   {heap / 1024:8.1f} KiB")
     print(f"  about per side:            {heap / 2048:8.1f} KiB")
     print(f"RSS growth per pair:         {rss / 1024:8.1f} KiB")
@@ -432,6 +436,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         help="memory-network: show the N source files that allocated most",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=("aioquic", "qh3"),
+        default="aioquic",
+        help="memory-network: trioquic's engine (http3 mode measures both)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="http3: repeats (1)")
     parser.add_argument(
@@ -490,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
             memory_network,
             count,
             args.top,
+            args.engine,
             clock=trio.testing.MockClock(autojump_threshold=0),
         )
         tracemalloc.stop()

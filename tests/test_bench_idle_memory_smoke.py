@@ -53,7 +53,13 @@ def test_idle_memory_http3_quick() -> None:
     )
 
 
-def test_idle_memory_memory_network_quick() -> None:
-    stdout = run_benchmark("idle_memory.py", "--mode", "memory-network", "--quick")
+@pytest.mark.parametrize("engine", ["aioquic", "qh3"])
+def test_idle_memory_memory_network_quick(engine: str) -> None:
+    if engine == "qh3" and (missing := qh3_engine_missing()) is not None:
+        pytest.skip(missing)
+    stdout = run_benchmark(
+        "idle_memory.py", "--mode", "memory-network", "--quick", "--engine", engine
+    )
+    assert f"idle connections:            100 (engine {engine})" in stdout, stdout
     assert "tracemalloc heap per pair:" in stdout, stdout
     assert "RSS growth per pair:" in stdout, stdout
