@@ -1,0 +1,590 @@
+"""The qh3 engine (``trioquic._qh3``) on its own: receive credit on
+consumption, bounded queues, the stateless reset token, close causes, the
+packets the router sends, session tickets, and what it refuses.
+
+As test_engine.py does for the aioquic engine, these tests drive two engines
+against each other in memory, without sockets or tasks, through the engine
+interface. (What qh3 internals the engine uses is pinned in
+test_qh3_pins.py.)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+pytest.importorskip("qh3", reason="qh3 is not installed (pip install 'trioquic[qh3]')")
+
+from trioquic import (
+    CloseCause,
+    DatagramReceived,
+    QuicSettings,
+    StreamDataReceived,
+    StreamResetReceived,
+    StreamStateError,
+    generate_self_signed_certificate,
+)
+from trioquic._engine import EngineNotInstalled, create_endpoint_engine
+from trioquic._qh3 import Qh3Endpoint
+from trioquic._qh3._engine import Qh3Engine
+from trioquic._qh3._tickets import decode_session_ticket, encode_session_ticket
+from trioquic._routing import initial_token, is_initial, parse_long_header
+from trioquic._stateless_reset import StatelessResetKey, encode_stateless_reset
+
+CERT = generate_self_signed_certificate()
+CLIENT_ADDR = ("10.0.0.2", 5555)
+SERVER_ADDR = ("10.0.0.1", 4433)
+CONNECTION_REFUSED = 0x2
+INVALID_TOKEN = 0xB
+
+
+def _settings(*, server: bool, **overrides: object) -> QuicSettings:
+    fields: dict[str, object] = {"engine": "qh3", "alpn_protocols": ["test"]}
+    if server:
+        fields.update(
+            certificate=CERT.certificate_path, private_key=CERT.private_key_path
+        )
+    else:
+        fields.update(ca_certs=CERT.certificate_path)
+    fields.update(overrides)
+    return QuicSettings(**fields)  # type: ignore[arg-type]
+
+
+def _first_flight(client: Qh3Engine, now: float) -> list[bytes]:
+    client.connect(SERVER_ADDR, now)
+    return [data for data, _ in client.datagrams_to_send(now)]
+
+
+class Pair:
+    """A qh3 client and server engine joined by a perfect in-memory link."""
+
+    def __init__(
+        self,
+        server_endpoint: Qh3Endpoint | None = None,
+        *,
+        client_settings: QuicSettings | None = None,
+        **overrides: object,
+    ) -> None:
+        self.server_endpoint = server_endpoint or Qh3Endpoint(
+            _settings(server=True, **overrides), is_client=False
+        )
+        client_endpoint = Qh3Endpoint(
+            client_settings or _settings(server=False, **overrides), is_client=True
+        )
+        self.now = 0.0
+        self.client = client_endpoint.client_connection("localhost")
+        first = _first_flight(self.client, self.now)
+        header = parse_long_header(first[0])
+        assert header is not None
+        self.server = self.server_endpoint.server_connection(
+            original_destination_cid=header.destination_cid, retry_source_cid=None
+        )
+        for data in first:
+            self.server.receive_datagram(data, CLIENT_ADDR, self.now)
+        self.client_events: list[object] = []
+        self.server_events: list[object] = []
+        self.pump()
+
+    def pump(self, rounds: int = 50) -> None:
+        for _ in range(rounds):
+            self.now += 0.001
+            moved = False
+            for data, _ in self.server.datagrams_to_send(self.now):
+                self.client.receive_datagram(data, SERVER_ADDR, self.now)
+                moved = True
+            for data, _ in self.client.datagrams_to_send(self.now):
+                self.server.receive_datagram(data, CLIENT_ADDR, self.now)
+                moved = True
+            self.client_events += self.client.poll_events()
+            self.server_events += self.server.poll_events()
+            if not moved:
+                break
+
+    def received(self) -> int:
+        return sum(
+            len(e.data) for e in self.client_events if isinstance(e, StreamDataReceived)
+        )
+
+
+def test_handshake_completes_and_reports_alpn() -> None:
+    pair = Pair()
+    assert pair.client.handshake is not None
+    assert pair.client.handshake.alpn_protocol == "test"
+    assert pair.server.handshake is not None
+    assert pair.client.handshake_complete and pair.server.handshake_complete
+
+
+# -- receive credit on consumption ----------------------------------------------------
+
+
+#: A frame's worth of slack on the bounds below (the gate closes after the
+#: frame that crosses it).
+SLACK = 1500
+
+
+def _sent(engine: Qh3Engine, total: int, *stream_ids: int) -> int:
+    """Bytes of ``total`` per stream that left ``engine`` on ``stream_ids``."""
+    return sum(total - engine.send_buffered(sid) for sid in stream_ids)
+
+
+def test_a_reader_that_does_not_consume_bounds_what_the_peer_sends() -> None:
+    """Without reads the peer stops within the stream window (what the
+    application was handed plus what qh3's core holds); consuming grants
+    credit and the transfer goes on."""
+    window = 64 * 1024
+    total = 1024 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=4 * window)
+    pair.server.send_stream_data(1, b"x" * total, end_stream=True)
+    pair.pump(500)
+    handed = pair.received()
+    assert handed >= window // 2
+    assert _sent(pair.server, total, 1) <= window + SLACK
+    # More pumping changes nothing: the peer is out of credit.
+    pair.pump(500)
+    assert pair.received() == handed
+    # Consuming grants credit, and the bound moves by what was consumed.
+    pair.client.consume(1, handed)
+    pair.pump(500)
+    assert pair.received() > handed
+    assert _sent(pair.server, total, 1) <= window + handed + SLACK
+
+
+def test_connection_window_bounds_all_streams_together() -> None:
+    window = 64 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=2 * window)
+    streams = (1, 5, 9, 13)
+    for stream_id in streams:
+        pair.server.send_stream_data(stream_id, b"y" * window, end_stream=False)
+    pair.pump(500)
+    assert pair.received() >= window
+    assert _sent(pair.server, window, *streams) <= 2 * window + SLACK
+
+
+def test_one_unread_stream_does_not_stall_the_others() -> None:
+    """Flow control is per stream: a stream whose reader is slow (here, one
+    that never reads) holds its own window, not the connection's other
+    streams (an HTTP/3 connection's control and QPACK streams among them),
+    as on the aioquic engine."""
+    window = 32 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=8 * window)
+    pair.server.send_stream_data(1, b"a" * (4 * window), end_stream=False)
+    pair.pump(500)
+    pair.server.send_stream_data(5, b"b" * 1000, end_stream=True)
+    pair.pump(500)
+    assert _data(pair.client_events, 5) == b"b" * 1000
+
+
+def test_consuming_everything_lets_a_large_transfer_finish() -> None:
+    window = 32 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=4 * window)
+    total = 1024 * 1024
+    pair.server.send_stream_data(1, b"z" * total, end_stream=True)
+    consumed = 0
+    for _ in range(2000):
+        pair.pump(5)
+        arrived = pair.received()
+        if arrived > consumed:
+            pair.client.consume(1, arrived - consumed)
+            consumed = arrived
+        if consumed == total:
+            break
+    assert consumed == total
+    ends = [
+        e
+        for e in pair.client_events
+        if isinstance(e, StreamDataReceived) and e.end_stream
+    ]
+    assert len(ends) == 1
+
+
+def test_forgetting_a_stream_releases_its_hold_on_the_connection() -> None:
+    """Bytes of a stream the application drops unread stop counting against
+    the connection's window (what still arrives on it is consumed on
+    arrival, as the runtime does): other streams' data flows again."""
+    window = 32 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=window)
+    pair.server.send_stream_data(1, b"a" * (window // 4), end_stream=False)
+    pair.server.send_stream_data(5, b"a" * (window // 4), end_stream=False)
+    pair.pump(500)
+    held = pair.received()
+    pair.server.send_stream_data(9, b"b" * (2 * window), end_stream=True)
+    pair.pump(500)
+    assert _data(pair.client_events, 9) != b"b" * (2 * window)
+    pair.client.forget_stream(1)
+    pair.client.forget_stream(5)
+    seen = len(pair.client_events)
+    for _ in range(200):
+        pair.pump(5)
+        for event in pair.client_events[seen:]:
+            if isinstance(event, StreamDataReceived):
+                pair.client.consume(event.stream_id, len(event.data))
+        seen = len(pair.client_events)
+    assert held > 0
+    assert _data(pair.client_events, 9) == b"b" * (2 * window)
+
+
+def _data(events: list[object], stream_id: int) -> bytes:
+    return b"".join(
+        e.data
+        for e in events
+        if isinstance(e, StreamDataReceived) and e.stream_id == stream_id
+    )
+
+
+def _read_like_the_runtime(pair: Pair, rounds: int, *, reading: set[int]) -> None:
+    """Pump, doing with the client's events what trioquic's raw streams do:
+    consume the data of the streams in ``reading`` as it arrives, leave the
+    others' unread; on a peer's reset, drop the bytes held unread and give
+    their credit back (``credit_unread`` up to ``received_final_size``,
+    see ``_stream.py``)."""
+    seen = len(pair.client_events)
+    for _ in range(rounds):
+        pair.pump(5)
+        for event in pair.client_events[seen:]:
+            if isinstance(event, StreamDataReceived) and event.stream_id in reading:
+                pair.client.consume(event.stream_id, len(event.data))
+            elif isinstance(event, StreamResetReceived):
+                final = pair.client.received_final_size(event.stream_id)
+                if final is not None:
+                    pair.client.credit_unread(event.stream_id, final)
+        seen = len(pair.client_events)
+
+
+def test_a_peer_s_reset_gives_back_the_credit_of_unread_bytes() -> None:
+    """Streams the peer resets with unread bytes must not keep holding the
+    connection's window: four of them here would hold it all, then another
+    stream's data, read as it arrives, must still flow (as on the aioquic
+    engine)."""
+    window = 32 * 1024
+    pair = Pair(stream_receive_window=window, connection_receive_window=window)
+    for stream_id in (1, 5, 9, 13):
+        pair.server.send_stream_data(stream_id, b"r" * (window // 4), end_stream=False)
+        _read_like_the_runtime(pair, 20, reading=set())
+        pair.server.reset_stream(stream_id, 7)
+        _read_like_the_runtime(pair, 20, reading=set())
+    pair.server.send_stream_data(17, b"n" * window, end_stream=True)
+    _read_like_the_runtime(pair, 100, reading={17})
+    assert _data(pair.client_events, 17) == b"n" * window
+
+
+# -- bounded queues -------------------------------------------------------------------
+
+
+def test_datagram_queue_is_bounded() -> None:
+    pair = Pair(max_datagram_frame_size=1200, datagram_queue_size=4)
+    assert pair.client.max_datagram_size() > 1000
+    for i in range(10):
+        pair.client.send_datagram(bytes([i]) * 10)
+    assert pair.client.statistics().quic_datagrams_send_dropped == 6
+    pair.pump()
+    arrived = [e.data for e in pair.server_events if isinstance(e, DatagramReceived)]
+    assert arrived == [bytes([i]) * 10 for i in range(4)]
+    # Flushed, the queue takes datagrams again.
+    pair.client.send_datagram(b"later")
+    pair.pump()
+    assert pair.client.statistics().quic_datagrams_send_dropped == 6
+    assert DatagramReceived(b"later") in pair.server_events
+
+
+def test_datagrams_are_refused_when_not_negotiated() -> None:
+    pair = Pair()
+    assert pair.client.max_datagram_size() == 0
+
+
+# -- stateless resets -----------------------------------------------------------------
+
+
+def test_the_first_connection_id_s_reset_token_comes_from_our_key() -> None:
+    key = b"k" * 32
+    pair = Pair(stateless_reset_key=key)
+    expected = StatelessResetKey(key).token(pair.server.host_cid)
+    assert pair.client.peer_reset_tokens() == (expected,)
+    assert (
+        pair.server_endpoint.stateless_reset_key.token(pair.server.host_cid) == expected
+    )
+
+
+def test_a_reset_with_that_token_ends_the_client_as_a_stateless_reset() -> None:
+    key = b"r" * 32
+    pair = Pair(stateless_reset_key=key)
+    token = StatelessResetKey(key).token(pair.server.host_cid)
+    pair.now += 0.01
+    pair.client.receive_datagram(
+        encode_stateless_reset(token, 60), SERVER_ADDR, pair.now
+    )
+    pair.client.poll_events()
+    reason = pair.client.close_reason
+    assert reason is not None and reason.cause is CloseCause.STATELESS_RESET
+    assert pair.client.datagrams_to_send(pair.now) == []
+    assert pair.client.get_timer() is None
+
+
+# -- close causes ---------------------------------------------------------------------
+
+
+def test_peer_close_is_reported_as_by_peer() -> None:
+    pair = Pair()
+    pair.server.close(0x42, "bye")
+    pair.pump()
+    reason = pair.client.close_reason
+    assert reason is not None
+    assert reason.cause is CloseCause.CLOSED_BY_PEER and reason.by_peer
+    assert reason.error_code == 0x42 and reason.reason == "bye"
+    assert not reason.is_transport
+    local = pair.server.close_reason
+    assert local is not None and local.cause is CloseCause.CLOSED_LOCALLY
+    assert not local.by_peer
+
+
+def test_a_transport_close_names_its_kind() -> None:
+    pair = Pair()
+    pair.client.close(0x1, "internal", transport=True)
+    pair.pump()
+    reason = pair.server.close_reason
+    assert reason is not None and reason.cause is CloseCause.CLOSED_BY_PEER
+    assert reason.is_transport and reason.error_code == 0x1
+
+
+def test_close_with_a_cause_keeps_it() -> None:
+    pair = Pair()
+    pair.client.close(0, "handshake took too long", cause=CloseCause.HANDSHAKE_TIMEOUT)
+    reason = pair.client.close_reason
+    assert reason is not None and reason.cause is CloseCause.HANDSHAKE_TIMEOUT
+    # A second close changes nothing.
+    pair.client.close(0x9, "again")
+    assert pair.client.close_reason is reason
+
+
+def test_idle_timeout_is_recorded_as_its_cause() -> None:
+    pair = Pair(idle_timeout=5.0)
+    timer = pair.client.get_timer()
+    while timer is not None and pair.client.close_reason is None:
+        pair.client.handle_timer(timer)
+        pair.client.poll_events()
+        pair.client.datagrams_to_send(timer)
+        timer = pair.client.get_timer()
+    reason = pair.client.close_reason
+    assert reason is not None and reason.cause is CloseCause.IDLE_TIMEOUT
+    assert reason.reason == "idle timeout" and not reason.by_peer
+
+
+def test_misuse_raises_stream_state_error_not_qh3_s() -> None:
+    pair = Pair()
+    pair.server.send_stream_data(3, b"x", end_stream=False)
+    pair.pump()
+    with pytest.raises(StreamStateError, match="cannot send on stream 3"):
+        pair.client.send_stream_data(3, b"back", end_stream=False)
+    pair.client.send_stream_data(0, b"done", end_stream=True)
+    with pytest.raises(StreamStateError):
+        pair.client.send_stream_data(0, b"after FIN", end_stream=False)
+
+
+# -- packets the router sends ---------------------------------------------------------
+
+
+def _client_and_first_flight() -> tuple[Qh3Engine, bytes]:
+    client = Qh3Endpoint(_settings(server=False), is_client=True).client_connection(
+        "localhost"
+    )
+    return client, _first_flight(client, 0.0)[0]
+
+
+def test_a_retry_is_valid_quic_the_client_follows_and_the_server_accepts() -> None:
+    """The client checks the Retry's integrity tag (RFC 9001 section 5.8):
+    it answers with an Initial to the new connection ID carrying the token,
+    and the server that sent the Retry completes the handshake."""
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    client, first = _client_and_first_flight()
+    header = parse_long_header(first)
+    assert header is not None
+    retry_cid = b"R" * 8
+    retry = server_endpoint.retry_packet(
+        version=header.version,
+        destination_cid=header.source_cid,
+        source_cid=retry_cid,
+        original_destination_cid=header.destination_cid,
+        token=b"address-token",
+    )
+    retry_header = parse_long_header(retry)
+    assert retry_header is not None and retry_header.first_byte & 0x30 == 0x30
+    client.receive_datagram(retry, SERVER_ADDR, 0.01)
+    second = [data for data, _ in client.datagrams_to_send(0.01)]
+    again = parse_long_header(second[0])
+    assert again is not None and again.destination_cid == retry_cid
+    assert is_initial(again.first_byte, again.version)
+    assert initial_token(second[0], again) == b"address-token"
+
+    server = server_endpoint.server_connection(
+        original_destination_cid=header.destination_cid, retry_source_cid=retry_cid
+    )
+    now = 0.01
+    for data in second:
+        server.receive_datagram(data, CLIENT_ADDR, now)
+    for _ in range(20):
+        now += 0.001
+        for data, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, SERVER_ADDR, now)
+        for data, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, CLIENT_ADDR, now)
+        client.poll_events()
+        server.poll_events()
+    assert client.handshake is not None and client.close_reason is None
+    assert server.handshake is not None
+
+
+def test_a_retry_with_a_bad_tag_is_ignored() -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    client, first = _client_and_first_flight()
+    header = parse_long_header(first)
+    assert header is not None
+    retry = server_endpoint.retry_packet(
+        version=header.version,
+        destination_cid=header.source_cid,
+        source_cid=b"R" * 8,
+        original_destination_cid=b"not the one",
+        token=b"t",
+    )
+    client.receive_datagram(retry, SERVER_ADDR, 0.01)
+    resent = [data for data, _ in client.datagrams_to_send(0.01)]
+    for data in resent:
+        again = parse_long_header(data)
+        assert again is not None and again.destination_cid == header.destination_cid
+    assert client.close_reason is None
+
+
+def test_a_refusal_is_an_initial_the_client_reads_as_connection_refused() -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    client, first = _client_and_first_flight()
+    header = parse_long_header(first)
+    assert header is not None
+    packets = server_endpoint.refusal_packets(
+        version=header.version,
+        destination_cid=header.destination_cid,
+        source_cid=header.source_cid,
+    )
+    assert len(packets) == 1
+    refusal = parse_long_header(packets[0])
+    assert refusal is not None and is_initial(refusal.first_byte, refusal.version)
+    assert refusal.destination_cid == header.source_cid
+    assert len(packets[0]) < len(first)
+    client.receive_datagram(packets[0], SERVER_ADDR, 0.01)
+    client.poll_events()
+    reason = client.close_reason
+    assert reason is not None and reason.cause is CloseCause.CLOSED_BY_PEER
+    assert reason.error_code == CONNECTION_REFUSED and reason.is_transport
+
+
+def test_a_refusal_for_an_unknown_version_is_nothing() -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    assert (
+        server_endpoint.refusal_packets(
+            version=0x0A0A0A0A, destination_cid=b"d" * 8, source_cid=b"s" * 8
+        )
+        == []
+    )
+
+
+def test_an_invalid_token_close_reaches_the_client_as_invalid_token() -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    client, first = _client_and_first_flight()
+    packets = server_endpoint.invalid_token_packets(first, CLIENT_ADDR, 0.0)
+    assert packets
+    for data in packets:
+        client.receive_datagram(data, SERVER_ADDR, 0.01)
+    client.poll_events()
+    reason = client.close_reason
+    assert reason is not None and reason.cause is CloseCause.CLOSED_BY_PEER
+    assert reason.error_code == INVALID_TOKEN
+
+
+@pytest.mark.parametrize("data", [b"", b"\xc0\x00\x00\x00\x01\x08", b"\x40" * 1200])
+def test_invalid_token_packets_answer_nothing_to_garbage(data: bytes) -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    assert server_endpoint.invalid_token_packets(data, CLIENT_ADDR, 0.0) == []
+
+
+# -- session tickets ------------------------------------------------------------------
+
+
+def test_tickets_round_trip_and_resume() -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    first = Pair(server_endpoint)
+    first.pump()
+    ticket = first.client.session_ticket
+    assert ticket is not None
+    decoded = decode_session_ticket(ticket)
+    assert encode_session_ticket(decoded) == ticket
+    second = Pair(
+        server_endpoint,
+        client_settings=_settings(server=False, session_ticket=ticket),
+    )
+    assert second.client.handshake is not None
+    assert second.client.handshake.session_resumed
+    # Each ticket resumes once.
+    third = Pair(
+        server_endpoint,
+        client_settings=_settings(server=False, session_ticket=ticket),
+    )
+    assert third.client.handshake is not None
+    assert not third.client.handshake.session_resumed
+
+
+@pytest.mark.parametrize(
+    "data", [b"", b"{}", b'{"version": 2}', b"not json", b'{"version": 1}']
+)
+def test_a_malformed_ticket_is_a_value_error(data: bytes) -> None:
+    with pytest.raises(ValueError, match="session ticket"):
+        decode_session_ticket(data)
+
+
+# -- what the engine refuses, and its absence -----------------------------------------
+
+
+def test_create_endpoint_engine_selects_qh3() -> None:
+    endpoint = create_endpoint_engine(_settings(server=False), is_client=True)
+    assert isinstance(endpoint, Qh3Endpoint)
+    endpoint.close()
+
+
+def test_reno_is_refused() -> None:
+    settings = QuicSettings(engine="aioquic", congestion_control="reno")
+    with pytest.raises(ValueError, match="CUBIC only"):
+        Qh3Endpoint(settings, is_client=True)
+
+
+def test_an_aioquic_configuration_is_refused() -> None:
+    from aioquic.quic.configuration import QuicConfiguration
+
+    settings = QuicSettings(
+        engine="aioquic",
+        congestion_control="cubic",
+        quic_configuration=QuicConfiguration(is_client=True),
+    )
+    with pytest.raises(ValueError, match="cannot be used with engine='qh3'"):
+        Qh3Endpoint(settings, is_client=True)
+
+
+def test_a_certificate_in_memory_is_refused_with_the_reason() -> None:
+    settings = QuicSettings(
+        engine="qh3",
+        certificate=CERT.certificate_path.read_bytes(),
+        private_key=CERT.private_key_path.read_bytes(),
+    )
+    with pytest.raises(ValueError, match="PEM file"):
+        Qh3Endpoint(settings, is_client=False)
+
+
+def test_a_missing_qh3_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With qh3 not importable, selecting it raises EngineNotInstalled (an
+    ImportError) whose message names the extra to install."""
+    for name in list(sys.modules):
+        if name == "qh3" or name.startswith(("qh3.", "trioquic._qh3")):
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "qh3", None)
+    with pytest.raises(
+        EngineNotInstalled, match=r"pip install 'trioquic\[qh3\]'"
+    ) as info:
+        create_endpoint_engine(_settings(server=False), is_client=True)
+    assert isinstance(info.value, ImportError)
+    assert info.value.__cause__ is None and info.value.__suppress_context__
