@@ -25,6 +25,7 @@ import ipaddress
 import os
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.serialization import Encoding
 
 
@@ -50,14 +51,12 @@ def pinned_certificates(path: str | os.PathLike[str]) -> tuple[bytes, ...]:
         if certificate.issuer != certificate.subject:
             continue
         try:
-            certificate.extensions.get_extension_for_class(
-                x509.SubjectAlternativeName
-            )
+            certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName)
         except (x509.ExtensionNotFound, ValueError):
             continue
         try:
             certificate.verify_directly_issued_by(certificate)
-        except (ValueError, TypeError, x509.InvalidSignature):
+        except (ValueError, TypeError, InvalidSignature):
             continue
         pins.append(certificate.public_bytes(Encoding.DER))
     return tuple(pins)
@@ -102,4 +101,3 @@ def _names_match(names: x509.SubjectAlternativeName, server_name: str) -> bool:
             if label and rest == pattern[2:] and "." in rest:
                 return True
     return False
-

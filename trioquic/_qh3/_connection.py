@@ -7,8 +7,14 @@ lives here, on trioquic's own classes (qh3's modules are left as they are).
   connection takes stream data out only while the application holds less
   than a window unread (per stream, and for the connection): past that, the
   events wait in the core, and the peer, without new credit, stops at the
-  window. What a slow reader costs is bounded by twice the windows (the
-  unread window trioquic holds, plus the window the core may still accept).
+  window. The core grants, on each take of n bytes, n bytes more credit,
+  keeping a window (its own) ahead of what was taken, and one take is at
+  most that window. So the core's window is a quarter of trioquic's
+  (:func:`core_window`), and the gate takes events only while at most
+  half of trioquic's window is unread: unread bytes (at most three
+  quarters) plus the core's window, the credit the peer holds beyond what
+  the application consumed, stay within trioquic's window, and so does
+  what the application holds unread.
 * The peer's stream limits are trioquic's (qh3: 100 bidirectional, 103
   unidirectional), in the transport parameters and in the core.
 * The initial RTT is trioquic's (qh3: 333 ms).
@@ -56,6 +62,16 @@ _NO_COMMON_ALPN = "No common ALPN protocols"
 _CRYPTO_ERROR = 0x100
 #: The core states in which the connection still lives.
 _LIVE_STATES = ("first_flight", "connected")
+
+
+def core_window(window: int) -> int:
+    """The receive window given to the core, for trioquic's ``window``."""
+    return max(1, window // 4)
+
+
+def gate_limit(window: int) -> int:
+    """The most unread bytes at which the gate still takes events."""
+    return max(0, window - 2 * core_window(window))
 
 
 class Qh3TlsBridge(QuicTlsBridge):
@@ -191,8 +207,9 @@ class Qh3Connection(_Qh3Connection):
         super().__init__(**kwargs)
         #: Client: the pinned server certificates (DER), see ``_certificates``.
         self.tq_pins = pins
-        self.tq_stream_window = stream_window
-        self.tq_connection_window = connection_window
+        #: The gate takes events while no more is unread (per stream, in all).
+        self.tq_stream_gate = gate_limit(stream_window)
+        self.tq_connection_gate = gate_limit(connection_window)
         self.tq_max_streams_bidi = max_streams_bidi
         self.tq_max_streams_uni = max_streams_uni
         self.tq_initial_rtt = initial_rtt
@@ -215,7 +232,7 @@ class Qh3Connection(_Qh3Connection):
     # -- receive credit on consumption ------------------------------------------
 
     def tq_gate_closed(self) -> bool:
-        return bool(self.tq_full) or self.tq_unread_total >= self.tq_connection_window
+        return bool(self.tq_full) or self.tq_unread_total > self.tq_connection_gate
 
     def tq_consume(self, stream_id: int, count: int) -> bool:
         """The application read ``count`` bytes of ``stream_id``; True when
@@ -231,7 +248,7 @@ class Qh3Connection(_Qh3Connection):
             self.tq_unread[stream_id] = unread
         else:
             del self.tq_unread[stream_id]
-        if unread < self.tq_stream_window:
+        if unread <= self.tq_stream_gate:
             self.tq_full.discard(stream_id)
         return was_closed and not self.tq_gate_closed()
 
@@ -331,9 +348,9 @@ class Qh3Connection(_Qh3Connection):
         out = self.tq_events
         unread = self.tq_unread
         full = self.tq_full
-        stream_window = self.tq_stream_window
+        stream_gate = self.tq_stream_gate
         while True:
-            if (full or self.tq_unread_total >= self.tq_connection_window) and (
+            if (full or self.tq_unread_total > self.tq_connection_gate) and (
                 core.state in _LIVE_STATES
             ):
                 break  # the gate: the peer waits for credit
@@ -347,7 +364,7 @@ class Qh3Connection(_Qh3Connection):
                     held = unread.get(stream_id, 0) + len(data)
                     unread[stream_id] = held
                     self.tq_unread_total += len(data)
-                    if held >= stream_window:
+                    if held > stream_gate:
                         full.add(stream_id)
                 out.append(StreamDataReceived(stream_id, data, native[3]))
             elif kind == "datagram":

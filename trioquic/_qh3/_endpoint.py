@@ -18,7 +18,7 @@ from .._engine import Address
 from .._settings import QuicSettings
 from .._stateless_reset import StatelessResetKey
 from ._certificates import pinned_certificates
-from ._connection import Qh3Connection
+from ._connection import Qh3Connection, core_window
 from ._engine import Qh3Engine
 from ._initial import initial_close
 from ._tickets import TicketStore, decode_session_ticket
@@ -68,8 +68,9 @@ class Qh3Endpoint:
         config.idle_timeout = settings.idle_timeout
         config.connection_id_length = settings.connection_id_length
         config.active_connection_id_limit = settings.active_connection_id_limit
-        config.max_data = settings.connection_receive_window
-        config.max_stream_data = settings.stream_receive_window
+        # The core's share of each window (see _connection).
+        config.max_data = core_window(settings.connection_receive_window)
+        config.max_stream_data = core_window(settings.stream_receive_window)
         if is_client:
             if settings.ca_certs is not None:
                 config.load_verify_locations(os.fspath(settings.ca_certs))

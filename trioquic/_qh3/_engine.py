@@ -243,9 +243,12 @@ class Qh3Engine:
         ):
             self._cause = CloseCause.IDLE_TIMEOUT
         self._call(quic.handle_timer, now)
-        if self._cause is CloseCause.IDLE_TIMEOUT and self.close_reason is None:
-            if quic._close_event is None:  # pragma: no cover - the core ends it
-                self._cause = None
+        if (
+            self._cause is CloseCause.IDLE_TIMEOUT
+            and self.close_reason is None
+            and quic._close_event is None  # pragma: no cover - the core ends it
+        ):
+            self._cause = None
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         quic = self.quic
@@ -404,9 +407,18 @@ class Qh3Engine:
 
     def send_stream_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         quic = self.quic
-        if quic._core is not None and quic._handshake_complete:
-            if not quic._core.can_send_stream(stream_id):
-                raise StreamStateError(f"cannot send on stream {stream_id}")
+        core = quic._core
+        if (
+            core is not None
+            and quic._handshake_complete
+            and not core.can_send_stream(stream_id)
+        ):
+            if not data and end_stream:
+                # A FIN alone on a send side already over (the core
+                # answered the peer's STOP_SENDING with a reset the
+                # application has not seen yet): nothing to send.
+                return
+            raise StreamStateError(f"cannot send on stream {stream_id}")
         try:
             quic.send_stream_data(stream_id, data, end_stream=end_stream)
         except _QH3_ERRORS as exc:
