@@ -10,8 +10,10 @@ from trioquic import QuicSettings, generate_self_signed_certificate
 from trioquic._aioquic import AioquicEndpoint as EndpointConfiguration
 
 
-def test_defaults_are_valid() -> None:
+def test_defaults_are_valid(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("TRIOQUIC_ENGINE", raising=False)
     settings = QuicSettings()
+    assert settings.engine == "aioquic"
     assert settings.alpn_protocols == ()
     assert settings.congestion_control == "reno"
     assert settings.close_grace_period == 1.0
@@ -137,7 +139,7 @@ def test_escape_hatch_keeps_our_bounds() -> None:
     from aioquic.quic.configuration import QuicConfiguration
 
     base = QuicConfiguration(is_client=True, alpn_protocols=["x"], idle_timeout=99)
-    settings = QuicSettings(quic_configuration=base, idle_timeout=5)
+    settings = QuicSettings(engine="aioquic", quic_configuration=base, idle_timeout=5)
     config = EndpointConfiguration(settings, is_client=True)._connection_configuration(
         "example"
     )
@@ -179,3 +181,73 @@ def test_development_certificate_validity_is_days_in_all(
         validity = parsed.not_valid_after_utc - parsed.not_valid_before_utc
         assert validity == datetime.timedelta(days=expected)
         assert parsed.not_valid_before_utc < datetime.datetime.now(datetime.UTC)
+
+
+# -- the engine -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("environment", "engine", "congestion_control"),
+    [(None, "aioquic", "reno"), ("", "aioquic", "reno"), ("qh3", "qh3", "cubic")],
+)
+def test_the_engine_defaults_to_trioquic_engine(
+    monkeypatch: pytest.MonkeyPatch,
+    environment: str | None,
+    engine: str,
+    congestion_control: str,
+) -> None:
+    """``TRIOQUIC_ENGINE`` picks the default engine (unset or empty:
+    aioquic), read when the settings are made; the congestion controller's
+    default follows the engine (qh3 has CUBIC only)."""
+    if environment is None:
+        monkeypatch.delenv("TRIOQUIC_ENGINE", raising=False)
+    else:
+        monkeypatch.setenv("TRIOQUIC_ENGINE", environment)
+    settings = QuicSettings()
+    assert settings.engine == engine
+    assert settings.congestion_control == congestion_control
+    # An explicit engine wins over the environment.
+    other = "aioquic" if engine == "qh3" else "qh3"
+    assert QuicSettings(engine=other).engine == other  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("value", ["quiche", "QH3", "", None, 3])
+def test_a_bad_engine_names_the_allowed_ones(value: object) -> None:
+    with pytest.raises(ValueError, match=r"QuicSettings\.engine") as info:
+        QuicSettings(engine=value)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert "'aioquic'" in message and "'qh3'" in message
+    assert repr(value) in message
+
+
+def test_a_bad_trioquic_engine_is_refused_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TRIOQUIC_ENGINE", "msquic")
+    with pytest.raises(ValueError, match="TRIOQUIC_ENGINE") as info:
+        QuicSettings()
+    assert "'msquic'" in str(info.value) and "'qh3'" in str(info.value)
+
+
+def test_qh3_refuses_reno_saying_why() -> None:
+    with pytest.raises(ValueError, match="CUBIC only") as info:
+        QuicSettings(engine="qh3", congestion_control="reno")
+    assert "congestion_control='cubic'" in str(info.value)
+    assert QuicSettings(engine="qh3", congestion_control="cubic").engine == "qh3"
+
+
+def test_qh3_refuses_an_aioquic_configuration() -> None:
+    from aioquic.quic.configuration import QuicConfiguration
+
+    with pytest.raises(ValueError, match="cannot be used with engine='qh3'"):
+        QuicSettings(engine="qh3", quic_configuration=QuicConfiguration(is_client=True))
+
+
+def test_switching_to_qh3_keeps_the_refusals() -> None:
+    """``attrs.evolve`` revalidates: settings that chose reno cannot switch
+    to qh3 without choosing CUBIC too."""
+    settings = QuicSettings(engine="aioquic", congestion_control="reno")
+    with pytest.raises(ValueError, match="CUBIC only"):
+        attrs.evolve(settings, engine="qh3")
+    evolved = attrs.evolve(settings, engine="qh3", congestion_control="cubic")
+    assert evolved.engine == "qh3"
