@@ -444,7 +444,12 @@ class _H3Connection(H3Connection):
     def _receive_request_or_push_data(
         self, stream: H3Stream, data: bytes, stream_ended: bool
     ) -> list[h3_events.H3Event]:
-        if stream_ended and data and not stream.blocked:
+        if (
+            stream_ended
+            and data
+            and not stream.blocked
+            and stream.frame_type != _WEBTRANSPORT_STREAM
+        ):
             # qh3 ignores what follows trailers in a read that ends the
             # stream; read the frames first, then the end, so a frame after
             # trailers is refused (RFC 9114 section 4.1).
