@@ -99,6 +99,10 @@ PRIVATE_NAMES: dict[str, tuple[tuple[str, ...], str]] = {
     "_settings_received": (("H3Connection",), "control frames before SETTINGS"),
     "_stream": (("H3Connection",), "per-stream parse state (buffered, abandon)"),
     # H3Connection: methods overridden, wrapped or called
+    "_encode_headers": (
+        ("H3Connection",),
+        "extended: a section ls-qpack cannot encode is written as literals",
+    ),
     "_get_local_settings": (("H3Connection",), "extended: our SETTINGS"),
     "_handle_control_frame": (("H3Connection",), "called for SETTINGS"),
     "_handle_request_or_push_frame": (("H3Connection",), "wrapped"),
