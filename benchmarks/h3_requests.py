@@ -386,7 +386,7 @@ def wait_ready(server: Server, args: argparse.Namespace, deadline: float) -> Non
                             "-q",
                             "--exit-on-all-streams-close",
                             "--timeout=1s",
-                            f"--cc={args.cc}",
+                            *native_cc(args),
                             f"--download={directory}",
                             HOST,
                             str(server.port),
@@ -437,6 +437,13 @@ class Measurement:
     note: str = ""
 
 
+def native_cc(args: argparse.Namespace) -> list[str]:
+    """gtlsclient's ``--cc`` for the run's congestion control; none for a
+    caller without one (the ASGI benchmarks leave gtlsclient's default)."""
+    cc = getattr(args, "cc", None)
+    return [] if cc is None else [f"--cc={cc}"]
+
+
 def native_load(
     server: Server, args: argparse.Namespace, connections: int, cpu: int | None
 ) -> Measurement:
@@ -447,7 +454,7 @@ def native_load(
         "-q",
         "--exit-on-all-streams-close",
         f"--timeout={args.native_idle_timeout}s",
-        f"--cc={args.cc}",
+        *native_cc(args),
         "-n",
         str(per_process),
         HOST,
