@@ -524,7 +524,10 @@ def run(args: argparse.Namespace) -> int:
     args.client_impls = [
         c for c in CLIENT_IMPLS if c not in h3.available_servers([c])[1]
     ]
-    args.cc = congestion_control(args.cc, [*servers, *args.client_impls])
+    # The Python clients are columns of the clients measurement only (self
+    # pairs each client with its own server).
+    clients = args.client_impls if "clients" in args.measurements else []
+    args.cc = congestion_control(args.cc, [*servers, *clients])
     # Why a measurement or a peer is missing, for the summary.
     args.unavailable = dict(missing)
     if args.native_client is None:
