@@ -1100,15 +1100,22 @@ def test_help_names_the_engines(
     assert "TRIOQUIC_ENGINE" in text
 
 
-@pytest.fixture
-def qh3_server(site: pathlib.Path) -> Iterator[Http3Server]:
+@contextlib.contextmanager
+def serving_on(engine: str, site: pathlib.Path) -> Iterator[Http3Server]:
+    """``serve --root site`` on ``engine``, whatever TRIOQUIC_ENGINE says."""
     process = Process(
-        [*PYTHON_M, "serve", "--port", "0", "--root", str(site), "--engine", "qh3"]
+        [*PYTHON_M, "serve", "--port", "0", "--root", str(site), "--engine", engine]
     )
     try:
         yield Http3Server(process)
     finally:
         process.kill()
+
+
+@pytest.fixture
+def qh3_server(site: pathlib.Path) -> Iterator[Http3Server]:
+    with serving_on("qh3", site) as server:
+        yield server
 
 
 def test_serve_and_get_on_the_qh3_engine(
@@ -1132,11 +1139,10 @@ def test_serve_and_get_on_the_qh3_engine(
     assert "HTTP/3 server stopped" in qh3_server.process.rest()
 
 
-def test_get_on_qh3_from_a_server_on_aioquic(
-    http3_server: Http3Server, site: pathlib.Path
-) -> None:
+def test_get_on_qh3_from_a_server_on_aioquic(site: pathlib.Path) -> None:
     """The ends choose their engines independently."""
-    assert "QUIC engine: aioquic" in http3_server.process.seen
-    result = http3_server.get(http3_server.at("/1m.bin"), "--engine", "qh3")
-    assert result.returncode == 0, result.stderr
-    assert sha256(result.stdout) == sha256((site / "1m.bin").read_bytes())
+    with serving_on("aioquic", site) as server:
+        assert "QUIC engine: aioquic" in server.process.seen
+        result = server.get(server.at("/1m.bin"), "--engine", "qh3")
+        assert result.returncode == 0, result.stderr
+        assert sha256(result.stdout) == sha256((site / "1m.bin").read_bytes())
