@@ -3,18 +3,32 @@ lives here, on trioquic's own classes (qh3's modules are left as they are).
 
 * Receive credit granted as the application *consumes* data. qh3's native
   core raises MAX_STREAM_DATA and MAX_DATA as the connection takes data out
-  of it (its event queue), a window ahead of what was taken. So the
-  connection takes stream data out only while the application holds less
-  than a window unread (per stream, and for the connection): past that, the
-  events wait in the core, and the peer, without new credit, stops at the
-  window. The core grants, on each take of n bytes, n bytes more credit,
-  keeping a window (its own) ahead of what was taken, and one take is at
-  most that window. So the core's window is a quarter of trioquic's
-  (:func:`core_window`), and the gate takes events only while at most
-  half of trioquic's window is unread: unread bytes (at most three
-  quarters) plus the core's window, the credit the peer holds beyond what
-  the application consumed, stay within trioquic's window, and so does
-  what the application holds unread.
+  of it (its event queue), a window ahead of what was taken, and it has one
+  event queue for every stream. So the connection takes events out only
+  while the application holds less than the *connection* window unread:
+  past that, the events wait in the core, and the peer, without new
+  credit, stops at the window. The core grants, on each take of n bytes, n
+  bytes more credit, keeping a window (its own) ahead of what was taken,
+  and one take is at most that window. So the core's windows are a quarter
+  of trioquic's (:func:`core_window`), and the gate takes events only while
+  at most half of trioquic's connection window is unread: unread bytes (at
+  most three quarters) plus the core's window, the credit the peer holds
+  beyond what the application consumed, stay within trioquic's connection
+  window, and so does what the application holds unread.
+
+  This differs from the aioquic engine, where each stream's window is a
+  hard bound too: here a stream whose reader stalls can hold up to the
+  connection window unread (never more), while the other streams keep
+  flowing until that window is full. A gate per stream would stop every
+  stream's events behind the stalled one (head-of-line blocking across
+  streams), since the core cannot be asked for one stream's events only,
+  nor to withhold one stream's credit. The memory a connection holds stays
+  bounded: the connection window, plus what the core buffers (at most its
+  window per stream) while the gate is shut.
+* A peer's RESET_STREAM releases the stream's unread bytes (nobody will
+  read them), and the bytes delivered per stream are counted, so the
+  engine can say a stream's received size, as aioquic's stream receivers
+  do (qh3's core does not).
 * The peer's stream limits are trioquic's (qh3: 100 bidirectional, 103
   unidirectional), in the transport parameters and in the core.
 * The initial RTT is trioquic's (qh3: 333 ms).
@@ -53,6 +67,10 @@ from .._events import (
 )
 from .._stateless_reset import StatelessResetKey
 from ._certificates import PinMismatch, check_pinned
+
+#: What qh3's core says when the anti-amplification limit leaves no room
+#: for the next packet (see :meth:`Qh3Connection.datagrams_to_send`).
+_CAPACITY_EXHAUSTED = "packet builder capacity exhausted"
 
 #: Room for the transport parameters, re-encoded with our stream limits.
 _PARAMETERS_CAPACITY = 4096
@@ -195,7 +213,6 @@ class Qh3Connection(_Qh3Connection):
     def __init__(
         self,
         *,
-        stream_window: int,
         connection_window: int,
         max_streams_bidi: int,
         max_streams_uni: int,
@@ -207,8 +224,7 @@ class Qh3Connection(_Qh3Connection):
         super().__init__(**kwargs)
         #: Client: the pinned server certificates (DER), see ``_certificates``.
         self.tq_pins = pins
-        #: The gate takes events while no more is unread (per stream, in all).
-        self.tq_stream_gate = gate_limit(stream_window)
+        #: The gate takes events while no more is unread (in all).
         self.tq_connection_gate = gate_limit(connection_window)
         self.tq_max_streams_bidi = max_streams_bidi
         self.tq_max_streams_uni = max_streams_uni
@@ -219,8 +235,11 @@ class Qh3Connection(_Qh3Connection):
         #: Unread bytes taken out of the core, per stream and in all.
         self.tq_unread: dict[int, int] = {}
         self.tq_unread_total = 0
-        #: Streams holding a window or more unread (the gate is closed).
-        self.tq_full: set[int] = set()
+        #: Bytes delivered per stream (in order: the offset reached; the
+        #: final size once the FIN arrived), while the core holds the stream.
+        self.tq_received: dict[int, int] = {}
+        #: Streams the core finished (discarded) since the last take.
+        self.tq_finished: list[int] = []
         self.tq_issued: list[bytes] = []
         self.tq_retired: list[bytes] = []
         #: Whether the peer closed (CONNECTION_CLOSE), the core closed on an
@@ -232,7 +251,7 @@ class Qh3Connection(_Qh3Connection):
     # -- receive credit on consumption ------------------------------------------
 
     def tq_gate_closed(self) -> bool:
-        return bool(self.tq_full) or self.tq_unread_total > self.tq_connection_gate
+        return self.tq_unread_total > self.tq_connection_gate
 
     def tq_consume(self, stream_id: int, count: int) -> bool:
         """The application read ``count`` bytes of ``stream_id``; True when
@@ -248,8 +267,6 @@ class Qh3Connection(_Qh3Connection):
             self.tq_unread[stream_id] = unread
         else:
             del self.tq_unread[stream_id]
-        if unread <= self.tq_stream_gate:
-            self.tq_full.discard(stream_id)
         return was_closed and not self.tq_gate_closed()
 
     def tq_release(self, stream_id: int) -> bool:
@@ -338,6 +355,37 @@ class Qh3Connection(_Qh3Connection):
         self._applied_transport_parameters = None
         self._pre_handshake_state_replayed = False
 
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
+        """qh3's, except when the anti-amplification limit cuts a flight short.
+
+        Before the client's address is validated, a server whose budget (three
+        times what it received) is nearly spent gets "packet builder capacity
+        exhausted" from the core instead of an empty poll (seen whenever the
+        client's first flight is one 1200-byte datagram, as aioquic's and
+        ngtcp2's are, and the certificate does not fit in 3600 bytes). qh3
+        raises it out of ``datagrams_to_send`` and drops the datagrams already
+        built. Here the flight stops there and what was built leaves: the
+        core's state is intact, and the rest goes once the client's next
+        datagram raises the budget. Any other core error still raises.
+        """
+        core = self._core
+        if core is None:
+            return []
+        datagrams: list[tuple[bytes, NetworkAddress]] = []
+        while True:
+            try:
+                transmit = core.poll_transmit(now)
+            except RuntimeError as exc:
+                if _CAPACITY_EXHAUSTED in str(exc) and not self._is_client:
+                    break
+                raise
+            if transmit is None:
+                break
+            self._log_datagram("datagrams_sent", transmit[0])
+            self._log_packets("packet_sent", transmit[0])
+            datagrams.append((transmit[0], transmit[1]))
+        return datagrams
+
     def _drain_core(self) -> None:
         # qh3's dispatch of the native core's events, with the credit gate,
         # trioquic's events, and the close's cause recorded (no log).
@@ -347,12 +395,10 @@ class Qh3Connection(_Qh3Connection):
         assert tls_bridge is not None
         out = self.tq_events
         unread = self.tq_unread
-        full = self.tq_full
-        stream_gate = self.tq_stream_gate
+        received = self.tq_received
+        gate = self.tq_connection_gate
         while True:
-            if (full or self.tq_unread_total > self.tq_connection_gate) and (
-                core.state in _LIVE_STATES
-            ):
+            if self.tq_unread_total > gate and core.state in _LIVE_STATES:
                 break  # the gate: the peer waits for credit
             native = core.next_event()
             if native is None:
@@ -360,12 +406,11 @@ class Qh3Connection(_Qh3Connection):
             kind = native[0]
             if kind == "stream_data":
                 stream_id, data = native[1], native[2]
-                if data:
-                    held = unread.get(stream_id, 0) + len(data)
-                    unread[stream_id] = held
-                    self.tq_unread_total += len(data)
-                    if held > stream_gate:
-                        full.add(stream_id)
+                size = len(data)
+                received[stream_id] = received.get(stream_id, 0) + size
+                if size:
+                    unread[stream_id] = unread.get(stream_id, 0) + size
+                    self.tq_unread_total += size
                 out.append(StreamDataReceived(stream_id, data, native[3]))
             elif kind == "datagram":
                 out.append(DatagramReceived(native[1]))
@@ -387,9 +432,13 @@ class Qh3Connection(_Qh3Connection):
                         exc.error_code, exc.frame_type, exc.reason_phrase
                     )
             elif kind == "stream_reset":
-                out.append(StreamResetReceived(native[1], native[2]))
+                stream_id = native[1]
+                received.setdefault(stream_id, 0)
+                self.tq_release(stream_id)  # nobody will read them
+                out.append(StreamResetReceived(stream_id, native[2]))
             elif kind == "stream_finished":
                 self._created_local_stream_ids.discard(native[1])
+                self.tq_finished.append(native[1])
             elif kind == "stop_sending":
                 out.append(StopSendingReceived(native[1], native[2]))
             elif kind == "new_token":

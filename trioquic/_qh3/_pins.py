@@ -73,6 +73,8 @@ PRIVATE_NAMES: dict[str, tuple[tuple[str, ...], str]] = {
         "overridden: credit gate, trioquic's events, the close's cause",
     ),
     "_drain_tls": (("QuicConnection",), "in the copied dispatch"),
+    "_log_datagram": (("QuicConnection",), "qlog, in the copied datagrams_to_send"),
+    "_log_packets": (("QuicConnection",), "qlog, in the copied datagrams_to_send"),
     "_end_trace": (("QuicConnection",), "end_logging(); the copied dispatch"),
     "_open_stream": (("QuicConnection",), "open_stream()"),
     "_remembered_transport_parameters": (("QuicConnection",), "in _create_core"),
@@ -145,6 +147,7 @@ CORE_ATTRIBUTES: dict[str, str] = {
     "latest_rtt": "statistics",
     "next_event": "the copied dispatch, behind the credit gate",
     "outstanding_application_packets": "has_unacknowledged_stream_data()",
+    "poll_transmit": "the copied datagrams_to_send",
     "received_authenticated_packet": "stateless reset detection",
     "smoothed_rtt": "probe_timeout(), statistics",
     "state": "the credit gate holds only while the connection lives",
@@ -192,6 +195,11 @@ PINNED_METHODS: dict[str, tuple[str, str, str]] = {
         "eaae4684d0c743e4",
         "Qh3Connection._drain_core",
         "copied: the native events' dispatch, behind the credit gate",
+    ),
+    "qh3.quic.connection:QuicConnection.datagrams_to_send": (
+        "0f1b3db8ec5107ba",
+        "Qh3Connection.datagrams_to_send",
+        "copied: a flight cut short by the anti-amplification limit is sent",
     ),
     "qh3.quic.connection:QuicConnection.receive_datagram": (
         "b037427888a01daf",
