@@ -14,8 +14,8 @@ import sys
 import pytest
 from test_bench_handshakes_smoke import (
     assert_goals,
-    qh3_asyncio,
     qh3_engine_missing,
+    stacks,
 )
 
 #: Starts servers and load clients as subprocesses: not in the default run
@@ -53,10 +53,7 @@ def test_h3_bulk_benchmark_quick() -> None:
         assert line in out, everything
     # The self measurement needs only Python: every stack must have figures.
     engine_missing = qh3_engine_missing()
-    stacks = ["trioquic", *qh3_asyncio()]
-    if engine_missing is None:
-        stacks.append("trioquic+qh3")
-    for stack in stacks:
+    for stack in stacks():
         assert f"\n{stack:<16} {stack} " in out, (stack, everything)
     assert "[self] trioquic/aioquic: n/a" not in out, everything
     assert_goals(

@@ -13,8 +13,8 @@ import pytest
 from test_bench_handshakes_smoke import (
     SERVER_RATIOS,
     assert_goals,
-    qh3_asyncio,
     qh3_engine_missing,
+    stacks,
 )
 
 #: Starts servers and load clients as subprocesses: not in the default run
@@ -58,10 +58,7 @@ def test_h3_requests_benchmark_quick() -> None:
     # about that server); trioquic's own rows must be there (on each engine
     # it has), and qh3's asyncio layer's.
     engine_missing = qh3_engine_missing()
-    servers = ["trioquic", *qh3_asyncio()]
-    if engine_missing is None:
-        servers.append("trioquic+qh3")
-    for server in servers:
+    for server in stacks():
         assert f"\npython 1x50  {server} " in completed.stdout, (server, output)
         assert f"\nnative 4xN   {server} " in completed.stdout, (server, output)
     assert_goals(

@@ -48,6 +48,13 @@ def qh3_asyncio() -> list[str]:
     return ["qh3-asyncio"] if importlib.util.find_spec("qh3") else []
 
 
+def stacks() -> list[str]:
+    """The labels of the columns every benchmark here must fill: trioquic,
+    qh3-asyncio when qh3 is installed, trioquic+qh3 when its engine runs."""
+    engine = ["trioquic+qh3"] if qh3_engine_missing() is None else []
+    return ["trioquic", *qh3_asyncio(), *engine]
+
+
 def assert_goals(stdout: str, goals: Sequence[str], *, measured: bool) -> None:
     """Every goal is printed with a verdict (``goal [met] <what>: ...``); with
     ``measured``, a figure too (met, not met or reported: never n/a)."""
@@ -98,15 +105,12 @@ def test_handshakes_benchmark_quick() -> None:
     # A peer failing a run is reported, not a test failure (it is a finding
     # about that server); trioquic's own figures must be there, on each
     # engine it has, and qh3's asyncio layer's.
-    servers = ["trioquic", *qh3_asyncio()]
     engine_missing = qh3_engine_missing()
-    if engine_missing is None:
-        servers.append(r"trioquic\+qh3")
-    else:
+    if engine_missing is not None:
         assert f"skipping trioquic+qh3: {engine_missing}" in stdout, stdout
     for shape in ("sequential", "16 concurrent"):
-        for server in servers:
-            row = rf"^python {shape} +{server} +\d+ +\d+\.\d+ "
+        for server in stacks():
+            row = rf"^python {shape} +{re.escape(server)} +\d+ +\d+\.\d+ "
             assert re.search(row, stdout, re.MULTILINE), (server, stdout)
     headline = re.search(r"^headline client: (\w+)", stdout, re.MULTILINE)
     assert headline is not None, stdout

@@ -10,9 +10,9 @@ from test_bench_handshakes_smoke import (
     SERVER_RATIOS,
     assert_goals,
     peers_missing,
-    qh3_asyncio,
     qh3_engine_missing,
     run_benchmark,
+    stacks,
 )
 
 #: Starts servers and load clients as subprocesses: not in the default run
@@ -36,12 +36,9 @@ def test_idle_memory_http3_quick() -> None:
     # A peer failing is reported, not a test failure (it is a finding about
     # that server); trioquic's own figures must be there (on each engine it
     # has), and qh3's asyncio layer's.
-    servers = ["trioquic", *qh3_asyncio()]
     engine_missing = qh3_engine_missing()
-    if engine_missing is None:
-        servers.append(r"trioquic\+qh3")
-    for server in servers:
-        row = rf"^{server} +-?\d+\.\d +0 "
+    for server in stacks():
+        row = rf"^{re.escape(server)} +-?\d+\.\d +0 "
         assert re.search(row, stdout, re.MULTILINE), (server, stdout)
     assert_goals(
         stdout,

@@ -9,8 +9,8 @@ import sys
 import pytest
 from test_bench_handshakes_smoke import (
     assert_goals,
-    qh3_asyncio,
     qh3_engine_missing,
+    stacks,
 )
 
 #: Starts servers and load clients as subprocesses: not in the default run
@@ -43,10 +43,7 @@ def test_bulk_benchmark_quick() -> None:
     # Each stack against itself has its row (a failing mixed pair is a
     # finding, reported in its run line).
     engine_missing = qh3_engine_missing()
-    stacks = ["trioquic", *qh3_asyncio()]
-    if engine_missing is None:
-        stacks.append("trioquic+qh3")
-    for stack in stacks:
+    for stack in stacks():
         assert f"\n{stack:<12} {stack:<12} " in completed.stdout, (stack, output)
     assert_goals(
         completed.stdout,

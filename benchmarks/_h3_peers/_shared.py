@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -150,38 +151,32 @@ def quic_configuration(
     """``library``'s ``QuicConfiguration`` (aioquic or qh3) with the shared
     settings (ALPN h3) and ``congestion_control`` ("reno" or "cubic"; qh3
     refuses anything but CUBIC, its only controller)."""
+    module = importlib.import_module
+    alpn = module(f"{library}.h3.connection").H3_ALPN
+    QuicConfiguration = module(f"{library}.quic.configuration").QuicConfiguration
+    specific: dict[str, Any]
     if library == "qh3":
-        from qh3.h3.connection import H3_ALPN as QH3_ALPN
-        from qh3.quic.configuration import QuicConfiguration as Qh3Configuration
-
         if congestion_control != QH3_CONGESTION_CONTROL:
             raise ValueError(
                 f"qh3 has CUBIC only, not {congestion_control!r} (use --cc cubic)"
             )
-        return Qh3Configuration(
-            is_client=is_client,
-            alpn_protocols=QH3_ALPN,
-            max_datagram_size=MAX_UDP_PAYLOAD,
-            probe_datagram_size=False,
-            # qh3's H3Connection always sends SETTINGS_H3_DATAGRAM=1, which
-            # an HTTP/3 peer (qh3's own, aioquic's) refuses without this
+        specific = {
+            "probe_datagram_size": False,
+            # qh3's H3Connection always sends SETTINGS_H3_DATAGRAM=1, which an
+            # HTTP/3 peer (qh3's own, aioquic's) refuses without this
             # transport parameter (H3_SETTINGS_ERROR).
-            max_datagram_frame_size=QH3_DATAGRAM_FRAME_SIZE,
-            max_data=CONNECTION_WINDOW,
-            max_stream_data=STREAM_WINDOW,
-            idle_timeout=IDLE_TIMEOUT,
-        )
-    from aioquic.h3.connection import H3_ALPN
-    from aioquic.quic.configuration import QuicConfiguration
-
+            "max_datagram_frame_size": QH3_DATAGRAM_FRAME_SIZE,
+        }
+    else:
+        specific = {"congestion_control_algorithm": congestion_control}
     return QuicConfiguration(
         is_client=is_client,
-        alpn_protocols=H3_ALPN,
+        alpn_protocols=alpn,
         max_datagram_size=MAX_UDP_PAYLOAD,
-        congestion_control_algorithm=congestion_control,
         max_data=CONNECTION_WINDOW,
         max_stream_data=STREAM_WINDOW,
         idle_timeout=IDLE_TIMEOUT,
+        **specific,
     )
 
 
