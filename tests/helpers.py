@@ -10,7 +10,9 @@ from typing import Any
 import trio
 
 import trioquic
+from trioquic.lowlevel import create_endpoint_engine
 from trioquic.testing import (
+    TEST_SERVER_NAME,
     MemoryNetwork,
     MemoryServer,
     client_settings,
@@ -190,3 +192,23 @@ def current_engine() -> str:
     """The QUIC engine this run's tests use: QuicSettings' default (the
     TRIOQUIC_ENGINE environment variable, else ``"aioquic"``)."""
     return trioquic.QuicSettings().engine
+
+
+def _first_flight_datagrams() -> int:
+    """How many datagrams carry a fresh client's first flight (its
+    ClientHello) on this run's engine: 1 on aioquic; 2 on qh3, whose
+    ClientHello carries a post-quantum key share too large for one. The
+    stateless router answers each of them (a Retry, a refusal), so the tests
+    that count those packets count this many per connection attempt."""
+    endpoint = create_endpoint_engine(client_settings(), is_client=True)
+    try:
+        client = endpoint.client_connection(TEST_SERVER_NAME)
+        client.connect(("10.0.0.1", 443), 0.0)
+        return len(client.datagrams_to_send(0.0))
+    finally:
+        endpoint.close()
+
+
+#: Datagrams in a fresh client's first flight on this run's engine (each an
+#: Initial the server's router answers on its own).
+FIRST_FLIGHT_DATAGRAMS = _first_flight_datagrams()

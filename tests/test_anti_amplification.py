@@ -1,8 +1,9 @@
 """Anti-amplification (RFC 9000 section 8.1): before a client's address is
 validated, a server sends at most three times the bytes it received from it,
 so a spoofed Initial cannot turn the server into an amplifier. Counted on the
-memory network's links, with a client that sends its first datagram and then
-goes silent (as a spoofed source address would)."""
+memory network's links, with a client that sends its first flight (its
+ClientHello, in one datagram or more) and then goes silent (as a spoofed
+source address would)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import functools
 import pytest
 import trio
 import trio.testing
+from helpers import FIRST_FLIGHT_DATAGRAMS
 
 import trioquic
 from trioquic.testing import (
@@ -25,14 +27,15 @@ SERVER = ("10.0.0.1", 4433)
 CLIENT_HOST = "10.0.0.2"
 
 
-def first_datagram_only() -> LinkConditions:
-    """A link that delivers the first datagram sent on it and loses the rest."""
+def first_flight_only() -> LinkConditions:
+    """A link that delivers the client's first flight (its first
+    :data:`FIRST_FLIGHT_DATAGRAMS` datagrams) and loses the rest."""
     sent = 0
 
     def loss(elapsed: float) -> float:
         nonlocal sent
         sent += 1
-        return 0.0 if sent == 1 else 1.0
+        return 0.0 if sent <= FIRST_FLIGHT_DATAGRAMS else 1.0
 
     return LinkConditions(delay=0.01, loss=loss)
 
@@ -47,7 +50,7 @@ async def silent_client_run(
 ) -> tuple[trioquic.testing.LinkStatistics, trioquic.testing.LinkStatistics]:
     """Bytes client -> server and server -> client, once the server gave up."""
     network = MemoryNetwork(conditions=LinkConditions(delay=0.01))
-    network.set_link(CLIENT_HOST, SERVER[0], first_datagram_only())
+    network.set_link(CLIENT_HOST, SERVER[0], first_flight_only())
     sock = network.socket(*SERVER)
     async with trio.open_nursery() as nursery:
         server = await nursery.start(
@@ -85,8 +88,9 @@ async def test_server_sends_at_most_three_times_what_it_received(
             server_settings(handshake_timeout=5),
             client_settings(handshake_timeout=2),
         )
-    assert inbound.delivered == 1
-    assert inbound.sent > 1  # the client retransmitted; the server never heard
+    assert inbound.delivered == FIRST_FLIGHT_DATAGRAMS
+    # The client retransmitted; the server never heard.
+    assert inbound.sent > FIRST_FLIGHT_DATAGRAMS
     assert outbound.sent >= 1
     assert outbound.sent_bytes <= 3 * inbound.delivered_bytes, (inbound, outbound)
 
@@ -117,7 +121,7 @@ async def test_a_large_certificate_chain_waits_for_address_validation(
         inbound, outbound = await silent_client_run(
             settings, client_settings(handshake_timeout=2)
         )
-    assert inbound.delivered == 1
+    assert inbound.delivered == FIRST_FLIGHT_DATAGRAMS
     # The server had far more to send, and stopped at the limit.
     assert outbound.sent_bytes <= 3 * inbound.delivered_bytes, (inbound, outbound)
     assert outbound.sent_bytes > 2 * inbound.delivered_bytes, (inbound, outbound)

@@ -13,7 +13,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from helpers import all_tasks
+from helpers import FIRST_FLIGHT_DATAGRAMS, all_tasks
 
 import trioquic
 from trioquic.testing import (
@@ -92,7 +92,8 @@ async def test_max_connections_refuses_with_connection_refused(
             assert info.value.reason.error_code == 0x2  # CONNECTION_REFUSED
             assert info.value.reason.by_peer
             stats = server.server.statistics()
-            assert stats.refused_max_connections == 1
+            # One refusal per Initial datagram of the attempt.
+            assert stats.refused_max_connections == FIRST_FLIGHT_DATAGRAMS
             assert stats.connections == 2
         # Room again once connections end.
         await trio.sleep(1)
@@ -118,8 +119,10 @@ async def test_a_full_server_refuses_instead_of_sending_retry(
                 pass  # pragma: no cover
         assert info.value.reason.error_code == 0x2
         stats = server.server.statistics()
-        assert stats.retries_sent == 1  # the first client's only
-        assert stats.refused_max_connections == 1
+        # The first client's attempt only, then one refusal per Initial
+        # datagram of the second's.
+        assert stats.retries_sent == FIRST_FLIGHT_DATAGRAMS
+        assert stats.refused_max_connections == FIRST_FLIGHT_DATAGRAMS
 
 
 async def test_max_pending_handshakes_drops_and_counts(
