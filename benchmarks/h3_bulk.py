@@ -936,6 +936,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="do not pin server and client to different CPUs",
     )
     parser.add_argument("--json", default=None, help="write the results here")
+    h3.add_profile_argument(parser)
     args = parser.parse_args(argv)
     for name, (quick, full) in {
         "repeat": (1, DEFAULT_REPEAT),

@@ -77,6 +77,12 @@ Run it::
     python benchmarks/h3_requests.py                # 4 repeats, 5 to 6 minutes
     python benchmarks/h3_requests.py --quick        # a smoke test, under a minute
     python benchmarks/h3_requests.py --repeat 5 --servers trioquic,aioquic
+    python benchmarks/h3_requests.py --servers trioquic-qh3 --profile DIR
+
+``--profile DIR`` runs the trioquic servers (either engine) under cProfile,
+one statistics file per server process in ``DIR`` (``h3_bulk.py``,
+``handshakes.py`` and ``idle_memory.py`` take it too): where a missed goal's
+time goes. Profiled figures are slower than the others.
 
 Loopback only: servers bind 127.0.0.1.
 """
@@ -343,7 +349,18 @@ def server_command(name: str, port: int, args: argparse.Namespace) -> list[str]:
         str(args.budget + 120),
         "--cc",
         args.cc,
+        *profile_option(name, port, args),
     ]
+
+
+def profile_option(name: str, port: int, args: argparse.Namespace) -> list[str]:
+    """``--profile PATH`` for a trioquic server when the run has
+    ``--profile DIR`` (one file per server process, named after it)."""
+    directory = getattr(args, "profile", None)
+    if not directory or VARIANTS.get(name, (name,))[0] != "trioquic":
+        return []
+    os.makedirs(directory, exist_ok=True)
+    return ["--profile", os.path.join(directory, f"{name}-{port}.prof")]
 
 
 def start_server(name: str, args: argparse.Namespace, cpu: int | None) -> Server:
@@ -931,6 +948,17 @@ def goals(
     ]
 
 
+def add_profile_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--profile",
+        metavar="DIR",
+        default=None,
+        help="run the trioquic servers (both engines) under cProfile, one "
+        "statistics file per server process in DIR (figures then not "
+        "comparable)",
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description="Small HTTP/3 requests: trioquic vs aioquic vs hypercorn-trio."
@@ -1002,6 +1030,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_false",
         help="do not pin server and clients to different CPUs",
     )
+    add_profile_argument(parser)
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = 1 if args.quick else DEFAULT_REPEAT

@@ -181,6 +181,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float) -> None
     servers = ",".join(h3.SERVERS)
     parser.add_argument("--servers", default=servers, help=f"some of {servers}")
     parser.add_argument("--json", metavar="PATH", help="also write figures here")
+    h3.add_profile_argument(parser)
     add_cc_argument(parser)
     parser.add_argument(
         "--budget", type=float, default=budget, help="no server starts after it (s)"

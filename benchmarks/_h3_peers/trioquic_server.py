@@ -7,6 +7,10 @@ is sent with ``request.respond``, a larger one streamed in 64 KiB pieces with
 full). It exits after
 ``--lifetime`` seconds so that it never outlives the benchmark.
 
+``--profile PATH`` runs it under cProfile and writes the statistics to
+``PATH`` when it exits, at the end of its lifetime or on SIGTERM (which then
+ends it cleanly): where the server's time went, for ``python -m pstats``.
+
 Run it::
 
     python benchmarks/_h3_peers/trioquic_server.py --port 4433 --cert C --key K
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
 from functools import partial
 from pathlib import Path
@@ -68,6 +73,13 @@ async def main(args: argparse.Namespace) -> None:
                 )
             )
             print(f"serving on {HOST}:{args.port}", flush=True)
+            if args.profile:
+                # SIGTERM ends the server cleanly, so that the profile is
+                # written (the benchmarks stop their servers with it).
+                with trio.open_signal_receiver(signal.SIGTERM) as signals:
+                    async for _ in signals:
+                        nursery.cancel_scope.cancel()
+                        break
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,6 +89,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="one system call per datagram (QuicSettings.udp_offload=False)",
     )
+    parser.add_argument(
+        "--profile", metavar="PATH", help="run under cProfile, statistics to PATH"
+    )
     return parser.parse_args(argv)
 
 
@@ -85,5 +100,13 @@ if __name__ == "__main__":
 
     arguments = parse_args()
     pin_to(arguments.cpu)
-    with contextlib.suppress(KeyboardInterrupt):
-        trio.run(main, arguments)
+    if arguments.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        with contextlib.suppress(KeyboardInterrupt):
+            profiler.runcall(trio.run, main, arguments)
+        profiler.dump_stats(arguments.profile)
+    else:
+        with contextlib.suppress(KeyboardInterrupt):
+            trio.run(main, arguments)
