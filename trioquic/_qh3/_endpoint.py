@@ -160,7 +160,6 @@ class Qh3Endpoint:
             quic = Qh3Connection(
                 configuration=self._base,
                 original_destination_connection_id=dcid,
-                stream_window=self.settings.stream_receive_window,
                 connection_window=self.settings.connection_receive_window,
                 max_streams_bidi=self.settings.max_concurrent_streams,
                 max_streams_uni=self.settings.max_concurrent_streams,

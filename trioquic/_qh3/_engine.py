@@ -67,7 +67,6 @@ class Qh3Engine:
             configuration=configuration,
             original_destination_connection_id=original_destination_cid,
             retry_source_connection_id=retry_source_cid,
-            stream_window=settings.stream_receive_window,
             connection_window=settings.connection_receive_window,
             max_streams_bidi=settings.max_concurrent_streams,
             max_streams_uni=settings.max_concurrent_streams,
@@ -87,6 +86,9 @@ class Qh3Engine:
         self._datagrams_queued = 0
         #: The credit gate opened: take the events waiting in the core.
         self._drain_due = False
+        #: Streams the core finished before the last take: their received
+        #: sizes go at the next (the application has seen their events).
+        self._retiring: list[int] = []
         self.quic_datagrams_send_dropped = 0
         self.datagrams_sent = 0
         self.datagrams_received = 0
@@ -286,6 +288,13 @@ class Qh3Engine:
         events = quic.tq_events
         if events:
             quic.tq_events = []
+        if self._retiring:
+            received = quic.tq_received
+            for stream_id in self._retiring:
+                received.pop(stream_id, None)
+            self._retiring = []
+        if quic.tq_finished:
+            self._retiring, quic.tq_finished = quic.tq_finished, []
         while (event := quic.next_event()) is not None:
             if isinstance(event, qh3_events.HandshakeCompleted):
                 self.handshake = HandshakeInfo(
@@ -480,7 +489,12 @@ class Qh3Engine:
             self._drain_due = True
 
     def received_final_size(self, stream_id: int) -> int | None:
-        return None  # qh3's core does not expose it
+        """The bytes received on the stream (the final size once its FIN
+        arrived; on a reset, what arrived before it: qh3's core does not say
+        the reset's final size), counted as the core delivers them in order;
+        None once the core has finished with the stream, as aioquic's is
+        once it discards the stream."""
+        return self.quic.tq_received.get(stream_id)
 
     # -- datagrams ----------------------------------------------------------
 
