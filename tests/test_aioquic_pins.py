@@ -158,13 +158,15 @@ GLOBALS_SCRIPT = textwrap.dedent(
         async with trio.open_nursery() as nursery:
             await nursery.start(functools.partial(
                 trioquic.h3.serve_http3, handler, 443,
-                settings=server_settings(alpn_protocols=["h3"]),
+                settings=server_settings(alpn_protocols=["h3"], engine="aioquic"),
                 sockets=[server_socket],
             ))
             for _ in range(2):
                 async with trioquic.h3.open_http3_client(
                     "10.0.0.1", 443,
-                    settings=client_settings(alpn_protocols=["h3"]),
+                    settings=client_settings(
+                        alpn_protocols=["h3"], engine="aioquic"
+                    ),
                     socket=network.socket("10.0.0.2"),
                 ) as client:
                     response = await client.request("GET", "/")

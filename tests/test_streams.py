@@ -387,6 +387,10 @@ async def test_stop_sending_as_the_first_frame_of_a_stream(
             assert info.value.error_code == 4
 
 
+@pytest.mark.aioquic_only(
+    "reads aioquic's per-stream records (QuicConnection._streams) and the "
+    "aioquic engine's credit ledger"
+)
 async def test_finished_streams_are_forgotten(autojump_clock: trio.testing.MockClock):
     # Memory per connection stays bounded however many streams it carried,
     # whichever way they ended.
