@@ -102,6 +102,34 @@ class Pair:
             if not moved:
                 break
 
+    def run(self, seconds: float, *, delay: float = 0.0) -> None:
+        """Exchange datagrams for ``seconds`` over a link with a one-way
+        ``delay``, handling both engines' timers when due."""
+        end = self.now + seconds
+        flight: list[tuple[float, Qh3Engine, bytes, tuple[str, int]]] = []
+        while True:
+            for sender, receiver, source in (
+                (self.server, self.client, SERVER_ADDR),
+                (self.client, self.server, CLIENT_ADDR),
+            ):
+                for data, _ in sender.datagrams_to_send(self.now):
+                    flight.append((self.now + delay, receiver, data, source))
+            self.client_events += self.client.poll_events()
+            self.server_events += self.server.poll_events()
+            due = [t for t in (self.client.get_timer(), self.server.get_timer()) if t]
+            due += [arrival for arrival, *_ in flight]
+            if not due or min(due) > end:
+                self.now = end
+                return
+            self.now = max(self.now, min(due))
+            for item in [item for item in flight if item[0] <= self.now]:
+                flight.remove(item)
+                item[1].receive_datagram(item[2], item[3], self.now)
+            for engine in (self.client, self.server):
+                timer = engine.get_timer()
+                if timer is not None and timer <= self.now:
+                    engine.handle_timer(self.now)
+
     def received(self) -> int:
         return sum(
             len(e.data) for e in self.client_events if isinstance(e, StreamDataReceived)
@@ -356,6 +384,25 @@ def test_a_late_retransmission_on_a_finished_stream_is_not_delivered_again() -> 
     ]
     assert requests == [b"GET"]
     assert pair.server.close_reason is None
+
+
+def test_acknowledged_stream_data_is_not_unacknowledged() -> None:
+    """What a graceful close waits for: stream data not yet acknowledged;
+    not the ACK-only packets qh3's core keeps among its outstanding ones
+    (the peer acknowledges them only with its next ack-eliciting packet)."""
+    pair = Pair()
+    control = pair.server.open_stream(True)
+    assert control is not None
+    pair.server.send_stream_data(control, b"settings", end_stream=False)
+    assert pair.server.has_unacknowledged_stream_data()
+    pair.server.datagrams_to_send(pair.now)  # in flight
+    assert pair.server.has_unacknowledged_stream_data()
+    pair.run(1.0, delay=0.01)
+    assert _data(pair.client_events, control) == b"settings"
+    assert pair.client.quic._core is not None
+    assert pair.client.quic._core.outstanding_application_packets  # its ACKs
+    assert not pair.client.has_unacknowledged_stream_data()
+    assert not pair.server.has_unacknowledged_stream_data()
 
 
 # -- bounded queues -------------------------------------------------------------------

@@ -464,7 +464,11 @@ class Qh3Engine:
             return False
         if self.send_buffered_total():
             return True
-        return bool(core.outstanding_application_packets)
+        # Packets that carry stream frames count in flight until acknowledged
+        # or declared lost (then their frames are queued again). The core's
+        # outstanding packets include ACK-only ones, which the peer
+        # acknowledges only with its next ack-eliciting packet.
+        return bool(core.bytes_in_flight)
 
     def send_buffered_total(self) -> int:
         try:

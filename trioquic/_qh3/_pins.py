@@ -138,7 +138,7 @@ PRIVATE_MODULES: dict[str, str] = {
 #: engine reads or calls: name -> what for.
 CORE_ATTRIBUTES: dict[str, str] = {
     "active_path": "peer_address(), anti-amplification budget (sent, received)",
-    "bytes_in_flight": "sending_held(), statistics",
+    "bytes_in_flight": "sending_held(), has_unacknowledged_stream_data(), statistics",
     "can_send_stream": "send_stream_data() refuses a stream that cannot send",
     "close": "the copied dispatch closes on a TLS error",
     "congestion_window": "sending_held(), statistics",
@@ -146,7 +146,6 @@ CORE_ATTRIBUTES: dict[str, str] = {
     "handshake_confirmed": "the copied dispatch",
     "latest_rtt": "statistics",
     "next_event": "the copied dispatch, behind the credit gate",
-    "outstanding_application_packets": "has_unacknowledged_stream_data()",
     "poll_transmit": "the copied datagrams_to_send",
     "received_authenticated_packet": "stateless reset detection",
     "smoothed_rtt": "probe_timeout(), statistics",
