@@ -405,6 +405,24 @@ def test_acknowledged_stream_data_is_not_unacknowledged() -> None:
     assert not pair.server.has_unacknowledged_stream_data()
 
 
+def test_probe_timeout_follows_rfc_9002_from_the_rtt_samples() -> None:
+    """Twice the initial RTT before a sample; then the smoothed RTT, four
+    RTT variations (half the first sample) and the peer's max_ack_delay
+    (25 ms); as samples agree, the variation decays and so does the PTO."""
+    fresh = Qh3Endpoint(_settings(server=False), is_client=True)
+    assert fresh.client_connection("localhost").probe_timeout() == pytest.approx(0.2)
+    slow = Pair()
+    slow.run(0.5, delay=0.05)
+    for _ in range(30):
+        slow.client.send_ping()
+        slow.run(0.3, delay=0.05)
+    rtt = slow.client.statistics().smoothed_rtt
+    assert rtt == pytest.approx(0.1, abs=0.01)
+    # Steady samples: nearly no variation left (the first sample's PTO was
+    # three RTTs plus the ACK delay).
+    assert rtt + 0.025 < slow.client.probe_timeout() < rtt + 0.025 + 0.02
+
+
 # -- bounded queues -------------------------------------------------------------------
 
 

@@ -33,6 +33,10 @@ _DATAGRAM_OVERHEAD = 1 + 20 + 4 + 16 + 1 + 4
 _NO_APPLICATION_PROTOCOL = 0x178
 _PADDING = 0
 _INTERNAL_ERROR = 0x1
+#: RFC 9002 section 6.2: the timer granularity, and the peer's max_ack_delay
+#: until its transport parameters say otherwise.
+_GRANULARITY = 0.001
+_DEFAULT_MAX_ACK_DELAY = 0.025
 
 
 class Qh3Engine:
@@ -89,6 +93,11 @@ class Qh3Engine:
         #: Streams the core finished before the last take: their received
         #: sizes go at the next (the application has seen their events).
         self._retiring: list[int] = []
+        #: RTT variation (RFC 9002 section 5.3) from the core's samples: the
+        #: last sample seen, None before the first.
+        self._rtt_sample: float | None = None
+        self._rtt_smoothed: float | None = None
+        self._rtt_variance = 0.0
         self.quic_datagrams_send_dropped = 0
         self.datagrams_sent = 0
         self.datagrams_received = 0
@@ -167,6 +176,7 @@ class Qh3Engine:
             self._tickets.now = now
         was_live = quic._close_event is None
         self._call(quic.receive_datagram, data, addr, now)
+        self._note_rtt_sample()
         if quic._core is None and not self.is_client and self.close_reason is None:
             # A server's first datagram qh3 could not read: no path to answer
             # on. End the connection, sending nothing.
@@ -358,15 +368,48 @@ class Qh3Engine:
     def end_logging(self) -> None:
         self.quic._end_trace()
 
-    def probe_timeout(self) -> float:
-        """The current PTO in seconds (RFC 9002 section 6.2): smoothed RTT
-        plus four RTT variations (estimated as half the RTT) and the peer's
-        25 ms ACK delay; qh3's core does not expose its own."""
+    def _note_rtt_sample(self) -> None:
+        """Follow the RTT variation (RFC 9002 section 5.3) from the core's
+        samples: qh3's core keeps its own but does not expose it. A sample
+        equal to the last one cannot be told from it and is not counted."""
         core = self.quic._core
-        rtt = None if core is None else core.smoothed_rtt
-        if rtt is None:
-            rtt = _INITIAL_RTT
-        return 3 * rtt + 0.025
+        if core is None:
+            return
+        latest = core.latest_rtt
+        if latest is None or latest == self._rtt_sample:
+            return
+        previous = self._rtt_smoothed
+        if self._rtt_sample is None or previous is None:
+            self._rtt_variance = latest / 2
+        else:
+            self._rtt_variance = 0.75 * self._rtt_variance + 0.25 * abs(
+                previous - latest
+            )
+        self._rtt_smoothed = core.smoothed_rtt
+        self._rtt_sample = latest
+
+    def probe_timeout(self) -> float:
+        """The current PTO in seconds, without backoff, as the aioquic
+        engine's (RFC 9002 section 6.2.1): the smoothed RTT plus four RTT
+        variations (at least the timer granularity) plus the peer's
+        max_ack_delay; twice the initial RTT before the first sample."""
+        smoothed = self._rtt_smoothed
+        if smoothed is None:
+            return 2 * _INITIAL_RTT
+        return (
+            smoothed
+            + max(4 * self._rtt_variance, _GRANULARITY)
+            + self._peer_max_ack_delay()
+        )
+
+    def _peer_max_ack_delay(self) -> float:
+        tls_bridge = self.quic._tls
+        parameters = (
+            None if tls_bridge is None else tls_bridge.remote_transport_parameters
+        )
+        if parameters is None or parameters.max_ack_delay is None:
+            return _DEFAULT_MAX_ACK_DELAY
+        return parameters.max_ack_delay / 1000
 
     def close(
         self,

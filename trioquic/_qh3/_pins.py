@@ -144,7 +144,7 @@ CORE_ATTRIBUTES: dict[str, str] = {
     "congestion_window": "sending_held(), statistics",
     "get_timer": "the idle timer (its kind), for the close's cause",
     "handshake_confirmed": "the copied dispatch",
-    "latest_rtt": "statistics",
+    "latest_rtt": "probe_timeout() (the RTT variation), statistics",
     "next_event": "the copied dispatch, behind the credit gate",
     "poll_transmit": "the copied datagrams_to_send",
     "received_authenticated_packet": "stateless reset detection",
