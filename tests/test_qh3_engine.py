@@ -10,6 +10,8 @@ test_qh3_pins.py.)
 
 from __future__ import annotations
 
+import json
+import pathlib
 import sys
 from collections.abc import Callable
 
@@ -70,11 +72,11 @@ class Pair:
         self.server_endpoint = server_endpoint or Qh3Endpoint(
             _settings(server=True, **overrides), is_client=False
         )
-        client_endpoint = Qh3Endpoint(
+        self.client_endpoint = Qh3Endpoint(
             client_settings or _settings(server=False, **overrides), is_client=True
         )
         self.now = 0.0
-        self.client = client_endpoint.client_connection("localhost")
+        self.client = self.client_endpoint.client_connection("localhost")
         first = _first_flight(self.client, self.now)
         header = parse_long_header(first[0])
         assert header is not None
@@ -421,6 +423,57 @@ def test_probe_timeout_follows_rfc_9002_from_the_rtt_samples() -> None:
     # Steady samples: nearly no variation left (the first sample's PTO was
     # three RTTs plus the ACK delay).
     assert rtt + 0.025 < slow.client.probe_timeout() < rtt + 0.025 + 0.02
+
+
+# -- qlog and key log -----------------------------------------------------------------
+
+
+def _logged_pair(tmp_path: pathlib.Path, **logging: str) -> Pair:
+    """A pair whose endpoints log (``logging``: setting -> file or folder
+    name under tmp_path, per side), with one request exchanged."""
+
+    def settings(server: bool) -> QuicSettings:
+        side = "server" if server else "client"
+        paths = {name: tmp_path / f"{side}{suffix}" for name, suffix in logging.items()}
+        return _settings(server=server, **paths)
+
+    server = Qh3Endpoint(settings(server=True), is_client=False)
+    pair = Pair(server, client_settings=settings(server=False))
+    sid = pair.client.open_stream(False)
+    assert sid is not None
+    pair.client.send_stream_data(sid, b"ping", end_stream=True)
+    pair.pump(20)
+    return pair
+
+
+def test_qlog_traces_are_written_per_connection(tmp_path: pathlib.Path) -> None:
+    pair = _logged_pair(tmp_path, qlog_dir="-qlog")
+    pair.client.end_logging()
+    pair.server.end_logging()
+    for side in ("client", "server"):
+        (trace_file,) = (tmp_path / f"{side}-qlog").glob("*.qlog")
+        (trace,) = json.loads(trace_file.read_text())["traces"]
+        names = {event["name"] for event in trace["events"]}
+        assert {"transport:packet_sent", "transport:packet_received"} <= names
+        assert "security:key_updated" in names
+
+
+def test_the_key_log_has_both_sides_secrets(tmp_path: pathlib.Path) -> None:
+    """The NSS key log (what Wireshark reads): the client and the server
+    log the same handshake and application secrets."""
+    pair = _logged_pair(tmp_path, keylog_file=".keys")
+    pair.client_endpoint.close()
+    pair.server_endpoint.close()
+    client = (tmp_path / "client.keys").read_text().splitlines()
+    server = (tmp_path / "server.keys").read_text().splitlines()
+    labels = {line.split()[0] for line in client}
+    assert labels == {
+        "CLIENT_HANDSHAKE_TRAFFIC_SECRET",
+        "SERVER_HANDSHAKE_TRAFFIC_SECRET",
+        "CLIENT_TRAFFIC_SECRET_0",
+        "SERVER_TRAFFIC_SECRET_0",
+    }
+    assert sorted(client) == sorted(server)
 
 
 # -- bounded queues -------------------------------------------------------------------
