@@ -591,10 +591,10 @@ def test_misuse_raises_stream_state_error_not_qh3_s() -> None:
 # -- packets the router sends ---------------------------------------------------------
 
 
-def _client_and_first_flight() -> tuple[Qh3Engine, bytes]:
-    client = Qh3Endpoint(_settings(server=False), is_client=True).client_connection(
-        "localhost"
-    )
+def _client_and_first_flight(**overrides: object) -> tuple[Qh3Engine, bytes]:
+    client = Qh3Endpoint(
+        _settings(server=False, **overrides), is_client=True
+    ).client_connection("localhost")
     return client, _first_flight(client, 0.0)[0]
 
 
@@ -693,9 +693,12 @@ def test_a_refusal_for_an_unknown_version_is_nothing() -> None:
     )
 
 
-def test_an_invalid_token_close_reaches_the_client_as_invalid_token() -> None:
+@pytest.mark.parametrize("alpn", ["test", "unoffered"])
+def test_an_invalid_token_close_reaches_the_client_as_invalid_token(alpn: str) -> None:
+    """INVALID_TOKEN whatever the ClientHello says (it is not read: a
+    protocol the server does not offer is no reason to answer otherwise)."""
     server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
-    client, first = _client_and_first_flight()
+    client, first = _client_and_first_flight(alpn_protocols=[alpn])
     packets = server_endpoint.invalid_token_packets(first, CLIENT_ADDR, 0.0)
     assert packets
     for data in packets:

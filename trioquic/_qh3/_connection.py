@@ -230,6 +230,9 @@ class Qh3Connection(_Qh3Connection):
         self.tq_max_streams_uni = max_streams_uni
         self.tq_initial_rtt = initial_rtt
         self.tq_reset_key = reset_key
+        #: Whether the handshake's CRYPTO data is read (not by the throwaway
+        #: connection that only answers an invalid token).
+        self.tq_read_handshake = True
         #: Transport events for the application, since the last take.
         self.tq_events: list[QuicEvent] = []
         #: Unread bytes taken out of the core, per stream and in all.
@@ -415,6 +418,8 @@ class Qh3Connection(_Qh3Connection):
             elif kind == "datagram":
                 out.append(DatagramReceived(native[1]))
             elif kind == "crypto_data":
+                if not self.tq_read_handshake:
+                    continue
                 try:
                     tls_bridge.receive_crypto(
                         tls.Epoch(native[1]), native[3], native[2], version=core.version

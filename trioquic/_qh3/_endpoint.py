@@ -165,11 +165,12 @@ class Qh3Endpoint:
                 max_streams_uni=self.settings.max_concurrent_streams,
                 initial_rtt=INITIAL_RTT,
             )
+            # The ClientHello is not read: whatever it says (a protocol we do
+            # not offer, say), the answer is INVALID_TOKEN.
+            quic.tq_read_handshake = False
             quic.receive_datagram(data, addr, now)
             if quic._core is None:
                 return []  # not even parsed: no path to answer on
-            # Whatever reading the ClientHello concluded, the answer is
-            # INVALID_TOKEN.
             quic._close_event = None
             quic.close(
                 error_code=QuicErrorCode.INVALID_TOKEN,
