@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 import trio
 
 import trioquic
@@ -19,6 +20,32 @@ from trioquic.testing import (
     open_memory_server,
     server_settings,
 )
+
+#: Which window bounds a receiver's unread bytes in a test of receive
+#: credit. "stream": the stream window alone (the connection's is left at its
+#: default), a hard bound on the aioquic engine only; qh3's core has one event
+#: queue for every stream and no per-stream credit, so there the connection
+#: window is the hard bound. "connection": both windows the same, a bound
+#: every engine keeps.
+RECEIVE_BOUNDS = [
+    pytest.param(
+        "stream",
+        marks=pytest.mark.aioquic_only(
+            "the per-stream receive window is a hard bound on aioquic only; "
+            "on qh3 the connection window is (docs/engines.rst)"
+        ),
+    ),
+    "connection",
+]
+
+
+def receive_windows(bound: str, window: int) -> dict[str, int]:
+    """The settings that bound a receiver's unread bytes by ``window``, as
+    ``bound`` (one of :data:`RECEIVE_BOUNDS`) says."""
+    if bound == "stream":
+        return {"stream_receive_window": window}
+    assert bound == "connection", bound
+    return {"stream_receive_window": window, "connection_receive_window": window}
 
 
 class Pair:
