@@ -40,6 +40,7 @@ CLIENT_ADDR = ("10.0.0.2", 5555)
 SERVER_ADDR = ("10.0.0.1", 4433)
 CONNECTION_REFUSED = 0x2
 INVALID_TOKEN = 0xB
+TRANSPORT_PARAMETER_ERROR = 0x8
 
 
 def _settings(*, server: bool, **overrides: object) -> QuicSettings:
@@ -67,12 +68,13 @@ class Pair:
         server_endpoint: Qh3Endpoint | None = None,
         *,
         client_settings: QuicSettings | None = None,
+        client_endpoint: Qh3Endpoint | None = None,
         **overrides: object,
     ) -> None:
         self.server_endpoint = server_endpoint or Qh3Endpoint(
             _settings(server=True, **overrides), is_client=False
         )
-        self.client_endpoint = Qh3Endpoint(
+        self.client_endpoint = client_endpoint or Qh3Endpoint(
             client_settings or _settings(server=False, **overrides), is_client=True
         )
         self.now = 0.0
@@ -713,6 +715,78 @@ def test_an_invalid_token_close_reaches_the_client_as_invalid_token(alpn: str) -
 def test_invalid_token_packets_answer_nothing_to_garbage(data: bytes) -> None:
     server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
     assert server_endpoint.invalid_token_packets(data, CLIENT_ADDR, 0.0) == []
+
+
+# -- the client's connection IDs ----------------------------------------------------
+
+
+class EmptyCidEndpoint(Qh3Endpoint):
+    """A client whose own connection ID is empty, as Chromium's is."""
+
+    def __init__(self) -> None:
+        super().__init__(_settings(server=False), is_client=True)
+        self._base.connection_id_length = 0
+
+    def client_connection(self, server_name: str) -> Qh3Engine:
+        engine = super().client_connection(server_name)
+        # (qh3's client draws its first destination ID at its own ID's length)
+        engine.quic._original_destination_connection_id = b"D" * 8
+        return engine
+
+
+def test_an_empty_client_source_cid_is_the_initial_source_connection_id() -> None:
+    """A client whose own connection ID is empty announces an empty
+    initial_source_connection_id; the server matches it against the
+    Initial's empty source ID (RFC 9000 section 7.3) and answers its
+    flight instead of refusing the parameters (TRANSPORT_PARAMETER_ERROR)."""
+    client = EmptyCidEndpoint().client_connection("localhost")
+    first = _first_flight(client, 0.0)
+    header = parse_long_header(first[0])
+    assert header is not None and header.source_cid == b""
+    server = Qh3Endpoint(_settings(server=True), is_client=False).server_connection(
+        original_destination_cid=header.destination_cid, retry_source_cid=None
+    )
+    for data in first:
+        server.receive_datagram(data, CLIENT_ADDR, 0.0)
+    server.poll_events()
+    assert server.close_reason is None
+    assert server.datagrams_to_send(0.001)
+    assert server.quic._tls is not None
+    assert server.quic._tls.remote_initial_source_connection_id == b""
+
+
+class MisnamingEndpoint(Qh3Endpoint):
+    """A client announcing an initial_source_connection_id that is not the
+    source ID of its Initial packets."""
+
+    def client_connection(self, server_name: str) -> Qh3Engine:
+        engine = super().client_connection(server_name)
+        quic = engine.quic
+        create_tls = quic._create_tls
+
+        def misnamed_tls(remote_source_cid: bytes | None) -> object:
+            own, quic.host_cid = quic.host_cid, b"\x01" * 8
+            try:
+                return create_tls(remote_source_cid)
+            finally:
+                quic.host_cid = own
+
+        quic._create_tls = misnamed_tls  # type: ignore[method-assign,assignment]
+        return engine
+
+
+def test_a_transport_parameter_error_reaches_the_client() -> None:
+    """The server refuses the mismatch with TRANSPORT_PARAMETER_ERROR in a
+    packet the client can read (an Initial): the client learns why instead
+    of waiting for its idle timeout."""
+    pair = Pair(
+        client_endpoint=MisnamingEndpoint(_settings(server=False), is_client=True)
+    )
+    assert pair.server.handshake is None and pair.client.handshake is None
+    reason = pair.client.close_reason
+    assert reason is not None and reason.cause is CloseCause.CLOSED_BY_PEER
+    assert reason.error_code == TRANSPORT_PARAMETER_ERROR and reason.is_transport
+    assert "initial_source_connection_id" in reason.reason
 
 
 # -- session tickets ------------------------------------------------------------------

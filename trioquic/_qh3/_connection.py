@@ -41,6 +41,8 @@ lives here, on trioquic's own classes (qh3's modules are left as they are).
   a word (a stateless reset or the idle timeout).
 * qh3's native-event dispatch logs every peer close as a warning; this copy
   does not.
+* An empty source connection ID in the peer's long header is the peer's
+  initial_source_connection_id (qh3 learns only a non-empty one).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from typing import Any
 
 from qh3 import tls
 from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3._hazmat import pull_quic_header as _pull_quic_header
 from qh3.quic import events as qh3_events
 from qh3.quic.connection import NetworkAddress, QuicConnectionState
 from qh3.quic.connection import QuicConnection as _Qh3Connection
@@ -357,6 +360,24 @@ class Qh3Connection(_Qh3Connection):
         )
         self._applied_transport_parameters = None
         self._pre_handshake_state_replayed = False
+
+    def _learn_remote_source_cid(self, data: bytes) -> None:
+        # qh3's, except that an empty source connection ID is recorded too
+        # (qh3 keeps only a non-empty one): a client whose own ID is empty,
+        # as Chromium's is, announces an empty initial_source_connection_id,
+        # which must match the Initial's source ID (RFC 9000 section 7.3),
+        # or the handshake fails with TRANSPORT_PARAMETER_ERROR. Only a long
+        # header carries a source ID; a short header has none to learn.
+        if self._handshake_complete or self._tls is None:
+            return
+        try:
+            header = _pull_quic_header(
+                data, 0, self._configuration.connection_id_length
+            )
+        except ValueError:
+            return
+        if header[0] is not None:
+            self._tls.remote_initial_source_connection_id = header[4]
 
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, NetworkAddress]]:
         """qh3's, except when the anti-amplification limit cuts a flight short.

@@ -77,6 +77,10 @@ PRIVATE_NAMES: dict[str, tuple[tuple[str, ...], str]] = {
     "_log_packets": (("QuicConnection",), "qlog, in the copied datagrams_to_send"),
     "_end_trace": (("QuicConnection",), "end_logging(); the copied dispatch"),
     "_open_stream": (("QuicConnection",), "open_stream()"),
+    "_learn_remote_source_cid": (
+        ("QuicConnection",),
+        "overridden: an empty source connection ID is learned too",
+    ),
     "_remembered_transport_parameters": (("QuicConnection",), "in _create_core"),
     "_set_version": (("QuicConnection",), "_create_tls"),
     # QuicTlsBridge, tls.Context
@@ -130,7 +134,7 @@ OWNERS: dict[str, str] = {
 PRIVATE_MODULES: dict[str, str] = {
     "qh3._hazmat": (
         "the native core (QuicConnectionCore), Buffer, the QPACK decoder and "
-        "its errors, varint encoding"
+        "its errors, varint encoding, the packet header parser"
     ),
 }
 
@@ -199,6 +203,11 @@ PINNED_METHODS: dict[str, tuple[str, str, str]] = {
         "0f1b3db8ec5107ba",
         "Qh3Connection.datagrams_to_send",
         "copied: a flight cut short by the anti-amplification limit is sent",
+    ),
+    "qh3.quic.connection:QuicConnection._learn_remote_source_cid": (
+        "d0e70f98d8906e17",
+        "Qh3Connection._learn_remote_source_cid",
+        "copied: a long header's source ID is the peer's even when empty",
     ),
     "qh3.quic.connection:QuicConnection.receive_datagram": (
         "b037427888a01daf",
