@@ -313,3 +313,140 @@ def test_an_unparseable_first_datagram_ends_the_connection_quietly() -> None:
     assert engine.close_reason is not None
     assert engine.datagrams_to_send(1.0) == []
     endpoint.close()
+
+
+def _varint2(value: int) -> bytes:
+    return (0x4000 | value).to_bytes(2, "big")
+
+
+def _first_client_hello() -> tuple[bytes, bytes]:
+    """A real ClientHello (an aioquic-engine client's, whatever this run's
+    engine: one that fits one datagram) and the client's source CID."""
+    from aioquic.buffer import Buffer
+    from aioquic.quic.crypto import CryptoPair
+    from aioquic.quic.packet import pull_quic_header
+
+    from trioquic.lowlevel import create_endpoint_engine
+    from trioquic.testing import client_settings
+
+    endpoint = create_endpoint_engine(client_settings(engine="aioquic"), is_client=True)
+    client = endpoint.client_connection("localhost")
+    client.connect(("10.0.0.7", 4433), 1.0)
+    datagram = client.datagrams_to_send(1.0)[0][0]
+    endpoint.close()
+    buf = Buffer(data=datagram)
+    header = pull_quic_header(buf, host_cid_length=8)
+    keys = CryptoPair()
+    keys.setup_initial(header.destination_cid, is_client=False, version=1)
+    _, frames, _ = keys.decrypt_packet(datagram[: header.packet_length], buf.tell(), 0)
+    buf = Buffer(data=frames)
+    assert buf.pull_uint_var() == 0x06 and buf.pull_uint_var() == 0  # CRYPTO
+    return buf.pull_bytes(buf.pull_uint_var()), header.source_cid
+
+
+def _client_hello_with(
+    hello: bytes, *, session_id: bytes = b"", extension: tuple[int, bytes] | None
+) -> bytes:
+    """``hello`` with another legacy session ID, and one extension's data
+    replaced (its length fields rewritten to match)."""
+    body = hello[4:]
+    at = 2 + 32
+    at += 1 + body[at]  # legacy_session_id
+    suites = body[at : at + 2 + int.from_bytes(body[at : at + 2], "big")]
+    at += len(suites)
+    compression = body[at : at + 1 + body[at]]
+    at += len(compression) + 2
+    extensions = b""
+    while at < len(body):
+        kind = int.from_bytes(body[at : at + 2], "big")
+        size = int.from_bytes(body[at + 2 : at + 4], "big")
+        data = body[at + 4 : at + 4 + size]
+        at += 4 + size
+        if extension is not None and kind == extension[0]:
+            data = extension[1]
+        extensions += kind.to_bytes(2, "big") + len(data).to_bytes(2, "big") + data
+    body = (
+        body[:34]
+        + bytes([len(session_id)])
+        + session_id
+        + suites
+        + compression
+        + len(extensions).to_bytes(2, "big")
+        + extensions
+    )
+    return b"\x01" + len(body).to_bytes(3, "big") + body
+
+
+def _sealed_initial(hello: bytes, destination_cid: bytes, source_cid: bytes) -> bytes:
+    from aioquic.quic.crypto import CryptoPair
+
+    frames = b"\x06\x00" + _varint2(len(hello)) + hello
+    frames += bytes(1162 - len(frames))  # PADDING to a 1200-byte datagram
+    header = (
+        b"\xc3\x00\x00\x00\x01\x08"
+        + destination_cid
+        + b"\x08"
+        + source_cid
+        + b"\x00"
+        + _varint2(len(frames) + 4 + 16)
+        + bytes(4)  # packet number 0
+    )
+    keys = CryptoPair()
+    keys.setup_initial(destination_cid, is_client=True, version=1)
+    return keys.encrypt_packet(header, frames, 0)
+
+
+_ALPN, _SERVER_NAME, _KEY_SHARE = 16, 0, 51
+_DECODE_ERROR = 0x100 + 50
+
+
+@pytest.mark.parametrize(
+    ("session_id", "extension", "error_code"),
+    [
+        pytest.param(b"", None, None, id="intact"),
+        # A protocol name's length runs past the ALPN list.
+        pytest.param(b"", (_ALPN, b"\x00\x03\xffh3"), _DECODE_ERROR, id="alpn"),
+        pytest.param(
+            b"", (_KEY_SHARE, b"\x00\x24\x00\x1d"), _DECODE_ERROR, id="key-share"
+        ),
+        pytest.param(
+            b"",
+            (_SERVER_NAME, b"\x00\x0c\x00\x00\x09loca\x80host"),
+            _DECODE_ERROR,
+            id="server-name-not-ascii",
+        ),
+        # RFC 9001 section 8.4: PROTOCOL_VIOLATION.
+        pytest.param(bytes(32), None, 0x0A, id="legacy-session-id"),
+    ],
+)
+def test_a_malformed_client_hello_is_refused_with_the_tls_alert(
+    session_id: bytes, extension: tuple[int, bytes] | None, error_code: int | None
+) -> None:
+    """The server closes a handshake whose ClientHello it cannot read with
+    the TLS alert decode_error as a CRYPTO_ERROR (or PROTOCOL_VIOLATION), on
+    either engine alike: never INTERNAL_ERROR, whatever its TLS parser
+    raises."""
+    from trioquic.lowlevel import create_endpoint_engine
+    from trioquic.testing import server_settings
+
+    hello, source_cid = _first_client_hello()
+    hello = _client_hello_with(hello, session_id=session_id, extension=extension)
+    destination_cid = os.urandom(8)
+    endpoint = create_endpoint_engine(server_settings(), is_client=False)
+    engine = endpoint.server_connection(
+        original_destination_cid=destination_cid, retry_source_cid=None
+    )
+    engine.receive_datagram(
+        _sealed_initial(hello, destination_cid, source_cid), ("10.0.0.66", 4433), 1.0
+    )
+    engine.poll_events()
+    sent = engine.datagrams_to_send(1.0)
+    engine.poll_events()
+    endpoint.close()
+    assert sent  # the ServerHello's flight, or the close
+    reason = engine.close_reason
+    if error_code is None:
+        assert reason is None
+        return
+    assert reason is not None
+    assert (reason.error_code, reason.is_transport) == (error_code, True)

@@ -50,7 +50,7 @@ from __future__ import annotations
 from typing import Any
 
 from qh3 import tls
-from qh3._hazmat import Buffer, QuicConnectionCore
+from qh3._hazmat import Buffer, BufferReadError, QuicConnectionCore
 from qh3._hazmat import pull_quic_header as _pull_quic_header
 from qh3.quic import events as qh3_events
 from qh3.quic.connection import NetworkAddress, QuicConnectionState
@@ -79,6 +79,10 @@ _CAPACITY_EXHAUSTED = "packet builder capacity exhausted"
 _PARAMETERS_CAPACITY = 4096
 #: qh3's words when no ALPN protocol is common (tls.Context's negotiation).
 _NO_COMMON_ALPN = "No common ALPN protocols"
+#: What aioquic says of a TLS message it cannot parse (decode_error).
+_UNPARSEABLE = "Could not parse TLS message"
+#: QUIC's transport error PROTOCOL_VIOLATION.
+_PROTOCOL_VIOLATION = 0x0A
 #: QUIC's CRYPTO_ERROR range starts here (plus the TLS alert).
 _CRYPTO_ERROR = 0x100
 #: The core states in which the connection still lives.
@@ -125,6 +129,14 @@ class Qh3TlsBridge(QuicTlsBridge):
     ) -> None:
         try:
             super().receive_crypto(epoch, data, offset, version=version)
+        except (BufferReadError, UnicodeDecodeError) as exc:
+            # qh3's TLS parser lets a message that runs short, or a name
+            # that is not ASCII (ServerName, ALPN), out as it found it;
+            # aioquic answers decode_error (a non-ASCII ALPN name aioquic
+            # skips instead, which qh3's parser cannot: it is refused here).
+            raise QuicTlsBridgeError(
+                _CRYPTO_ERROR + tls.AlertDescription.decode_error, _UNPARSEABLE
+            ) from exc
         except QuicTlsBridgeError as exc:
             # qh3's server refuses a ClientHello without a protocol it
             # offers with handshake_failure; RFC 9001 section 8.1 (and
@@ -140,6 +152,16 @@ class Qh3TlsBridge(QuicTlsBridge):
                     exc.reason_phrase,
                 ) from exc
             raise
+
+    def _on_alpn(self, alpn_protocol: str | None) -> None:
+        # QUIC does not use TLS 1.3's middlebox compatibility mode (RFC 9001
+        # section 8.4): a server refuses a ClientHello with a legacy session
+        # ID, as aioquic's does, before it reads the transport parameters.
+        if not self.configuration.is_client and self.tls.legacy_session_id:
+            raise QuicTlsBridgeError(
+                _PROTOCOL_VIOLATION, "ClientHello has a non-empty legacy_session_id"
+            )
+        super()._on_alpn(alpn_protocol)
 
     def _on_traffic_secret(
         self,

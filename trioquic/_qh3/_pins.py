@@ -84,6 +84,10 @@ PRIVATE_NAMES: dict[str, tuple[tuple[str, ...], str]] = {
     "_remembered_transport_parameters": (("QuicConnection",), "in _create_core"),
     "_set_version": (("QuicConnection",), "_create_tls"),
     # QuicTlsBridge, tls.Context
+    "_on_alpn": (
+        ("QuicTlsBridge",),
+        "extended: a ClientHello with a legacy session ID refused first",
+    ),
     "_on_traffic_secret": (
         ("QuicTlsBridge",),
         "extended: the pinned server certificate checked first",
@@ -248,7 +252,13 @@ PINNED_METHODS: dict[str, tuple[str, str, str]] = {
     "qh3.quic.tls_bridge:QuicTlsBridge.receive_crypto": (
         "0d9c95b19609fbe7",
         "Qh3TlsBridge.receive_crypto",
-        "extended: no common ALPN is no_application_protocol",
+        "extended: no common ALPN is no_application_protocol; a message the "
+        "TLS parser cannot read is decode_error",
+    ),
+    "qh3.quic.tls_bridge:QuicTlsBridge._on_alpn": (
+        "4a913e45f5104b75",
+        "Qh3TlsBridge._on_alpn",
+        "extended: a ClientHello with a legacy session ID refused first",
     ),
     "qh3.quic.tls_bridge:QuicTlsBridge._handle_tls": (
         "006d42f36ebd5fe9",
