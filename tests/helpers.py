@@ -48,6 +48,13 @@ def receive_windows(bound: str, window: int) -> dict[str, int]:
     return {"stream_receive_window": window, "connection_receive_window": window}
 
 
+def stream_unread_bound(stream_window: int, connection_window: int) -> int:
+    """The most unread bytes one stream may hold on this run's engine: its
+    stream window on aioquic; on qh3, where the stream window is not a hard
+    bound, the connection window (see :data:`RECEIVE_BOUNDS`)."""
+    return stream_window if current_engine() == "aioquic" else connection_window
+
+
 class Pair:
     """A client connection and the server's side of it."""
 

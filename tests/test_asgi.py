@@ -18,6 +18,7 @@ from urllib.parse import quote
 
 import pytest
 import trio
+from helpers import RECEIVE_BOUNDS, receive_windows
 from hypothesis import given
 from hypothesis import strategies as st
 from wsproto.connection import Connection, ConnectionType
@@ -76,9 +77,12 @@ def client_settings(**changes: Any) -> trioquic.QuicSettings:
 
 
 @asynccontextmanager
-async def served(app: Any, **options: Any) -> AsyncIterator[tuple[Http3Client, int]]:
+async def served(
+    app: Any, quic: dict[str, Any] | None = None, **options: Any
+) -> AsyncIterator[tuple[Http3Client, int]]:
     """``app`` served by serve_asgi on 127.0.0.1, and a client connected to
-    it (and the server's port)."""
+    it (and the server's port); ``quic``: settings of both ends."""
+    quic = quic or {}
     with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             server = await nursery.start(
@@ -87,12 +91,12 @@ async def served(app: Any, **options: Any) -> AsyncIterator[tuple[Http3Client, i
                     app,
                     0,
                     host="127.0.0.1",
-                    settings=server_settings(),
+                    settings=server_settings(**quic),
                     **options,
                 )
             )
             async with open_http3_client(
-                "127.0.0.1", server.port, settings=client_settings()
+                "127.0.0.1", server.port, settings=client_settings(**quic)
             ) as client:
                 yield client, server.port
             nursery.cancel_scope.cancel()
@@ -213,7 +217,12 @@ async def test_state_is_a_copy_per_request() -> None:
 # -- request bodies -----------------------------------------------------------------
 
 
-async def test_streamed_request_body_with_backpressure() -> None:
+#: The receive window of the backpressure tests (QuicSettings' default).
+WINDOW = trioquic.QuicSettings().stream_receive_window
+
+
+@pytest.mark.parametrize("bound", RECEIVE_BOUNDS)
+async def test_streamed_request_body_with_backpressure(bound: str) -> None:
     """The application reads only when it asks: while it does not, the
     client's sends block after a bounded amount (QUIC credit is granted as
     the application consumes)."""
@@ -238,7 +247,7 @@ async def test_streamed_request_body_with_backpressure() -> None:
 
     sent = 0
     async with (
-        served(app) as (client, _),
+        served(app, receive_windows(bound, WINDOW)) as (client, _),
         client.open_request("POST", "/upload") as stream,
     ):
 
@@ -260,13 +269,13 @@ async def test_streamed_request_body_with_backpressure() -> None:
             gate.set()
         response = await stream.response()
         assert await response.read() == str(total).encode()
-    bound = (
-        trioquic.QuicSettings().stream_receive_window
+    most = (
+        WINDOW
         + Http3Settings().body_buffer_size
         + trioquic.QuicSettings().stream_send_buffer
         + 2 * chunk
     )
-    assert stalled_at <= bound < total
+    assert stalled_at <= most < total
     assert all(more for _, more in received[:-1])
     assert received[-1][1] is False
 
@@ -288,7 +297,8 @@ async def test_empty_body_is_one_message() -> None:
 # -- responses ---------------------------------------------------------------------
 
 
-async def test_streamed_response_with_backpressure() -> None:
+@pytest.mark.parametrize("bound", RECEIVE_BOUNDS)
+async def test_streamed_response_with_backpressure(bound: str) -> None:
     total = 8 * MIB
     chunk = 64 * KIB
     sent = 0
@@ -311,7 +321,7 @@ async def test_streamed_response_with_backpressure() -> None:
             sent += chunk
         await send({"type": "http.response.body", "body": b""})
 
-    async with served(app) as (client, _):
+    async with served(app, receive_windows(bound, WINDOW)) as (client, _):
         response = await client.request("GET", "/big")
         assert response.status == 200
         previous = -1
@@ -321,13 +331,13 @@ async def test_streamed_response_with_backpressure() -> None:
         stalled_at = sent
         body = await response.read()
     assert len(body) == total
-    bound = (
-        trioquic.QuicSettings().stream_receive_window
+    most = (
+        WINDOW
         + Http3Settings().body_buffer_size
         + trioquic.QuicSettings().stream_send_buffer
         + 2 * chunk
     )
-    assert stalled_at <= bound < total
+    assert stalled_at <= most < total
 
 
 async def test_start_is_held_until_the_body_and_head_has_no_body() -> None:

@@ -14,7 +14,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from helpers import all_tasks
+from helpers import RECEIVE_BOUNDS, all_tasks, receive_windows
 
 import trioquic
 from trioquic import h3
@@ -1316,8 +1316,9 @@ def test_http3_settings_validation() -> None:
 # -- more backpressure and aborts ---------------------------------------------------
 
 
+@pytest.mark.parametrize("bound", RECEIVE_BOUNDS)
 async def test_unread_request_body_holds_the_client_back(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, bound: str
 ) -> None:
     read_now = trio.Event()
     sent = 0
@@ -1340,7 +1341,7 @@ async def test_unread_request_body_holds_the_client_back(
             http3_server(
                 handler,
                 Http3Settings(body_buffer_size=buffer),
-                stream_receive_window=window,
+                **receive_windows(bound, window),
             ) as harness,
             harness.client(stream_send_buffer=64 * 1024) as client,
             trio.open_nursery() as nursery,
@@ -1354,7 +1355,7 @@ async def test_unread_request_body_holds_the_client_back(
             nursery.start_soon(post)
             await trio.sleep(5)
             # The server buffers at most body_buffer_size unread bytes plus
-            # one stream window of credit; the client's send buffer and one
+            # one window of credit; the client's send buffer and one
             # chunk are all the rest.
             assert buffer <= sent <= buffer + window + 64 * 1024 + 2 * 65536
             read_now.set()

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from helpers import RECEIVE_BOUNDS, receive_windows
 
 import trioquic
 from trioquic import QuicSettings, h3
@@ -133,7 +134,8 @@ async def test_post_bytes_body() -> None:
     assert response.content == (b"abcdef" * 1000)[::-1]
 
 
-async def test_streamed_upload_is_bounded_by_the_slow_server() -> None:
+@pytest.mark.parametrize("bound", RECEIVE_BOUNDS)
+async def test_streamed_upload_is_bounded_by_the_slow_server(bound: str) -> None:
     """A generator body is sent as the server reads it: the client never
     runs far ahead of the server's reading (bounded memory)."""
     chunk = b"u" * 16384
@@ -162,8 +164,7 @@ async def test_streamed_upload_is_bounded_by_the_slow_server() -> None:
             http3_server(
                 slow_reader,
                 Http3Settings(body_buffer_size=16384),
-                stream_receive_window=window,
-                connection_receive_window=4 * window,
+                **receive_windows(bound, window),
             ) as server,
             client(settings=QuicSettings(stream_send_buffer=window)) as c,
         ):

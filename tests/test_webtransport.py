@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from helpers import RECEIVE_BOUNDS, receive_windows
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -88,19 +89,21 @@ async def wt_server(
     fallback: Callable[[h3.Request], Awaitable[None]] | None = None,
     paths: tuple[str, ...] | None = None,
     network: MemoryNetwork | None = None,
+    quic: dict[str, Any] | None = None,
     **http3: Any,
 ) -> AsyncIterator[Harness]:
     if network is None:
         network = MemoryNetwork()
     sock = network.socket(*SERVER)
     serving = trio.CancelScope()
+    quic = quic or {}
 
     async def serve(task_status: trio.TaskStatus[object]) -> None:
         with serving:
             await webtransport.serve_webtransport(
                 handler,
                 SERVER[1],
-                settings=server_settings(alpn_protocols=[]),
+                settings=server_settings(alpn_protocols=[], **quic),
                 http3_settings=Http3Settings(**http3) if http3 else None,
                 paths=paths,
                 fallback=fallback,
@@ -338,11 +341,12 @@ async def test_close_arguments_are_checked(
             assert not session.is_closed
 
 
+@pytest.mark.parametrize("bound", RECEIVE_BOUNDS)
 async def test_backpressure_slow_reader_bounds_the_writer(
-    autojump_clock: trio.testing.MockClock,
+    autojump_clock: trio.testing.MockClock, bound: str
 ) -> None:
     """The server does not read: the client's writer stops with at most the
-    stream window in flight plus its own send buffer; the server holds at
+    receive window in flight plus its own send buffer; the server holds at
     most its buffer plus one window. Then everything arrives intact."""
     accepted: list[webtransport.WebTransportStream] = []
     go = trio.Event()
@@ -350,6 +354,7 @@ async def test_backpressure_slow_reader_bounds_the_writer(
     read = trio.Event()
     payload = bytes(range(256)) * 16384  # 4 MiB
     quic = client_settings()
+    window = quic.stream_receive_window
 
     async def handler(session: WebTransportSession) -> None:
         stream = await session.accept_bidirectional_stream()
@@ -360,7 +365,10 @@ async def test_backpressure_slow_reader_bounds_the_writer(
         await session.wait_closed()
 
     with trio.fail_after(60):
-        async with wt_server(handler) as harness, harness.session() as session:
+        async with (
+            wt_server(handler, quic=receive_windows(bound, window)) as harness,
+            harness.session() as session,
+        ):
             stream = await session.open_bidirectional_stream()
             sent = trio.Event()
 
@@ -374,7 +382,6 @@ async def test_backpressure_slow_reader_bounds_the_writer(
                 await trio.sleep(5)
                 assert not sent.is_set()
                 server_state = accepted[0]._state
-                window = quic.stream_receive_window
                 buffer_size = Http3Settings().body_buffer_size
                 assert server_state.buffered <= buffer_size + window
                 client_io = session._driver.io
