@@ -218,3 +218,49 @@ async def test_client_rebind_over_loopback() -> None:
                 (server_side,) = server.connections
                 assert server_side.peer_address[1] == rebinds[0][1]  # type: ignore[index]
             nursery.cancel_scope.cancel()
+
+
+async def test_three_rebinds_in_one_transfer(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Each rebind moves to the peer's next connection ID, which the peer
+    issued in place of the one retired before it: every ID issued must be
+    routed (the client's router drops datagrams for IDs it does not know)."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.01))
+    client_socket = network.socket("10.0.0.2", 40000)
+    with trio.fail_after(120):
+        async with connected_pair(network=network, client_socket=client_socket) as pair:
+            stream = await pair.client.open_stream()
+            data = random.Random(3).randbytes(SIZE)
+            received = bytearray()
+            addresses = [pair.client.local_address]
+            crossed = [trio.Event() for _ in range(3)]
+
+            async def send() -> None:
+                for i in range(0, SIZE, 16_384):
+                    await stream.send_all(data[i : i + 16_384])
+                await stream.send_eof()
+
+            async def receive() -> None:
+                accepted = await pair.server.accept_stream()
+                assert isinstance(accepted, trioquic.QuicStream)
+                async for chunk in accepted:
+                    received.extend(chunk)
+                    for n, event in enumerate(crossed, 1):
+                        if len(received) >= n * SIZE // 4:
+                            event.set()
+
+            async def rebind() -> None:
+                for event in crossed:
+                    await event.wait()
+                    addresses.append(await pair.client.rebind())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(send)
+                nursery.start_soon(receive)
+                nursery.start_soon(rebind)
+            assert bytes(received) == data
+            assert len(set(addresses)) == 4
+            assert pair.server.peer_address == pair.client.local_address
+            dropped = pair.client.statistics().datagrams_dropped
+            assert dropped == 0
