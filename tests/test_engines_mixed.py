@@ -109,3 +109,72 @@ async def test_http3_across_engines_over_a_lossy_link(
     with trio.fail_after(300):
         async with pair(server_engine, client_engine, network) as client:
             await exchange(client)
+
+
+def test_a_client_with_an_empty_connection_id_is_served_by_aioquic() -> None:
+    """qh3's core cannot address a client whose own connection ID is empty
+    (Chromium's): it keeps sending to the client's first destination ID. A qh3
+    endpoint serves such a client on the aioquic engine, under the endpoint's
+    stateless reset key; the handshake completes. (tests/test_browser.py
+    shows the same with Chromium on a qh3 server.)"""
+    from aioquic.quic.configuration import QuicConfiguration
+    from aioquic.quic.connection import QuicConnection
+    from aioquic.quic.events import HandshakeCompleted
+
+    from trioquic._aioquic._engine import AioquicEngine
+    from trioquic._qh3._endpoint import Qh3Endpoint
+
+    endpoint = Qh3Endpoint(
+        server_settings(alpn_protocols=["h3"], engine="qh3"), is_client=False
+    )
+    try:
+        config = QuicConfiguration(
+            is_client=True,
+            alpn_protocols=["h3"],
+            server_name="localhost",
+            connection_id_length=0,
+        )
+        config.verify_mode = 0  # ssl.CERT_NONE: the handshake is what is tested
+        client = QuicConnection(configuration=config)
+        client_addr = ("10.0.0.2", 5000)
+        client.connect(SERVER, now=0.0)
+        pending = client.datagrams_to_send(now=0.0)
+        assert client.host_cid == b""
+        initial = pending[0][0]
+        server = endpoint.server_connection(
+            original_destination_cid=initial[6 : 6 + initial[5]],
+            retry_source_cid=None,
+            source_cid=b"",
+        )
+        assert isinstance(server, AioquicEngine)
+        fallback = endpoint._empty_cid_endpoint()
+        assert fallback.stateless_reset_key is endpoint.stateless_reset_key
+        now = 0.0
+        completed = False
+        for _ in range(20):
+            for data, _addr in pending:
+                server.receive_datagram(data, client_addr, now)
+            server.poll_events()
+            for data, _addr in server.datagrams_to_send(now):
+                client.receive_datagram(data, SERVER, now)
+            while (event := client.next_event()) is not None:
+                completed |= isinstance(event, HandshakeCompleted)
+            if completed and server.handshake_complete:
+                break
+            pending = client.datagrams_to_send(now)
+            now += 0.01
+        assert completed
+        assert server.handshake_complete
+        # A qh3 client (a non-empty ID) stays on qh3.
+        assert (
+            type(
+                endpoint.server_connection(
+                    original_destination_cid=b"\x01" * 8,
+                    retry_source_cid=None,
+                    source_cid=b"\x02" * 8,
+                )
+            ).__name__
+            == "Qh3Engine"
+        )
+    finally:
+        endpoint.close()

@@ -177,6 +177,7 @@ class _Endpoint:
             original_destination_cid=decision.original_destination_cid
             or decision.destination_cid,
             retry_source_cid=decision.retry_source_cid,
+            source_cid=decision.source_cid,
         )
         try:
             application = self.factory()

@@ -264,9 +264,14 @@ class EndpointEngine(Protocol):
         ...
 
     def server_connection(
-        self, *, original_destination_cid: bytes, retry_source_cid: bytes | None
+        self,
+        *,
+        original_destination_cid: bytes,
+        retry_source_cid: bytes | None,
+        source_cid: bytes | None = None,
     ) -> QuicEngine:
-        """A new server connection for a client's first Initial."""
+        """A new server connection for a client's first Initial, whose
+        source connection ID is ``source_cid`` (None: not known)."""
         ...
 
     def retry_packet(

@@ -91,7 +91,11 @@ class AioquicEndpoint:
         )
 
     def server_connection(
-        self, *, original_destination_cid: bytes, retry_source_cid: bytes | None
+        self,
+        *,
+        original_destination_cid: bytes,
+        retry_source_cid: bytes | None,
+        source_cid: bytes | None = None,
     ) -> AioquicEngine:
         return AioquicEngine(
             self._base,

@@ -10,11 +10,12 @@ import pathlib
 import ssl
 from typing import IO
 
+import attrs
 from qh3.quic.configuration import QuicConfiguration
 from qh3.quic.logger import QuicFileLogger
 from qh3.quic.packet import QuicErrorCode, encode_quic_retry
 
-from .._engine import Address
+from .._engine import Address, EndpointEngine, QuicEngine
 from .._settings import QuicSettings
 from .._stateless_reset import StatelessResetKey
 from ._certificates import pinned_certificates
@@ -105,6 +106,7 @@ class Qh3Endpoint:
         #: ID (and the router's resets).
         self.stateless_reset_key = StatelessResetKey(settings.stateless_reset_key)
         self._tickets = TicketStore(lifetime=settings.session_ticket_lifetime)
+        self._empty_cid: EndpointEngine | None = None
 
     def client_connection(self, server_name: str) -> Qh3Engine:
         config = dataclasses.replace(self._base)
@@ -113,8 +115,21 @@ class Qh3Endpoint:
         return Qh3Engine(config, self.settings, reset_key=None, pins=self._pins)
 
     def server_connection(
-        self, *, original_destination_cid: bytes, retry_source_cid: bytes | None
-    ) -> Qh3Engine:
+        self,
+        *,
+        original_destination_cid: bytes,
+        retry_source_cid: bytes | None,
+        source_cid: bytes | None = None,
+    ) -> QuicEngine:
+        if source_cid == b"":
+            # qh3's core cannot address a client whose connection ID is
+            # empty (Chromium's): it keeps sending to the client's first
+            # destination ID, which such a client drops. That connection runs
+            # on the aioquic engine instead; see _empty_cid_endpoint.
+            return self._empty_cid_endpoint().server_connection(
+                original_destination_cid=original_destination_cid,
+                retry_source_cid=retry_source_cid,
+            )
         return Qh3Engine(
             self._base,
             self.settings,
@@ -205,10 +220,29 @@ class Qh3Endpoint:
             return []
         return [packet]
 
+    def _empty_cid_endpoint(self) -> EndpointEngine:
+        """The aioquic engine of this endpoint, made on first use, for the
+        clients qh3 cannot serve (an empty source connection ID). It has the
+        same settings and answers for the same stateless reset key, so the
+        router's resets and the connection IDs it issues agree; session
+        tickets issued by one engine do not resume on the other (a full
+        handshake follows)."""
+        if self._empty_cid is None:
+            from .._aioquic import AioquicEndpoint
+
+            endpoint = AioquicEndpoint(
+                attrs.evolve(self.settings, engine="aioquic"), is_client=False
+            )
+            endpoint.stateless_reset_key = self.stateless_reset_key
+            self._empty_cid = endpoint
+        return self._empty_cid
+
     def close(self) -> None:
         if self._keylog is not None:
             self._keylog.close()
             self._keylog = None
+        if self._empty_cid is not None:
+            self._empty_cid.close()
 
 
 def _load_certificate(config: QuicConfiguration, settings: QuicSettings) -> None:
