@@ -695,6 +695,12 @@ async def test_server_shutdown_drains_sessions(
             assert info == SessionCloseInfo(1001, "going away", by_peer=True)
 
 
+@pytest.mark.aioquic_only(
+    "qh3 2.1's core stops acknowledging when both ends are limited by their "
+    "congestion windows (poll_transmit returns early with an ACK queued behind "
+    "reserved stream frames), so a two-way bulk exchange over a lossy link "
+    "stalls until a probe timeout; see docs/engines.rst"
+)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 async def test_streams_over_a_lossy_network(
     autojump_clock: trio.testing.MockClock, seed: int
