@@ -10,7 +10,7 @@ import pytest
 import trio
 import trio.lowlevel
 import trio.testing
-from helpers import RecordingSocket, connected_pair
+from helpers import RecordingSocket, bidirectional_pair, connected_pair
 
 import trioquic
 from trioquic.testing import (
@@ -264,3 +264,30 @@ async def test_three_rebinds_in_one_transfer(
             assert pair.server.peer_address == pair.client.local_address
             dropped = pair.client.statistics().datagrams_dropped
             assert dropped == 0
+
+
+@pytest.mark.aioquic_only(
+    "qh3 2.1's core keeps at most four network paths per connection and never "
+    "frees one: a qh3 server drops every datagram from a client's fifth address "
+    "(docs/engines.rst)"
+)
+async def test_six_rebinds_keep_the_connection(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    """Every rebind moves the client to a new address; the server follows
+    each one, and data flows both ways after every move."""
+    network = MemoryNetwork(conditions=LinkConditions(delay=0.01))
+    client_socket = network.socket("10.0.0.2", 40000)
+    with trio.fail_after(60):
+        async with connected_pair(network=network, client_socket=client_socket) as pair:
+            stream, accepted = await bidirectional_pair(pair)
+            for n in range(6):
+                address = await pair.client.rebind()
+                message = b"after rebind %d" % n
+                await stream.send_all(message)
+                with trio.fail_after(5):
+                    assert await accepted.receive_some(len(message)) == message
+                    await accepted.send_all(message)
+                    assert await stream.receive_some(len(message)) == message
+                assert pair.client.local_address == address
+            assert pair.server.peer_address == pair.client.local_address
