@@ -103,6 +103,10 @@ class Qh3Engine:
         self.datagrams_received = 0
         self.bytes_sent = 0
         self.bytes_received = 0
+        #: Client, 0-RTT unresolved: streams whose data left as early data,
+        #: and the FINs held back for them (see :meth:`send_stream_data`).
+        self._early_streams: set[int] = set()
+        self._held_fins: list[int] = []
 
     def _on_session_ticket(self, ticket: tls.SessionTicket) -> None:
         self.session_ticket = encode_session_ticket(ticket)
@@ -266,6 +270,8 @@ class Qh3Engine:
         quic = self.quic
         if quic._core is None:
             return []
+        if self._early_streams and not self.early_data_ready():
+            self._release_fins()
         datagrams: list[tuple[bytes, Address]] | None = self._call(
             quic.datagrams_to_send, now
         )
@@ -461,6 +467,12 @@ class Qh3Engine:
         quic = self.quic
         core = quic._core
         if (
+            self.is_client
+            and self.early_data_ready()
+            and self._hold_fin(stream_id, data, end_stream)
+        ):
+            return
+        if (
             core is not None
             and quic._handshake_complete
             and not core.can_send_stream(stream_id)
@@ -478,7 +490,43 @@ class Qh3Engine:
                 f"cannot send on stream {stream_id}: {exc}"
             ) from None
 
+    def _hold_fin(self, stream_id: int, data: bytes, end_stream: bool) -> bool:
+        """Client, 0-RTT not yet accepted or rejected: hold back a FIN
+        written alone after the stream's data left as early data.
+
+        Such a FIN goes in a STREAM frame of its own (offset > 0, length 0),
+        in a 0-RTT packet of its own. When the server rejects 0-RTT, qh3's
+        core queues the data of rejected packets again but loses that FIN
+        (its stream's send side does not take back an empty range past the
+        unacknowledged data, so the FIN is never pending again): the peer
+        gets the data as 1-RTT and never the end of the stream. The FIN held
+        here goes once 0-RTT is resolved (:meth:`_release_fins`). A FIN
+        written with data, or while the data is still queued, leaves in the
+        same frame as data and is queued again with it."""
+        if data:
+            self._early_streams.add(stream_id)
+            return False
+        if (
+            end_stream
+            and stream_id in self._early_streams
+            and not self.send_buffered(stream_id)
+        ):
+            self._held_fins.append(stream_id)
+            return True
+        return False
+
+    def _release_fins(self) -> None:
+        """0-RTT resolved: send the FINs held back meanwhile."""
+        held, self._held_fins = self._held_fins, []
+        self._early_streams.clear()
+        for stream_id in held:
+            # (the peer may have stopped the stream meanwhile)
+            with contextlib.suppress(*_QH3_ERRORS):
+                self.quic.send_stream_data(stream_id, b"", end_stream=True)
+
     def reset_stream(self, stream_id: int, error_code: int) -> None:
+        if stream_id in self._held_fins:
+            self._held_fins.remove(stream_id)
         with contextlib.suppress(*_QH3_ERRORS):  # finished: nothing left to reset
             self.quic.reset_stream(stream_id, error_code)
 
@@ -505,7 +553,7 @@ class Qh3Engine:
         core = self.quic._core
         if core is None:
             return False
-        if self.send_buffered_total():
+        if self.send_buffered_total() or self._held_fins:
             return True
         # Packets that carry stream frames count in flight until acknowledged
         # or declared lost (then their frames are queued again). The core's
