@@ -873,3 +873,72 @@ def test_a_missing_qh3_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -
         create_endpoint_engine(_settings(server=False), is_client=True)
     assert isinstance(info.value, ImportError)
     assert info.value.__cause__ is None and info.value.__suppress_context__
+
+
+# -- 0-RTT: a FIN written alone after the data left as early data ----------------------
+
+
+def _early_exchange(
+    server_endpoint: Qh3Endpoint, ticket: bytes
+) -> tuple[Qh3Engine, list[object]]:
+    """A 0-RTT client writes 400 bytes, flushes them as early data, then
+    writes the FIN alone (as the runtime does when its worker flushes
+    between ``send_all`` and ``send_eof``); returns the client and what the
+    server received once the handshake is done."""
+    client = Qh3Endpoint(
+        _settings(server=False, session_ticket=ticket, zero_rtt=True), is_client=True
+    ).client_connection("localhost")
+    now = 1.0
+    flight = _first_flight(client, now)
+    assert client.early_data_ready()
+    stream_id = client.open_stream(False)
+    assert stream_id is not None
+    client.send_stream_data(stream_id, b"x" * 400, False)
+    flight += [data for data, _ in client.datagrams_to_send(now)]
+    client.send_stream_data(stream_id, b"", True)
+    flight += [data for data, _ in client.datagrams_to_send(now)]
+    header = parse_long_header(flight[0])
+    assert header is not None
+    server = server_endpoint.server_connection(
+        original_destination_cid=header.destination_cid, retry_source_cid=None
+    )
+    for data in flight:
+        server.receive_datagram(data, CLIENT_ADDR, now)
+    events: list[object] = []
+    for _ in range(50):
+        now += 0.001
+        moved = False
+        for data, _ in server.datagrams_to_send(now):
+            client.receive_datagram(data, SERVER_ADDR, now)
+            moved = True
+        for data, _ in client.datagrams_to_send(now):
+            server.receive_datagram(data, CLIENT_ADDR, now)
+            moved = True
+        client.poll_events()
+        events += server.poll_events()
+        if not moved:
+            break
+    return client, events
+
+
+@pytest.mark.parametrize("accepted", [True, False])
+def test_a_fin_written_after_the_early_data_left_reaches_the_server(
+    accepted: bool,
+) -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    first = Pair(server_endpoint)
+    first.pump()
+    ticket = first.client.session_ticket
+    assert ticket is not None
+    if not accepted:
+        # Each ticket resumes once: its second use is refused 0-RTT.
+        _early_exchange(server_endpoint, ticket)
+    client, events = _early_exchange(server_endpoint, ticket)
+    assert client.handshake is not None
+    assert client.handshake.early_data_accepted is accepted
+    assert _data(events, 0) == b"x" * 400
+    assert any(
+        isinstance(e, StreamDataReceived) and e.stream_id == 0 and e.end_stream
+        for e in events
+    )
+    assert not client.has_unacknowledged_stream_data()
