@@ -942,3 +942,76 @@ def test_a_fin_written_after_the_early_data_left_reaches_the_server(
         for e in events
     )
     assert not client.has_unacknowledged_stream_data()
+
+
+# -- a FIN written alone while the stream's data is in flight --------------------------
+
+
+def _fin_after_data(pair: Pair, *, lose_data: bool) -> tuple[int, int]:
+    """The server writes 33 bytes on a stream and flushes them (lost when
+    ``lose_data``), then writes the FIN alone, flushes and loses that flush;
+    6000 bytes on another stream follow, whose acknowledgements make the core
+    declare the lost packets lost. Returns both stream IDs."""
+    stream_id, other = pair.server.open_stream(False), pair.server.open_stream(False)
+    assert stream_id is not None and other is not None
+    pair.server.send_stream_data(stream_id, b"d" * 33, end_stream=False)
+    for data, _ in pair.server.datagrams_to_send(pair.now):
+        if not lose_data:
+            pair.client.receive_datagram(data, SERVER_ADDR, pair.now)
+    pair.server.send_stream_data(stream_id, b"", end_stream=True)
+    pair.server.datagrams_to_send(pair.now)  # lost
+    pair.server.send_stream_data(other, b"o" * 6000, end_stream=True)
+    return stream_id, other
+
+
+@pytest.mark.parametrize("lose_data", [True, False])
+def test_a_fin_written_alone_survives_the_loss_of_the_stream_s_data(
+    lose_data: bool,
+) -> None:
+    """qh3's core loses a FIN that left in a STREAM frame of its own when
+    that packet and the packets of the data before it are declared lost
+    together: the data is sent again without the FIN and the peer's side of
+    the stream never ends (the connection idles out). The engine holds such
+    a FIN until the packets in flight are acknowledged or the data is queued
+    again, so it leaves with the data, or after it."""
+    pair = Pair()
+    stream_id, other = _fin_after_data(pair, lose_data=lose_data)
+    assert pair.server.has_unacknowledged_stream_data()
+    pair.run(5.0, delay=0.01)
+    assert _data(pair.client_events, stream_id) == b"d" * 33
+    assert _data(pair.client_events, other) == b"o" * 6000
+    ended = {
+        e.stream_id
+        for e in pair.client_events
+        if isinstance(e, StreamDataReceived) and e.end_stream
+    }
+    assert ended == {stream_id, other}
+    assert not pair.server.has_unacknowledged_stream_data()
+
+
+def test_a_fin_written_alone_with_nothing_in_flight_leaves_at_once() -> None:
+    pair = Pair()
+    stream_id = pair.server.open_stream(False)
+    assert stream_id is not None
+    pair.server.send_stream_data(stream_id, b"d" * 33, end_stream=False)
+    pair.run(1.0, delay=0.01)  # acknowledged
+    pair.server.send_stream_data(stream_id, b"", end_stream=True)
+    assert pair.server.datagrams_to_send(pair.now)
+    assert not pair.server._fins_in_flight
+
+
+def test_a_fin_held_for_the_packets_in_flight_is_dropped_by_a_reset() -> None:
+    pair = Pair()
+    stream_id = pair.server.open_stream(False)
+    assert stream_id is not None
+    pair.server.send_stream_data(stream_id, b"d" * 33, end_stream=False)
+    pair.server.datagrams_to_send(pair.now)
+    pair.server.send_stream_data(stream_id, b"", end_stream=True)
+    assert stream_id in pair.server._fins_in_flight
+    pair.server.reset_stream(stream_id, 5)
+    pair.run(5.0, delay=0.01)
+    assert not pair.server._fins_in_flight
+    assert any(
+        isinstance(e, StreamResetReceived) and e.stream_id == stream_id
+        for e in pair.client_events
+    )

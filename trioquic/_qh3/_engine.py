@@ -107,6 +107,10 @@ class Qh3Engine:
         #: and the FINs held back for them (see :meth:`send_stream_data`).
         self._early_streams: set[int] = set()
         self._held_fins: list[int] = []
+        #: FINs written alone while packets were in flight, held until those
+        #: are acknowledged or the stream's data is queued again (see
+        #: :meth:`_hold_fin_in_flight`): stream -> the last of those packets.
+        self._fins_in_flight: dict[int, int] = {}
 
     def _on_session_ticket(self, ticket: tls.SessionTicket) -> None:
         self.session_ticket = encode_session_ticket(ticket)
@@ -272,6 +276,8 @@ class Qh3Engine:
             return []
         if self._early_streams and not self.early_data_ready():
             self._release_fins()
+        if self._fins_in_flight:
+            self._release_fins_in_flight()
         datagrams: list[tuple[bytes, Address]] | None = self._call(
             quic.datagrams_to_send, now
         )
@@ -483,6 +489,8 @@ class Qh3Engine:
                 # application has not seen yet): nothing to send.
                 return
             raise StreamStateError(f"cannot send on stream {stream_id}")
+        if end_stream and not data and self._hold_fin_in_flight(stream_id):
+            return
         try:
             quic.send_stream_data(stream_id, data, end_stream=end_stream)
         except _QH3_ERRORS as exc:
@@ -524,9 +532,54 @@ class Qh3Engine:
             with contextlib.suppress(*_QH3_ERRORS):
                 self.quic.send_stream_data(stream_id, b"", end_stream=True)
 
+    def _hold_fin_in_flight(self, stream_id: int) -> bool:
+        """Hold back a FIN written alone while packets are in flight (the
+        stream's data may be among them), until they are acknowledged.
+
+        Such a FIN goes in a STREAM frame of its own (offset > 0, length 0).
+        When qh3's core declares that packet lost while the data before the
+        FIN is still unacknowledged (the data's packets lost too), it does
+        not queue the FIN again: the data is sent again without it, and the
+        peer's side of the stream never ends (the connection idles out). A
+        lost FIN-only frame after the data was acknowledged is sent again,
+        and a FIN written while data is queued leaves with that data (and is
+        queued again with it). The FIN held here goes when every packet in
+        flight now is acknowledged or declared lost, or as soon as the
+        stream's data is queued again (it then leaves with the data): see
+        :meth:`_release_fins_in_flight`."""
+        if self.send_buffered(stream_id):
+            return False
+        in_flight = self._packets_in_flight()
+        if not in_flight:
+            return False
+        self._fins_in_flight[stream_id] = max(in_flight)
+        return True
+
+    def _packets_in_flight(self) -> list[int]:
+        """The numbers of the ack-eliciting 1-RTT packets in flight (the
+        core's outstanding packets include ACK-only ones)."""
+        core = self.quic._core
+        if core is None:
+            return []
+        return [
+            number
+            for number, _, eliciting in core.outstanding_application_packets
+            if eliciting
+        ]
+
+    def _release_fins_in_flight(self) -> None:
+        oldest = min(self._packets_in_flight(), default=None)
+        for stream_id, last in list(self._fins_in_flight.items()):
+            if oldest is None or oldest > last or self.send_buffered(stream_id):
+                del self._fins_in_flight[stream_id]
+                # (the peer may have stopped the stream meanwhile)
+                with contextlib.suppress(*_QH3_ERRORS):
+                    self.quic.send_stream_data(stream_id, b"", end_stream=True)
+
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         if stream_id in self._held_fins:
             self._held_fins.remove(stream_id)
+        self._fins_in_flight.pop(stream_id, None)
         with contextlib.suppress(*_QH3_ERRORS):  # finished: nothing left to reset
             self.quic.reset_stream(stream_id, error_code)
 
@@ -553,7 +606,7 @@ class Qh3Engine:
         core = self.quic._core
         if core is None:
             return False
-        if self.send_buffered_total() or self._held_fins:
+        if self.send_buffered_total() or self._held_fins or self._fins_in_flight:
             return True
         # Packets that carry stream frames count in flight until acknowledged
         # or declared lost (then their frames are queued again). The core's
