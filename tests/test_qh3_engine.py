@@ -990,14 +990,27 @@ def test_a_fin_written_alone_survives_the_loss_of_the_stream_s_data(
 
 
 def test_a_fin_written_alone_with_nothing_in_flight_leaves_at_once() -> None:
+    """Only an ACK-only packet outstanding (the peer acknowledges it with
+    its next ack-eliciting packet, which may never come): nothing to wait
+    for (a stream without data, ended at once, hung on this)."""
     pair = Pair()
     stream_id = pair.server.open_stream(False)
     assert stream_id is not None
     pair.server.send_stream_data(stream_id, b"d" * 33, end_stream=False)
-    pair.run(1.0, delay=0.01)  # acknowledged
-    pair.server.send_stream_data(stream_id, b"", end_stream=True)
-    assert pair.server.datagrams_to_send(pair.now)
-    assert not pair.server._fins_in_flight
+    pair.run(1.0, delay=0.01)  # acknowledged, and the client's ACK too
+    core = pair.client.quic._core
+    assert core is not None
+    assert core.outstanding_application_packets and not core.bytes_in_flight
+    own = pair.client.open_stream(False)
+    assert own is not None
+    pair.client.send_stream_data(own, b"", end_stream=True)
+    assert not pair.client._fins_in_flight
+    assert pair.client.datagrams_to_send(pair.now)
+    pair.run(1.0, delay=0.01)
+    assert any(
+        isinstance(e, StreamDataReceived) and e.stream_id == own and e.end_stream
+        for e in pair.server_events
+    )
 
 
 def test_a_fin_held_for_the_packets_in_flight_is_dropped_by_a_reset() -> None:

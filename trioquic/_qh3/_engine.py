@@ -543,34 +543,36 @@ class Qh3Engine:
         peer's side of the stream never ends (the connection idles out). A
         lost FIN-only frame after the data was acknowledged is sent again,
         and a FIN written while data is queued leaves with that data (and is
-        queued again with it). The FIN held here goes when every packet in
-        flight now is acknowledged or declared lost, or as soon as the
-        stream's data is queued again (it then leaves with the data): see
-        :meth:`_release_fins_in_flight`."""
-        if self.send_buffered(stream_id):
+        queued again with it). The FIN held here goes once the packets
+        outstanding now are acknowledged or declared lost, or nothing is in
+        flight (the core's outstanding packets include ACK-only ones, which
+        the peer acknowledges only with its next ack-eliciting packet), or as
+        soon as the stream's data is queued again (it then leaves with the
+        data): see :meth:`_release_fins_in_flight`."""
+        core = self.quic._core
+        if core is None or not core.bytes_in_flight or self.send_buffered(stream_id):
             return False
-        in_flight = self._packets_in_flight()
-        if not in_flight:
+        outstanding = self._outstanding_packets()
+        if not outstanding:
             return False
-        self._fins_in_flight[stream_id] = max(in_flight)
+        self._fins_in_flight[stream_id] = max(outstanding)
         return True
 
-    def _packets_in_flight(self) -> list[int]:
-        """The numbers of the ack-eliciting 1-RTT packets in flight (the
-        core's outstanding packets include ACK-only ones)."""
+    def _outstanding_packets(self) -> list[int]:
+        """The numbers of the 1-RTT packets the core awaits acknowledgements
+        of: those in flight, and ACK-only ones (acknowledged along with the
+        next ack-eliciting packet the peer acknowledges)."""
         core = self.quic._core
         if core is None:
             return []
-        return [
-            number
-            for number, _, eliciting in core.outstanding_application_packets
-            if eliciting
-        ]
+        return [number for number, _, _ in core.outstanding_application_packets]
 
     def _release_fins_in_flight(self) -> None:
-        oldest = min(self._packets_in_flight(), default=None)
+        core = self.quic._core
+        idle = core is None or not core.bytes_in_flight
+        oldest = min(self._outstanding_packets(), default=None)
         for stream_id, last in list(self._fins_in_flight.items()):
-            if oldest is None or oldest > last or self.send_buffered(stream_id):
+            if idle or oldest is None or oldest > last or self.send_buffered(stream_id):
                 del self._fins_in_flight[stream_id]
                 # (the peer may have stopped the stream meanwhile)
                 with contextlib.suppress(*_QH3_ERRORS):

@@ -155,7 +155,7 @@ CORE_ATTRIBUTES: dict[str, str] = {
     "latest_rtt": "probe_timeout() (the RTT variation), statistics",
     "next_event": "the copied dispatch, behind the credit gate",
     "outstanding_application_packets": "a FIN written alone waits for the "
-    "packets in flight (Qh3Engine._packets_in_flight)",
+    "packets in flight (Qh3Engine._outstanding_packets)",
     "poll_transmit": "the copied datagrams_to_send",
     "received_authenticated_packet": "stateless reset detection",
     "smoothed_rtt": "probe_timeout(), statistics",
