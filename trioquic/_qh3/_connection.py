@@ -43,6 +43,9 @@ lives here, on trioquic's own classes (qh3's modules are left as they are).
   does not.
 * An empty source connection ID in the peer's long header is the peer's
   initial_source_connection_id (qh3 learns only a non-empty one).
+* A server lets its TLS bridge and context go once the handshake is
+  complete (:meth:`Qh3Connection.tq_release_tls`); qh3 keeps them for the
+  connection's life.
 """
 
 from __future__ import annotations
@@ -87,6 +90,9 @@ _PROTOCOL_VIOLATION = 0x0A
 _CRYPTO_ERROR = 0x100
 #: The core states in which the connection still lives.
 _LIVE_STATES = ("first_flight", "connected")
+#: TLS alert unexpected_message, as a QUIC CRYPTO_ERROR.
+_UNEXPECTED_MESSAGE = _CRYPTO_ERROR + tls.AlertDescription.unexpected_message
+_POST_HANDSHAKE_MESSAGE = "TLS message after the handshake"
 
 
 def core_window(window: int) -> int:
@@ -275,6 +281,9 @@ class Qh3Connection(_Qh3Connection):
         self.tq_peer_closed = False
         self.tq_protocol_error = False
         self.tq_silent_end = False
+        #: Server: the client's max_ack_delay transport parameter (seconds),
+        #: kept when the TLS bridge that holds the parameters goes.
+        self.tq_peer_max_ack_delay: float | None = None
 
     # -- receive credit on consumption ------------------------------------------
 
@@ -306,6 +315,36 @@ class Qh3Connection(_Qh3Connection):
         """Take out of the core what the gate allows (after consumption)."""
         if self._core is not None:
             self._drain_core()
+
+    # -- memory -------------------------------------------------------------------
+
+    def tq_release_tls(self) -> None:
+        """Server, handshake complete: let the TLS bridge and its context go
+        (the transcript, the key schedule, the certificate chain and the
+        parsed extensions, for the connection's life in qh3).
+
+        Nothing needs them any more: the 1-RTT keys and their updates live
+        in the core, the session ticket left in the server's first flight
+        (and the ticket store keeps what resumption needs), the core holds
+        the CRYPTO data it may send again, and a client sends no TLS message
+        after its Finished (a KeyUpdate is forbidden in QUIC): CRYPTO data
+        arriving later is refused with unexpected_message, as the context
+        would (see :meth:`_drain_core`). Of the client's transport
+        parameters, the core applied them all; its max_ack_delay is kept for
+        the probe timeout, and a client sends no stateless reset token."""
+        tls_bridge = self._tls
+        if self._is_client or not self._handshake_complete or tls_bridge is None:
+            return
+        parameters = tls_bridge.remote_transport_parameters
+        if parameters is not None and parameters.max_ack_delay is not None:
+            self.tq_peer_max_ack_delay = parameters.max_ack_delay / 1000
+        self._tls = None
+        # (compared only by qh3's _drain_tls, which needs the bridge)
+        self._applied_transport_parameters = None
+        # The context and the bridge refer to each other (its callbacks are
+        # the bridge's methods): break the cycle, so both go now rather than
+        # at the cyclic collector's next full pass.
+        del tls_bridge.tls
 
     # -- overrides ------------------------------------------------------------
 
@@ -443,7 +482,6 @@ class Qh3Connection(_Qh3Connection):
         core = self._core
         assert core is not None
         tls_bridge = self._tls
-        assert tls_bridge is not None
         out = self.tq_events
         unread = self.tq_unread
         received = self.tq_received
@@ -469,6 +507,14 @@ class Qh3Connection(_Qh3Connection):
                 if not self.tq_read_handshake:
                     continue
                 try:
+                    if tls_bridge is None:
+                        # A server past its handshake (the TLS context is
+                        # gone): a client has no TLS message left to send.
+                        if native[3]:
+                            raise QuicTlsBridgeError(
+                                _UNEXPECTED_MESSAGE, _POST_HANDSHAKE_MESSAGE
+                            )
+                        continue
                     tls_bridge.receive_crypto(
                         tls.Epoch(native[1]), native[3], native[2], version=core.version
                     )

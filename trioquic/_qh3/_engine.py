@@ -212,7 +212,8 @@ class Qh3Engine:
     def peer_reset_tokens(self) -> tuple[bytes, ...]:
         """The stateless reset token of the peer's first connection ID (the
         transport parameter); those of later IDs stay inside qh3's core,
-        which detects resets that use them by itself."""
+        which detects resets that use them by itself. (A client announces
+        none: a server's TLS bridge may be gone after the handshake.)"""
         tls_bridge = self.quic._tls
         if tls_bridge is None:
             return ()
@@ -328,6 +329,8 @@ class Qh3Engine:
             self._note_close()
         elif self.handshake is None and not self.is_client:
             self._note_early_data()
+        elif quic._tls is not None and not self.is_client:
+            quic.tq_release_tls()  # once the handshake is complete
         return events
 
     def _note_early_data(self) -> None:
@@ -415,10 +418,12 @@ class Qh3Engine:
         )
 
     def _peer_max_ack_delay(self) -> float:
-        tls_bridge = self.quic._tls
-        parameters = (
-            None if tls_bridge is None else tls_bridge.remote_transport_parameters
-        )
+        quic = self.quic
+        tls_bridge = quic._tls
+        if tls_bridge is None:  # a server's, let go after the handshake
+            kept = quic.tq_peer_max_ack_delay
+            return _DEFAULT_MAX_ACK_DELAY if kept is None else kept
+        parameters = tls_bridge.remote_transport_parameters
         if parameters is None or parameters.max_ack_delay is None:
             return _DEFAULT_MAX_ACK_DELAY
         return parameters.max_ack_delay / 1000
