@@ -10,14 +10,22 @@ test_qh3_pins.py.)
 
 from __future__ import annotations
 
+import gc
 import json
 import pathlib
 import sys
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
 
 import pytest
 
 pytest.importorskip("qh3", reason="qh3 is not installed (pip install 'trioquic[qh3]')")
+
+from qh3._hazmat import Buffer
+from qh3.quic.packet import (
+    pull_quic_transport_parameters,
+    push_quic_transport_parameters,
+)
 
 from trioquic import (
     CloseCause,
@@ -30,6 +38,7 @@ from trioquic import (
 )
 from trioquic._engine import EngineNotInstalled, create_endpoint_engine
 from trioquic._qh3 import Qh3Endpoint
+from trioquic._qh3._connection import Qh3Connection, Qh3TlsBridge
 from trioquic._qh3._engine import Qh3Engine
 from trioquic._qh3._tickets import decode_session_ticket, encode_session_ticket
 from trioquic._routing import initial_token, is_initial, parse_long_header
@@ -1028,3 +1037,145 @@ def test_a_fin_held_for_the_packets_in_flight_is_dropped_by_a_reset() -> None:
         isinstance(e, StreamResetReceived) and e.stream_id == stream_id
         for e in pair.client_events
     )
+
+
+# -- what an idle server connection keeps ------------------------------------------
+
+#: TLS alert unexpected_message as a QUIC CRYPTO_ERROR; a TLS KeyUpdate
+#: message (update_not_requested), which QUIC forbids.
+UNEXPECTED_MESSAGE = 0x10A
+KEY_UPDATE_MESSAGE = bytes([24, 0, 0, 1, 0])
+
+
+@pytest.fixture
+def released_tls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[list[weakref.ref[object]]]:
+    """Weak references to each TLS bridge and context a server lets go,
+    with the cyclic collector off: they must go by reference counting."""
+    refs: list[weakref.ref[object]] = []
+    release = Qh3Connection.tq_release_tls
+
+    def recording(self: Qh3Connection) -> None:
+        bridge = self._tls
+        if bridge is not None and self._handshake_complete:
+            refs.extend((weakref.ref(bridge), weakref.ref(bridge.tls)))
+        release(self)
+
+    monkeypatch.setattr(Qh3Connection, "tq_release_tls", recording)
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield refs
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _echo(pair: Pair, sender: Qh3Engine, data: bytes) -> bytes:
+    """``data`` on a new stream from ``sender``, as its peer received it."""
+    stream_id = sender.open_stream(False)
+    assert stream_id is not None
+    sender.send_stream_data(stream_id, data, end_stream=True)
+    pair.pump()
+    events = pair.server_events if sender is pair.client else pair.client_events
+    return _data(events, stream_id)
+
+
+def test_a_server_lets_its_tls_context_go_once_the_handshake_is_complete(
+    released_tls: list[weakref.ref[object]],
+) -> None:
+    pair = Pair()
+    assert pair.server.handshake is not None
+    assert pair.server.quic._tls is None and pair.server.quic.tls is None
+    assert len(released_tls) == 2  # the bridge and its context, once
+    assert all(ref() is None for ref in released_tls)
+    # qh3's client announces no max_ack_delay (the default, 25 ms), and a
+    # client no stateless reset token.
+    assert pair.server.quic.tq_peer_max_ack_delay is None
+    assert pair.server._peer_max_ack_delay() == pytest.approx(0.025)
+    assert pair.server.peer_reset_tokens() == ()
+    # A client keeps its own: a server may send tickets at any time.
+    assert pair.client.quic._tls is not None
+    # The connection works on, through key updates (the keys live in the
+    # core; qh3's client does not start one, its server does).
+    assert _echo(pair, pair.client, b"request") == b"request"
+    assert _echo(pair, pair.server, b"response") == b"response"
+    core = pair.server.quic._core
+    assert core is not None
+    for phase in (1, 0):
+        core.request_key_update()
+        assert core.send_key_phase == phase
+        assert _echo(pair, pair.server, b"new keys") == b"new keys"
+        assert _echo(pair, pair.client, b"new keys") == b"new keys"
+        pair.run(0.2, delay=0.01)
+    assert pair.client.close_reason is None and pair.server.close_reason is None
+
+
+def test_the_client_s_max_ack_delay_outlives_the_tls_context(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    serialize = Qh3TlsBridge.serialize_transport_parameters
+
+    def with_max_ack_delay(self: Qh3TlsBridge) -> bytes:
+        parameters = pull_quic_transport_parameters(Buffer(data=serialize(self)))
+        if self.configuration.is_client:
+            parameters.max_ack_delay = 40
+        buf = Buffer(capacity=4096)
+        push_quic_transport_parameters(buf, parameters)
+        return bytes(buf.data)
+
+    monkeypatch.setattr(
+        Qh3TlsBridge, "serialize_transport_parameters", with_max_ack_delay
+    )
+    pair = Pair()
+    assert pair.server.quic._tls is None
+    assert pair.server._peer_max_ack_delay() == pytest.approx(0.040)
+    pair.run(0.5, delay=0.05)  # RTT samples
+    stats = pair.server.statistics()
+    assert pair.server.probe_timeout() >= stats.smoothed_rtt + 0.040
+
+
+def test_a_ticket_from_a_server_without_its_tls_context_resumes(
+    released_tls: list[weakref.ref[object]],
+) -> None:
+    server_endpoint = Qh3Endpoint(_settings(server=True), is_client=False)
+    first = Pair(server_endpoint)
+    ticket = first.client.session_ticket
+    assert ticket is not None and first.server.quic._tls is None
+    resumed = Pair(
+        server_endpoint,
+        client_settings=_settings(server=False, session_ticket=ticket),
+    )
+    assert resumed.client.handshake is not None
+    assert resumed.client.handshake.session_resumed
+    assert resumed.server.quic._tls is None
+    assert _echo(resumed, resumed.client, b"resumed") == b"resumed"
+    # The resumed connection's server issued a ticket too, which resumes.
+    again = resumed.client.session_ticket
+    assert again is not None and again != ticket
+    third = Pair(
+        server_endpoint,
+        client_settings=_settings(server=False, session_ticket=again),
+    )
+    assert third.client.handshake is not None
+    assert third.client.handshake.session_resumed
+    assert len(released_tls) == 6
+    assert all(ref() is None for ref in released_tls)
+
+
+def test_a_tls_message_after_the_handshake_is_refused_as_the_context_would() -> None:
+    """A client has no TLS message to send after its Finished (QUIC forbids
+    KeyUpdate): one arriving at a server whose TLS context is gone ends the
+    connection with unexpected_message, as qh3's context answers."""
+    pair = Pair()
+    assert pair.server.quic._tls is None
+    core = pair.client.quic._core
+    assert core is not None
+    core.send_crypto(3, 0, KEY_UPDATE_MESSAGE)  # 1-RTT CRYPTO data
+    pair.pump()
+    assert pair.server.close_reason is not None
+    assert pair.server.close_reason.error_code == UNEXPECTED_MESSAGE
+    assert pair.client.close_reason is not None
+    assert pair.client.close_reason.error_code == UNEXPECTED_MESSAGE
+    assert pair.client.close_reason.cause is CloseCause.CLOSED_BY_PEER
