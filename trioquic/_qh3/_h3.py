@@ -16,7 +16,10 @@ QPACK (ls-qpack); :class:`_H3Connection` adds what it lacks:
   interim responses that end the stream or are never followed by a final
   one, field names and values RFC 9114 section 4.2 forbids, connection-specific
   fields, ``te`` other than ``trailers``, a malformed ``:status`` or
-  ``content-length`` and a body whose size differs from it;
+  ``content-length`` and a body whose size differs from it (HEADERS frames
+  are taken here, so that each field section is checked once, with qh3's
+  pseudo-header rules too: one regular expression over the whole section
+  checks its bytes);
 * push streams opened by a client, and a client's QPACK streams closed by the
   server (critical streams);
 * our SETTINGS (SETTINGS_MAX_FIELD_SECTION_SIZE, extended CONNECT, HTTP
@@ -146,11 +149,38 @@ _CONNECTION_SPECIFIC = frozenset(
         b"upgrade",
     )
 )
+#: Regular fields whose value is checked (RFC 9114 sections 4.1.2, 4.2).
+_CHECKED_FIELDS = _CONNECTION_SPECIFIC | {b"te", b"content-length"}
 #: Any byte a field name may not contain (RFC 9114 section 4.2: lowercase,
 #: visible ASCII; a colon only first, checked apart).
 _BAD_NAME = re.compile(rb"[^\x21-\x40\x5b-\x7e]")
 _BAD_VALUE = re.compile(rb"[\x00\r\n]")
 _WHITESPACE = b" \t"
+#: One field that breaks none of those rules, as ``name NUL value``: a name
+#: of lowercase visible ASCII with a colon only first, a value without NUL,
+#: CR or LF and without surrounding whitespace.
+_FIELD = (
+    rb":?[\x21-\x39\x3b-\x40\x5b-\x7e]*\x00"
+    rb"(?:[^\x00\r\n\t ](?:[^\x00\r\n]*[^\x00\r\n\t ])?)?"
+)
+#: A whole field section of such fields, joined by LF: one match checks
+#: every byte of a section (with its count of LFs, which tells a NUL and an
+#: LF hidden in one value from a separator); a section that fails it is read
+#: field by field for the message.
+_WELL_FORMED = re.compile(_FIELD + rb"(?:\n" + _FIELD + rb")*")
+_join_field = b"\x00".join
+
+#: What a field section is: its pseudo-headers allowed, and required.
+_REQUEST, _RESPONSE, _TRAILERS, _PROMISE = range(4)
+_REQUEST_PSEUDO = frozenset(
+    (b":method", b":scheme", b":authority", b":path", b":protocol")
+)
+_PSEUDO: tuple[tuple[frozenset[bytes], frozenset[bytes]], ...] = (
+    (_REQUEST_PSEUDO, frozenset((b":method", b":authority"))),
+    (frozenset((b":status",)), frozenset((b":status",))),
+    (frozenset(), frozenset()),
+    (_REQUEST_PSEUDO - {b":protocol"},) * 2,
+)
 
 
 class _IdError(ProtocolError):
@@ -197,18 +227,38 @@ def literal_field_section(headers: Headers) -> bytes:
     return bytes(out)
 
 
-def _check_fields(headers: Headers, *, request: bool, response: bool) -> int | None:
-    """RFC 9114 section 4.2's rules qh3 does not check; returns the
-    content-length, if any."""
+def _check_fields(headers: Headers, kind: int) -> tuple[int | None, bytes | None]:
+    """RFC 9114 section 4's rules for a field section of ``kind`` (qh3's
+    ``validate_headers`` is not called: each rule is checked once, here):
+    the bytes of names and values, pseudo-headers (allowed for the kind,
+    required, each once, before the regular fields, ``:authority`` and
+    ``:path`` not empty for http and https), connection-specific fields,
+    ``te`` other than ``trailers`` outside a request, ``content-length`` and
+    ``:status``. Returns the content-length and the ``:status``, if any."""
+    joined = b"\n".join(map(_join_field, headers))
+    if (
+        _WELL_FORMED.fullmatch(joined) is None
+        or joined.count(b"\n") != len(headers) - 1
+    ):
+        _check_field_bytes(headers)
+    allowed, required = _PSEUDO[kind]
+    pseudo: dict[bytes, bytes] = {}
+    regular = False
     content_length: int | None = None
     for name, value in headers:
-        if _BAD_NAME.search(name) or b":" in name[1:]:
-            raise MessageError(f"Header {name!r} contains invalid characters")
-        if _BAD_VALUE.search(value):
-            raise MessageError(f"Header {name!r} value has forbidden characters")
-        if value and (value[0] in _WHITESPACE or value[-1] in _WHITESPACE):
-            raise MessageError(f"Header {name!r} value has surrounding whitespace")
-        if name.startswith(b":"):
+        if name[:1] == b":":
+            if regular:
+                raise MessageError(
+                    f"Pseudo-header {name!r} is not allowed after regular headers"
+                )
+            if name not in allowed:
+                raise MessageError(f"Pseudo-header {name!r} is not valid")
+            if name in pseudo:
+                raise MessageError(f"Pseudo-header {name!r} is included twice")
+            pseudo[name] = value
+            continue
+        regular = True
+        if name not in _CHECKED_FIELDS:
             continue
         if name == b"content-length":
             try:
@@ -217,18 +267,39 @@ def _check_fields(headers: Headers, *, request: bool, response: bool) -> int | N
                 content_length = -1
             if content_length < 0:
                 raise MessageError("content-length is not a non-negative integer")
-        elif name == b"te" and request:
+        elif name == b"te" and kind in (_REQUEST, _PROMISE):
             if value.lower() != b"trailers":
                 raise MessageError("Header b'te' value is not trailers")
-        elif name == b"te" or name in _CONNECTION_SPECIFIC:
+        else:
             raise MessageError(f"Header {name!r} is connection-specific")
-    if response:
-        status = dict(headers).get(b":status", b"")
+    if not pseudo.keys() >= required:
+        missing = sorted(required.difference(pseudo))
+        raise MessageError(f"Pseudo-headers {missing} are missing")
+    if pseudo.get(b":scheme") in (b"http", b"https"):
+        if not pseudo.get(b":authority"):
+            raise MessageError("Pseudo-header b':authority' cannot be empty")
+        if not pseudo.get(b":path"):
+            raise MessageError("Pseudo-header b':path' cannot be empty")
+    status = pseudo.get(b":status")
+    if status is not None:
         if len(status) != 3 or not status.isdigit():
             raise MessageError(f"Pseudo-header b':status' has invalid value {status!r}")
         if status == b"101":
             raise MessageError("Pseudo-header b':status' cannot be 101")
-    return content_length
+    return content_length, status
+
+
+def _check_field_bytes(headers: Headers) -> None:
+    """The first field whose name or value has a byte RFC 9114 section 4.2
+    forbids, as a MessageError naming it (a section :data:`_WELL_FORMED`
+    refused)."""
+    for name, value in headers:
+        if _BAD_NAME.search(name) or b":" in name[1:]:
+            raise MessageError(f"Header {name!r} contains invalid characters")
+        if _BAD_VALUE.search(value):
+            raise MessageError(f"Header {name!r} value has forbidden characters")
+        if value and (value[0] in _WHITESPACE or value[-1] in _WHITESPACE):
+            raise MessageError(f"Header {name!r} value has surrounding whitespace")
 
 
 def _pull_id(payload: bytes, name: str) -> int:
@@ -519,7 +590,12 @@ class _H3Connection(H3Connection):
             except BufferReadError:
                 raise FrameError("Could not parse PUSH_PROMISE frame") from None
             self._check_push_id(push_id)
-        initial = stream.headers_recv_state is HeadersState.INITIAL
+        if frame_type == _HEADERS:
+            return [
+                self._headers_frame(
+                    stream, frame_data, stream_ended, frame_offset, frame_length
+                )
+            ]
         events = super()._handle_request_or_push_frame(
             frame_type,
             frame_data,
@@ -530,31 +606,87 @@ class _H3Connection(H3Connection):
         )
         for event in events:
             if isinstance(event, h3_events.PushPromiseReceived):
-                _check_fields(event.headers, request=True, response=False)
-            elif isinstance(event, h3_events.InformationalHeadersReceived):
-                _check_fields(event.headers, request=False, response=True)
-                self.tq_interim.add(stream.stream_id)
-            elif isinstance(event, h3_events.HeadersReceived):
-                self._check_headers(event, stream, initial)
+                _check_fields(event.headers, _PROMISE)
         return events
 
-    def _check_headers(
-        self, event: h3_events.HeadersReceived, stream: H3Stream, initial: bool
-    ) -> None:
-        response = initial and self._is_client
-        length = _check_fields(
-            event.headers, request=initial and not self._is_client, response=response
-        )
-        if not initial:
-            return
+    def _headers_frame(
+        self,
+        stream: H3Stream,
+        frame_data: bytes | None,
+        stream_ended: bool,
+        offset: int,
+        length: int | None,
+    ) -> h3_events.H3Event:
+        """A HEADERS frame, as qh3's ``_handle_request_or_push_frame`` takes
+        it (decoded, logged, the stream's state moved on, the same event),
+        its fields checked once, by :func:`_check_fields` (not by qh3's
+        ``validate_headers`` too); a response's interim headers are
+        remembered, a final message's content-length counted against its
+        body."""
+        state = stream.headers_recv_state
+        if state is HeadersState.AFTER_TRAILERS:
+            raise FrameUnexpected("HEADERS frame is not allowed in this state")
         sid = stream.stream_id
-        if response and dict(event.headers)[b":status"].startswith(b"1"):
-            # qh3 takes an interim response that ends the stream as final.
-            raise MessageError("Interim response cannot end the stream")
+        headers = self._decode_headers(sid, frame_data, offset=offset, length=length)
+        if state is not HeadersState.INITIAL:
+            _check_fields(headers, _TRAILERS)
+            self._log_headers(stream, frame_data, length, headers)
+            stream.headers_recv_state = HeadersState.AFTER_TRAILERS
+            # Trailers end the message: the end of the stream is theirs.
+            return h3_events.HeadersReceived(
+                headers=headers,
+                push_id=stream.push_id,
+                stream_id=sid,
+                stream_ended=stream_ended or stream.receiving_ended,
+            )
+        if self._is_client:
+            content_length, status = _check_fields(headers, _RESPONSE)
+            self._log_headers(stream, frame_data, length, headers)
+            if status is not None and status < b"2":  # qh3: below 200
+                if stream_ended:
+                    # qh3 would take it as the final response.
+                    raise MessageError("Interim response cannot end the stream")
+                self.tq_interim.add(sid)
+                return h3_events.InformationalHeadersReceived(
+                    headers=headers, stream_id=sid
+                )
+        else:
+            content_length, _ = _check_fields(headers, _REQUEST)
+            self._log_headers(stream, frame_data, length, headers)
+        stream.headers_recv_state = HeadersState.AFTER_HEADERS
         self.tq_interim.discard(sid)
-        if length is not None and sid not in self.tq_head_streams:
-            self.tq_lengths[sid] = [length, 0]
+        if content_length is not None and sid not in self.tq_head_streams:
+            self.tq_lengths[sid] = [content_length, 0]
         self.tq_head_streams.discard(sid)
+        return h3_events.HeadersReceived(
+            headers=headers,
+            push_id=stream.push_id,
+            stream_id=sid,
+            stream_ended=stream_ended,
+        )
+
+    def _log_headers(
+        self,
+        stream: H3Stream,
+        frame_data: bytes | None,
+        length: int | None,
+        headers: Headers,
+    ) -> None:
+        """qh3's qlog event for a HEADERS frame, when a trace is written."""
+        logger = self._quic_logger
+        if logger is None:
+            return
+        if frame_data is None:
+            length = stream.blocked_frame_size
+        elif length is None:
+            length = len(frame_data)
+        logger.log_event(
+            category="http",
+            event="frame_parsed",
+            data=logger.encode_http3_headers_frame(
+                length=length or 0, headers=headers, stream_id=stream.stream_id
+            ),
+        )
 
 
 def _fold_end(
@@ -993,8 +1125,9 @@ class Qh3H3Engine:
 #: ``_max_encoded_field_section_size``, ``_max_push_id``, ``_settings_received``,
 #: ``_local_control_stream_id``, ``_peer_control_stream_id``,
 #: ``_peer_encoder_stream_id``, ``_peer_decoder_stream_id``,
-#: ``_log_stream_type``; ``H3Stream``'s ``buffer``, ``blocked``,
-#: ``frame_type``, ``frame_size``, ``headers_recv_state``,
+#: ``_log_stream_type``, ``_quic_logger``; ``H3Stream``'s ``buffer``,
+#: ``blocked``, ``blocked_frame_size``, ``frame_type``, ``frame_size``,
+#: ``headers_recv_state``,
 #: ``headers_send_state``, ``receiving_ended``, ``sending_ended``,
 #: ``stream_type``, ``push_id``.
 H3_PINS: dict[str, tuple[str, str]] = {
@@ -1029,7 +1162,8 @@ H3_PINS: dict[str, tuple[str, str]] = {
     ),
     "qh3.h3.connection:H3Connection._handle_request_or_push_frame": (
         "1f7f711069ac40d6",
-        "wrapped: reserved frames, push IDs, field checks, interim responses",
+        "wrapped: reserved frames, push IDs, push promises' fields; HEADERS "
+        "taken here as it takes them (its validate_headers not called)",
     ),
     "qh3.h3.connection:H3Connection._handle_control_frame": (
         "e37b7df47bd9ac86",
