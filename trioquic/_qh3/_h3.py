@@ -193,6 +193,8 @@ def _lsqpack_can_encode(headers: Headers) -> bool:
     panics on its next use. Counted on the raw length (Huffman coding is used
     only when shorter), so a compressible field near the limit is sent as a
     literal too."""
+    if len(b"".join(map(b"".join, headers))) + _FIELD_OVERHEAD <= QPACK_MAX_FIELD:
+        return True  # every field is shorter than all of them
     return all(
         len(name) + len(value) + _FIELD_OVERHEAD <= QPACK_MAX_FIELD
         for name, value in headers
@@ -525,10 +527,32 @@ class _H3Connection(H3Connection):
             # stream; read the frames first, then the end, so a frame after
             # trailers is refused (RFC 9114 section 4.1).
             events = super()._receive_request_or_push_data(stream, data, False)
-            events = _fold_end(
+            if (
+                stream.frame_size is None
+                and not stream.buffer
+                and not stream.blocked
+                and stream.frame_type != _WEBTRANSPORT_STREAM
+                and stream.headers_recv_state is not HeadersState.INITIAL
+            ):
+                # Whole frames after the headers: the end is what qh3 makes
+                # of a bare one, carried by the last event (as _fold_end).
+                stream.receiving_ended = True
+                last = events[-1] if events else None
+                if isinstance(last, h3_events.DataReceived | h3_events.HeadersReceived):
+                    last.stream_ended = True
+                else:
+                    events.append(
+                        h3_events.DataReceived(
+                            data=b"",
+                            push_id=stream.push_id,
+                            stream_id=stream.stream_id,
+                            stream_ended=True,
+                        )
+                    )
+                return events
+            return _fold_end(
                 events, self._receive_request_or_push_data(stream, b"", True)
             )
-            return events
         events = super()._receive_request_or_push_data(stream, data, stream_ended)
         if (
             not stream.receiving_ended
