@@ -1179,3 +1179,73 @@ def test_a_tls_message_after_the_handshake_is_refused_as_the_context_would() -> 
     assert pair.client.close_reason is not None
     assert pair.client.close_reason.error_code == UNEXPECTED_MESSAGE
     assert pair.client.close_reason.cause is CloseCause.CLOSED_BY_PEER
+
+
+# -- a FIN written alone while the stream's data is sent again -------------------------
+
+
+def _flush(engine: Qh3Engine, now: float) -> list[bytes]:
+    return [data for data, _ in engine.datagrams_to_send(now)]
+
+
+def _deliver_and_acknowledge(pair: Pair, datagrams: list[bytes]) -> None:
+    """The client gets ``datagrams`` and the server the client's
+    acknowledgement (sent when its ACK delay runs out, if not at once)."""
+    for data in datagrams:
+        pair.client.receive_datagram(data, SERVER_ADDR, pair.now)
+    acknowledgements = _flush(pair.client, pair.now)
+    if not acknowledgements:
+        timer = pair.client.get_timer()
+        assert timer is not None
+        pair.now = max(pair.now, timer)
+        pair.client.handle_timer(pair.now)
+        acknowledgements = _flush(pair.client, pair.now)
+    assert acknowledgements
+    for data in acknowledgements:
+        pair.server.receive_datagram(data, CLIENT_ADDR, pair.now)
+
+
+def test_a_fin_written_alone_waits_for_its_data_sent_again() -> None:
+    """Reordering (or duplication, which makes acknowledgements arrive out of
+    order) has the core declare lost a packet that was only late, and send
+    its data again. A FIN written alone before that waits for the data's new
+    packet too, not only for the packets in flight when it was written: left
+    alone while the data was in flight again, it was lost with that packet
+    and never sent again (tests/test_connection.py's every-byte property
+    under duplication: one stream's echo never ended)."""
+    pair = Pair()
+    pair.run(0.5, delay=0.001)
+    stream_id, other = pair.server.open_stream(False), pair.server.open_stream(False)
+    assert stream_id is not None and other is not None
+    pair.server.send_stream_data(stream_id, b"d" * 33, end_stream=False)
+    _flush(pair.server, pair.now)  # late: declared lost, never arrives
+    pair.server.send_stream_data(other, b"x" * 1000, end_stream=False)
+    late = _flush(pair.server, pair.now)  # late: arrives after the next two
+    pair.server.send_stream_data(stream_id, b"", end_stream=True)
+    assert stream_id in pair.server._fins_in_flight
+    ahead: list[bytes] = []
+    for _ in range(2):
+        pair.server.send_stream_data(other, b"y" * 1000, end_stream=False)
+        ahead += _flush(pair.server, pair.now)
+    _deliver_and_acknowledge(pair, ahead)  # the data's packet is declared lost
+    assert _flush(pair.server, pair.now)  # the data again (lost below)
+    _deliver_and_acknowledge(pair, late)
+    # Every packet in flight when the FIN was written is acknowledged or
+    # lost, but the data is in flight again: the FIN still waits.
+    assert not _flush(pair.server, pair.now)
+    assert stream_id in pair.server._fins_in_flight
+    after: list[bytes] = []
+    for _ in range(3):
+        pair.server.send_stream_data(other, b"z" * 1000, end_stream=False)
+        after += _flush(pair.server, pair.now)
+    _deliver_and_acknowledge(pair, after)  # the data's second packet is lost
+    pair.server.send_stream_data(other, b"", end_stream=True)
+    pair.run(5.0, delay=0.01)
+    assert _data(pair.client_events, stream_id) == b"d" * 33
+    ended = {
+        e.stream_id
+        for e in pair.client_events
+        if isinstance(e, StreamDataReceived) and e.end_stream
+    }
+    assert ended == {stream_id, other}
+    assert not pair.server.has_unacknowledged_stream_data()

@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from qh3 import tls
 from qh3.quic import events as qh3_events
 from qh3.quic.configuration import QuicConfiguration
@@ -37,6 +38,23 @@ _INTERNAL_ERROR = 0x1
 #: until its transport parameters say otherwise.
 _GRANULARITY = 0.001
 _DEFAULT_MAX_ACK_DELAY = 0.025
+#: The kind of the core's timer while its pacer holds packets back.
+_PACING = "pacing"
+
+
+@attrs.define
+class _FinInFlight:
+    """A FIN written alone, held while the stream's data may be
+    unacknowledged (see :meth:`Qh3Engine._hold_fin_in_flight`)."""
+
+    #: The last packet that may carry the stream's data.
+    last: int
+    #: The core's count of packets declared lost when ``last`` was set.
+    losses: int
+    #: Data declared lost may not have left again yet (the congestion
+    #: window or the pacer held the last flush back): ``last`` moves on
+    #: after the next flush too.
+    unsettled: bool = False
 
 
 class Qh3Engine:
@@ -109,8 +127,8 @@ class Qh3Engine:
         self._held_fins: list[int] = []
         #: FINs written alone while packets were in flight, held until those
         #: are acknowledged or the stream's data is queued again (see
-        #: :meth:`_hold_fin_in_flight`): stream -> the last of those packets.
-        self._fins_in_flight: dict[int, int] = {}
+        #: :meth:`_hold_fin_in_flight`), by stream.
+        self._fins_in_flight: dict[int, _FinInFlight] = {}
 
     def _on_session_ticket(self, ticket: tls.SessionTicket) -> None:
         self.session_ticket = encode_session_ticket(ticket)
@@ -282,6 +300,8 @@ class Qh3Engine:
         datagrams: list[tuple[bytes, Address]] | None = self._call(
             quic.datagrams_to_send, now
         )
+        if self._fins_in_flight:
+            self._follow_fins_in_flight(now)
         if not datagrams:
             return []
         self._datagrams_queued = 0
@@ -539,28 +559,33 @@ class Qh3Engine:
 
     def _hold_fin_in_flight(self, stream_id: int) -> bool:
         """Hold back a FIN written alone while packets are in flight (the
-        stream's data may be among them), until they are acknowledged.
+        stream's data may be among them), until the data is acknowledged.
 
         Such a FIN goes in a STREAM frame of its own (offset > 0, length 0).
         When qh3's core declares that packet lost while the data before the
-        FIN is still unacknowledged (the data's packets lost too), it does
-        not queue the FIN again: the data is sent again without it, and the
-        peer's side of the stream never ends (the connection idles out). A
-        lost FIN-only frame after the data was acknowledged is sent again,
-        and a FIN written while data is queued leaves with that data (and is
-        queued again with it). The FIN held here goes once the packets
-        outstanding now are acknowledged or declared lost, or nothing is in
-        flight (the core's outstanding packets include ACK-only ones, which
-        the peer acknowledges only with its next ack-eliciting packet), or as
-        soon as the stream's data is queued again (it then leaves with the
-        data): see :meth:`_release_fins_in_flight`."""
+        FIN is still unacknowledged (the data's packets lost too, or sent
+        again after a spurious loss, under reordering or duplication), it
+        does not queue the FIN again: the peer gets the data and never the
+        end of the stream (the connection idles out). A lost FIN-only frame
+        after the data was acknowledged is sent again, and a FIN written
+        while data is queued leaves with that data (and is queued again with
+        it). The FIN held here goes once the packets outstanding now are
+        acknowledged, with no packet declared lost meanwhile: a loss may have
+        queued the data again, sent in later packets, which are then waited
+        for in turn (:meth:`_follow_fins_in_flight`). It goes at once when
+        nothing is in flight (the core's outstanding packets include
+        ACK-only ones, which the peer acknowledges only with its next
+        ack-eliciting packet), or when the stream's data is queued (it then
+        leaves with the data): see :meth:`_release_fins_in_flight`."""
         core = self.quic._core
         if core is None or not core.bytes_in_flight or self.send_buffered(stream_id):
             return False
         outstanding = self._outstanding_packets()
         if not outstanding:
             return False
-        self._fins_in_flight[stream_id] = max(outstanding)
+        self._fins_in_flight[stream_id] = _FinInFlight(
+            last=max(outstanding), losses=core.loss_total
+        )
         return True
 
     def _outstanding_packets(self) -> list[int]:
@@ -575,13 +600,42 @@ class Qh3Engine:
     def _release_fins_in_flight(self) -> None:
         core = self.quic._core
         idle = core is None or not core.bytes_in_flight
+        losses = 0 if core is None else core.loss_total
         oldest = min(self._outstanding_packets(), default=None)
-        for stream_id, last in list(self._fins_in_flight.items()):
-            if idle or oldest is None or oldest > last or self.send_buffered(stream_id):
+        for stream_id, held in list(self._fins_in_flight.items()):
+            acknowledged = oldest is None or (
+                oldest > held.last and held.losses == losses and not held.unsettled
+            )
+            if idle or acknowledged or self.send_buffered(stream_id):
                 del self._fins_in_flight[stream_id]
                 # (the peer may have stopped the stream meanwhile)
                 with contextlib.suppress(*_QH3_ERRORS):
                     self.quic.send_stream_data(stream_id, b"", end_stream=True)
+
+    def _follow_fins_in_flight(self, now: float) -> None:
+        """After a flush: packets declared lost since a held FIN's packets
+        were counted may have held its stream's data, which the core then
+        sends again: wait for the packets sent up to now as well, and after
+        the next flush too while the congestion window or the pacer holds
+        packets back (the data may not have left yet)."""
+        core = self.quic._core
+        if core is None:
+            return
+        losses = core.loss_total
+        newest = max(self._outstanding_packets(), default=None)
+        unsettled: bool | None = None
+        for held in self._fins_in_flight.values():
+            if held.losses == losses and not held.unsettled:
+                continue
+            if unsettled is None:
+                timer = core.get_timer()
+                unsettled = self.sending_held(now) or (
+                    timer is not None and timer[0] == _PACING
+                )
+            if newest is not None:
+                held.last = max(held.last, newest)
+            held.losses = losses
+            held.unsettled = unsettled
 
     def reset_stream(self, stream_id: int, error_code: int) -> None:
         if stream_id in self._held_fins:

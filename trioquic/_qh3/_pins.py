@@ -150,9 +150,12 @@ CORE_ATTRIBUTES: dict[str, str] = {
     "can_send_stream": "send_stream_data() refuses a stream that cannot send",
     "close": "the copied dispatch closes on a TLS error",
     "congestion_window": "sending_held(), statistics",
-    "get_timer": "the idle timer (its kind), for the close's cause",
+    "get_timer": "the idle timer (its kind), for the close's cause; the pacer's, "
+    "for a FIN written alone (Qh3Engine._follow_fins_in_flight)",
     "handshake_confirmed": "the copied dispatch",
     "latest_rtt": "probe_timeout() (the RTT variation), statistics",
+    "loss_total": "a FIN written alone waits for its data sent again after a "
+    "loss (Qh3Engine._follow_fins_in_flight)",
     "next_event": "the copied dispatch, behind the credit gate",
     "outstanding_application_packets": "a FIN written alone waits for the "
     "packets in flight (Qh3Engine._outstanding_packets)",
