@@ -412,6 +412,13 @@ def _request_stream_error(data: bytes, *, fin: bool = True) -> int:
         (_headers_frame([*REQUEST, (b"a:b", b"1")]), Code.MESSAGE_ERROR),
         (_headers_frame([*REQUEST, (b"x", b"a\nb")]), Code.MESSAGE_ERROR),
         (_headers_frame([*REQUEST, (b"x", b" a")]), Code.MESSAGE_ERROR),
+        # an LF and a NUL in one value read like a second, valid field
+        (_headers_frame([*REQUEST, (b"x", b"a\nb\x00c")]), Code.MESSAGE_ERROR),
+        (_headers_frame([*REQUEST, (b"x\nb", b"\x00c")]), Code.MESSAGE_ERROR),
+        (_headers_frame([*REQUEST, (b":path", b"/")]), Code.MESSAGE_ERROR),
+        (_headers_frame([*REQUEST[:3], (b"x", b"1"), REQUEST[3]]), Code.MESSAGE_ERROR),
+        (_headers_frame([*REQUEST, (b":status", b"200")]), Code.MESSAGE_ERROR),
+        (_headers_frame([*REQUEST[:3], (b":path", b"")]), Code.MESSAGE_ERROR),
         (_headers_frame([*REQUEST, (b"connection", b"close")]), Code.MESSAGE_ERROR),
         (_headers_frame([*REQUEST, (b"te", b"gzip")]), Code.MESSAGE_ERROR),
         (_headers_frame([*REQUEST, (b"content-length", b"x")]), Code.MESSAGE_ERROR),
