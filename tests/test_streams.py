@@ -13,6 +13,7 @@ from helpers import (
     Pair,
     bidirectional_pair,
     connected_pair,
+    current_engine,
     receive_windows,
     unidirectional_pair,
 )
@@ -40,6 +41,17 @@ async def clog(
     await stream.send_all(b"c" * (2 * WINDOW - sent))
 
 
+@pytest.mark.xfail(
+    current_engine() == "qh3",
+    reason=(
+        "on qh3 a stalled stream is granted between three quarters of the "
+        "window and the whole of it (qh3's core grants credit as events are "
+        "taken, in event-sized steps; the credit gate keeps the upper bound, "
+        "not the lower one), so clog() may fill the send buffer before the "
+        "peer's window is full and block; docs/engines.rst"
+    ),
+    strict=False,
+)
 async def test_bidirectional_conformance(autojump_clock: trio.testing.MockClock):
     with trio.fail_after(300):
         async with connected_pair() as pair, connected_pair(**CLOGGED) as clogged:
@@ -58,6 +70,17 @@ async def test_bidirectional_conformance(autojump_clock: trio.testing.MockClock)
             await trio.testing.check_half_closeable_stream(maker, clogged_maker)
 
 
+@pytest.mark.xfail(
+    current_engine() == "qh3",
+    reason=(
+        "on qh3 a stalled stream is granted between three quarters of the "
+        "window and the whole of it (qh3's core grants credit as events are "
+        "taken, in event-sized steps; the credit gate keeps the upper bound, "
+        "not the lower one), so clog() may fill the send buffer before the "
+        "peer's window is full and block; docs/engines.rst"
+    ),
+    strict=False,
+)
 async def test_bidirectional_conformance_server_opened(
     autojump_clock: trio.testing.MockClock,
 ):
