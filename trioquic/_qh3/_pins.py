@@ -95,6 +95,10 @@ PRIVATE_NAMES: dict[str, tuple[tuple[str, ...], str]] = {
     "_ocsp_response": (("Context",), "qh3's verification, done by the bridge"),
     # H3Connection: attributes
     "_blocked_streams": (("H3Connection",), "the QPACK decoder, rebuilt"),
+    "_decode_headers": (
+        ("H3Connection",),
+        "HEADERS decoded by our request-stream path",
+    ),
     "_decoder": (("H3Connection",), "rebuilt with our field section limit"),
     "_is_done": (("H3Connection",), "stop after a connection error"),
     "_local_control_stream_id": (("H3Connection",), "GOAWAY, CANCEL_PUSH"),
@@ -171,6 +175,7 @@ CORE_ATTRIBUTES: dict[str, str] = {
 #: qh3's API) that ``_h3`` reads or sets: name -> what for.
 H3_STREAM_ATTRIBUTES: dict[str, str] = {
     "blocked": "QPACK-blocked streams",
+    "blocked_frame_size": "a QPACK-blocked HEADERS frame, decoded once unblocked",
     "buffer": "bytes held (buffered, truncation, abandon)",
     "frame_size": "truncated frames",
     "frame_type": "truncated frames",
