@@ -216,7 +216,8 @@ PINNED_METHODS: dict[str, tuple[str, str, str]] = {
     "qh3.quic.connection:QuicConnection.datagrams_to_send": (
         "0f1b3db8ec5107ba",
         "Qh3Connection.datagrams_to_send",
-        "copied: a flight cut short by the anti-amplification limit is sent",
+        "copied: a flight cut short by the anti-amplification limit is sent; "
+        "a poll that lost a stream queued for sending is repeated",
     ),
     "qh3.quic.connection:QuicConnection._learn_remote_source_cid": (
         "d0e70f98d8906e17",
