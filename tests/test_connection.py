@@ -21,7 +21,6 @@ from helpers import (
     all_tasks,
     bidirectional_pair,
     connected_pair,
-    current_engine,
     short_header,
 )
 from hypothesis import strategies as st
@@ -807,17 +806,6 @@ async def test_many_clients_on_a_lossy_network(autojump_clock: trio.testing.Mock
     assert results == dict.fromkeys(range(20), True)
 
 
-@pytest.mark.xfail(
-    current_engine() == "qh3",
-    reason=(
-        "qh3 2.1's core can lose a FIN sent alone (the qh3 engine holds such a "
-        "FIN back while data is in flight, which fixed the cases found under "
-        "loss and corruption); a stall under packet duplication alone remains "
-        "(one stream's echo never completes and the connection idles out, e.g. "
-        "seed=620, jitter=0.001953125, duplicate=0.09375), not explained yet"
-    ),
-    strict=False,
-)
 @hypothesis.settings(
     # Raise with TRIOQUIC_PROPERTY_EXAMPLES=1000 for a long local run; at least
     # TRIOQUIC_PROPERTY_MIN_EXAMPLES (nox -s fuzz).
