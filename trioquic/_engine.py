@@ -464,6 +464,46 @@ class H3ConnectionError(Exception):
         self.reason = reason
 
 
+class PeerSettingsQueries:
+    """The :class:`H3Engine` queries of the peer's SETTINGS, for an engine
+    whose HTTP/3 state machine keeps them as a dict (aioquic's and qh3's
+    ``received_settings``): it supplies :meth:`_peer_settings`."""
+
+    #: SETTINGS identifiers (RFC 9114, RFC 9220, RFC 9297,
+    #: draft-ietf-webtrans-http3).
+    _MAX_FIELD_SECTION_SIZE = 0x6
+    _ENABLE_CONNECT_PROTOCOL = 0x8
+    _H3_DATAGRAM = 0x33
+    _ENABLE_WEBTRANSPORT = 0x2B603742
+
+    def _peer_settings(self) -> dict[int, int] | None:
+        """The peer's SETTINGS, or None before they arrived."""
+        raise NotImplementedError
+
+    def _peer_setting_is_one(self, identifier: int) -> bool:
+        settings = self._peer_settings()
+        return bool(settings and settings.get(identifier) == 1)
+
+    @property
+    def peer_settings_received(self) -> bool:
+        return self._peer_settings() is not None
+
+    def peer_enabled_datagrams(self) -> bool:
+        return self._peer_setting_is_one(self._H3_DATAGRAM)
+
+    def peer_enabled_connect_protocol(self) -> bool:
+        return self._peer_setting_is_one(self._ENABLE_CONNECT_PROTOCOL)
+
+    def peer_enabled_webtransport(self) -> bool:
+        return self._peer_setting_is_one(self._ENABLE_WEBTRANSPORT)
+
+    def peer_max_field_section_size(self) -> int | None:
+        settings = self._peer_settings()
+        if settings is None:
+            return None
+        return settings.get(self._MAX_FIELD_SECTION_SIZE)
+
+
 class H3Engine(Protocol):
     """One HTTP/3 connection's state machine (QPACK, frames, SETTINGS,
     GOAWAY), writing through the QuicEngine that made it."""

@@ -83,6 +83,7 @@ from .._engine import (
     H3Event,
     Headers,
     HeadersReceived,
+    PeerSettingsQueries,
     PushCancelled,
     PushPromiseReceived,
     PushStreamOpened,
@@ -755,7 +756,7 @@ def _translate(exc: BaseException) -> H3ConnectionError | None:
     return None
 
 
-class Qh3H3Engine:
+class Qh3H3Engine(PeerSettingsQueries):
     """One HTTP/3 connection's state machine over qh3 (a
     :class:`~trioquic._engine.H3Engine`).
 
@@ -994,34 +995,12 @@ class Qh3H3Engine:
     def _peer_settings(self) -> dict[int, int] | None:
         return self._h3.received_settings if self._h3 is not None else None
 
-    @property
-    def peer_settings_received(self) -> bool:
-        return self._peer_settings() is not None
-
-    def peer_enabled_datagrams(self) -> bool:
-        settings = self._peer_settings()
-        return bool(settings and settings.get(_H3_DATAGRAM) == 1)
-
-    def peer_enabled_connect_protocol(self) -> bool:
-        settings = self._peer_settings()
-        return bool(settings and settings.get(_ENABLE_CONNECT_PROTOCOL) == 1)
-
-    def peer_max_field_section_size(self) -> int | None:
-        settings = self._peer_settings()
-        if settings is None:
-            return None
-        return settings.get(_MAX_FIELD_SECTION_SIZE)
-
     # -- WebTransport -------------------------------------------------------------
 
     def enable_webtransport(self) -> None:
         if self._h3 is not None:
             raise RuntimeError("enable WebTransport before HTTP/3 starts")
         self._wt_enabled = True
-
-    def peer_enabled_webtransport(self) -> bool:
-        settings = self._peer_settings()
-        return bool(settings and settings.get(_ENABLE_WEBTRANSPORT) == 1)
 
     def open_webtransport_stream(
         self, session_id: int, unidirectional: bool
