@@ -19,6 +19,7 @@ from .._settings import QuicSettings
 from .._stateless_reset import StatelessResetKey, is_stateless_reset
 from .._statistics import ConnectionStatistics
 from ._connection import Qh3Connection
+from ._h3 import Qh3H3Engine
 from ._tickets import TicketStore, encode_session_ticket
 
 #: What qh3 raises where aioquic raises or returns: its own error, asserts,
@@ -752,9 +753,7 @@ class Qh3Engine:
         enable_connect_protocol: bool,
         enable_datagrams: bool,
         max_push_id: int | None = None,
-    ) -> Any:
-        from ._h3 import Qh3H3Engine  # type: ignore[import-not-found,unused-ignore]
-
+    ) -> Qh3H3Engine:
         return Qh3H3Engine(
             self.quic,
             max_field_section_size=max_field_section_size,
