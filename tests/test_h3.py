@@ -820,6 +820,60 @@ async def test_data_before_headers_closes_with_frame_unexpected(
             assert error.reason.by_peer
 
 
+@pytest.mark.parametrize("status", [200, 431])
+async def test_stop_sending_before_the_request(
+    autojump_clock: trio.testing.MockClock,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    """STOP_SENDING can reach the server ahead of the request it stops
+    (reordered, or a header block waiting for QPACK): the transport resets
+    the response side at once, so the request is answered by nobody: no
+    handler runs, nothing is logged as an error, the connection goes on."""
+    handled: list[str] = []
+
+    async def handler(request: Request) -> None:
+        handled.append(request.path)
+        await request.respond(200, [], b"unwanted")
+
+    settings = Http3Settings(max_header_list_size=200) if status == 431 else None
+    fields = [
+        (b":method", b"GET"),
+        (b":scheme", b"https"),
+        (b":authority", b"localhost"),
+        (b":path", b"/stopped"),
+    ]
+    if status == 431:
+        fields.append((b"x-large", b"x" * 400))
+    with trio.fail_after(30):
+        async with (
+            http3_server(handler, settings) as harness,
+            raw_quic_client(harness.network) as connection,
+        ):
+            control = await connection.open_unidirectional_stream()
+            await control.send_all(b"\x00" + h3_frame(0x04, b""))
+            stream = await connection.open_stream()
+            stream.stop_sending(h3.H3ErrorCode.REQUEST_CANCELLED)
+            await trio.sleep(1)  # the STOP_SENDING arrives alone
+            await stream.send_all(h3_frame(0x01, header_block(fields)))
+            await stream.send_eof()
+            await trio.sleep(1)
+            assert handled == []
+            assert not connection.is_closed
+            errors = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert errors == []
+            # The next request on the connection is served.
+            second = await connection.open_stream()
+            fields[3] = (b":path", b"/next")
+            await second.send_all(h3_frame(0x01, header_block(fields[:4])))
+            await second.send_eof()
+            received = bytearray()
+            async for chunk in second:
+                received.extend(chunk)
+            assert handled == ["/next"]
+            assert received.endswith(b"unwanted")
+
+
 async def test_bad_goaway_from_server_is_an_id_error(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -492,6 +492,10 @@ class AioquicH3Engine(PeerSettingsQueries):
             raise StreamStateError(
                 f"cannot send HEADERS on stream {stream_id}: {exc.reason_phrase}"
             ) from None
+        except (RuntimeError, ValueError) as exc:  # the transport reset it
+            raise StreamStateError(
+                f"cannot send HEADERS on stream {stream_id}: {exc}"
+            ) from None
 
     def send_data(self, stream_id: int, data: bytes, end_stream: bool) -> None:
         try:
@@ -499,6 +503,10 @@ class AioquicH3Engine(PeerSettingsQueries):
         except ProtocolError as exc:
             raise StreamStateError(
                 f"cannot send DATA on stream {stream_id}: {exc.reason_phrase}"
+            ) from None
+        except (RuntimeError, ValueError) as exc:  # the transport reset it
+            raise StreamStateError(
+                f"cannot send DATA on stream {stream_id}: {exc}"
             ) from None
 
     def send_goaway(self, last_id: int) -> None:

@@ -80,6 +80,10 @@ class ServerH3Driver(H3Driver):
         #: Request streams already handled (their late frames are ignored);
         #: pruned once the transport has forgotten them.
         self._done_ids: set[int] = set()
+        #: STOP_SENDING codes of request streams whose request has not come
+        #: yet (reordered, or a header block waiting for QPACK): the
+        #: transport has reset their response side already.
+        self._early_stops: dict[int, int] = {}
         #: The server's address (one socket per connection, so fixed): read
         #: once, not with a system call per request.
         self._local_address: Any = None
@@ -129,6 +133,17 @@ class ServerH3Driver(H3Driver):
                 sid for sid in done if io.received_final_size(sid) is not None
             }
 
+    def _on_stop_sending(self, stream_id: int, error_code: int) -> None:
+        if stream_id not in self.exchanges and self._is_new_stream(stream_id):
+            stops = self._early_stops
+            if len(stops) > self.http3_settings.max_concurrent_requests + 64:
+                # Bounded: the transport's stream limit keeps the real ones
+                # fewer; a request stream that never brings its request
+                # needs no memory of its stop.
+                del stops[next(iter(stops))]
+            stops[stream_id] = error_code
+        super()._on_stop_sending(stream_id, error_code)
+
     def _on_headers(self, event: HeadersReceived) -> None:
         sid = event.stream_id
         ex = self.exchanges.get(sid)
@@ -137,6 +152,16 @@ class ServerH3Driver(H3Driver):
                 self._on_trailers(ex, event)
             return
         if sid % 4 != 0 or sid in self._done_ids:
+            return
+        stop_code = self._early_stops.pop(sid, None)
+        if stop_code is not None:
+            # The client stopped the response before its request came: the
+            # transport has reset our side, nobody wants an answer.
+            self._highest_request = max(self._highest_request, sid)
+            if not event.stream_ended:
+                self.io.stop_stream(sid, H3ErrorCode.NO_ERROR)
+            self._drop_credit(sid)
+            self._mark_done(sid)
             return
         self._highest_request = max(self._highest_request, sid)
         ex = Exchange(self, sid)
