@@ -40,6 +40,7 @@ from ._http import HTTP_DISCONNECTED as HTTP_DISCONNECTED
 from ._http import HttpHandler as HttpHandler
 from ._http import HttpRequest as HttpRequest
 from ._http import HttpResponseWriter as HttpResponseWriter
+from ._quic_lb import QuicLbConfig as QuicLbConfig
 from ._serve_http import HttpServer as HttpServer
 from ._serve_http import serve_http as serve_http
 from ._settings import QuicSettings as QuicSettings

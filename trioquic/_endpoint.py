@@ -119,6 +119,7 @@ def _routing_table(
     return RoutingTable(
         cid_length=settings.connection_id_length,
         accept_new=True,
+        new_cid=None if settings.quic_lb is None else settings.quic_lb.generate,
         retry_tokens=(
             RetryTokens(lifetime=settings.retry_token_lifetime)
             if settings.retry != "never"

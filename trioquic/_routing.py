@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, Literal, TypeVar
 
 import attrs
@@ -263,6 +263,7 @@ class RoutingTable(Generic[T]):
         "cid_length",
         "max_connections",
         "max_pending_handshakes",
+        "new_cid",
         "retry",
         "retry_threshold",
         "retry_tokens",
@@ -284,6 +285,7 @@ class RoutingTable(Generic[T]):
         stateless_reset: bool = False,
         stateless_reset_rate: float | None = None,
         stateless_reset_rate_per_address: float | None = None,
+        new_cid: Callable[[], bytes] | None = None,
     ) -> None:
         if not 1 <= cid_length <= MAX_CID_LENGTH:
             raise ValueError(f"cid_length must be 1..20, got {cid_length}")
@@ -294,6 +296,9 @@ class RoutingTable(Generic[T]):
         if retry != "never" and retry_tokens is None:
             raise ValueError(f"retry={retry!r} needs retry_tokens")
         self.cid_length = cid_length
+        #: Makes the connection IDs this endpoint issues (a Retry's source
+        #: CID; QUIC-LB layout); None: random.
+        self.new_cid = new_cid
         self.accept_new = accept_new
         self.supported_versions = tuple(supported_versions)
         #: Checks Retry tokens; None when this endpoint never sends Retry.
@@ -506,7 +511,9 @@ class RoutingTable(Generic[T]):
                 return RefuseConnection(
                     header.version, header.destination_cid, header.source_cid
                 )
-            new_cid = os.urandom(self.cid_length)
+            new_cid = (
+                os.urandom(self.cid_length) if self.new_cid is None else self.new_cid()
+            )
             return SendRetry(
                 version=header.version,
                 destination_cid=header.source_cid,

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import attrs
 
+from ._quic_lb import QuicLbConfig
+
 CongestionControl = Literal["reno", "cubic"]
 Engine = Literal["aioquic", "qh3"]
 _ENGINES = ("aioquic", "qh3")
@@ -189,6 +191,14 @@ def _escape_hatch(
         )
 
 
+def _default_cid_length(settings: QuicSettings) -> int:
+    quic_lb = settings.quic_lb
+    # (defaults are made before validators run: a wrong type is theirs to report)
+    if isinstance(quic_lb, QuicLbConfig):
+        return quic_lb.connection_id_length
+    return 8
+
+
 @attrs.frozen(kw_only=True)
 class QuicSettings:
     """Everything a QUIC endpoint (client or server) can be told.
@@ -253,9 +263,22 @@ class QuicSettings:
     handshake_timeout: float = attrs.field(default=10.0, validator=_positive)
     #: Seconds allowed for sending CONNECTION_CLOSE when shutting down.
     close_grace_period: float = attrs.field(default=1.0, validator=_positive)
+    #: Connection IDs in the QUIC-LB layout (draft-ietf-quic-load-balancers):
+    #: every connection ID this endpoint issues carries this server's ID, so
+    #: a load balancer (or ``serve --workers``) routes a connection's packets
+    #: by it whatever their address. See :class:`~trioquic.QuicLbConfig` and
+    #: the scaling guide. ``None``: random connection IDs.
+    quic_lb: QuicLbConfig | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.instance_of(QuicLbConfig)),
+    )
     #: Length of the connection IDs this endpoint issues; the router parses
-    #: short-header packets with it.
-    connection_id_length: int = attrs.field(default=8, validator=_cid_length)
+    #: short-header packets with it. With ``quic_lb``, that configuration's
+    #: length (the default).
+    connection_id_length: int = attrs.field(
+        default=attrs.Factory(_default_cid_length, takes_self=True),
+        validator=_cid_length,
+    )
     #: How many connection IDs of each side may be in use at once (the
     #: ``active_connection_id_limit`` transport parameter, at least 2): we
     #: accept that many from the peer and issue at most that many. Each spare
@@ -394,7 +417,23 @@ class QuicSettings:
     quic_configuration: Any = attrs.field(default=None, validator=_escape_hatch)
 
     def __attrs_post_init__(self) -> None:
+        if (
+            self.quic_lb is not None
+            and self.connection_id_length != self.quic_lb.connection_id_length
+        ):
+            raise ValueError(
+                f"QuicSettings.connection_id_length ({self.connection_id_length}) "
+                "must be the quic_lb configuration's length "
+                f"({self.quic_lb.connection_id_length}): leave it out"
+            )
         if self.engine == "qh3":
+            if self.quic_lb is not None:
+                raise ValueError(
+                    "QuicSettings.quic_lb is not available with engine='qh3': "
+                    "qh3's core issues a connection's later connection IDs "
+                    "itself, at random, so they would not route (use "
+                    "engine='aioquic')"
+                )
             if self.congestion_control != "cubic":
                 raise ValueError(
                     f"QuicSettings.congestion_control={self.congestion_control!r} "

@@ -90,9 +90,18 @@ class TrioquicConnection(_AioquicConnection):
         connection_window: int,
         reset_key: StatelessResetKey | None = None,
         connection_id_limit: int = 2,
+        new_cid: Callable[[], bytes] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        #: Makes the connection IDs we issue (QUIC-LB layout); None: random.
+        self.tq_new_cid = new_cid
+        if new_cid is not None:
+            # The first ID (the server's source CID in its Initial, announced
+            # in the transport parameters, serialized later) too.
+            first = self._host_cids[0]
+            first.cid = self.host_cid = new_cid()
+            self._local_initial_source_connection_id = first.cid
         self._share_frame_handlers()
         # Announced in the transport parameters (serialized later) and the
         # bound on the IDs we issue (aioquic: 8 both ways).
@@ -168,8 +177,9 @@ class TrioquicConnection(_AioquicConnection):
         host_cids = self._host_cids
         key = self.tq_reset_key
         length = self._configuration.connection_id_length
+        new_cid = self.tq_new_cid
         while len(host_cids) < limit:
-            cid = os.urandom(length)
+            cid = os.urandom(length) if new_cid is None else new_cid()
             host_cids.append(
                 QuicConnectionId(
                     cid=cid,

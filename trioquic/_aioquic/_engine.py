@@ -82,6 +82,7 @@ class AioquicEngine:
             connection_window=settings.connection_receive_window,
             reset_key=reset_key,
             connection_id_limit=settings.active_connection_id_limit,
+            new_cid=None if settings.quic_lb is None else settings.quic_lb.generate,
             session_ticket_fetcher=fetcher,
             session_ticket_handler=handler,
         )

@@ -42,6 +42,10 @@ PRIVATE_NAMES: dict[str, tuple[str, str]] = {
     "_host_cid_seq": ("QuicConnection", "sequence of issued connection IDs"),
     "_host_cids": ("QuicConnection", "issued connection IDs and reset tokens"),
     "_local_active_connection_id_limit": ("QuicConnection", "announced ID limit"),
+    "_local_initial_source_connection_id": (
+        "QuicConnection",
+        "the first issued ID, QUIC-LB layout",
+    ),
     "_local_max_data": ("QuicConnection", "MAX_DATA granted on consumption"),
     "_local_max_streams_bidi": ("QuicConnection", "peer's stream limits"),
     "_local_max_streams_uni": ("QuicConnection", "peer's stream limits"),
