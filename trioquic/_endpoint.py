@@ -121,7 +121,9 @@ def _routing_table(
         accept_new=True,
         new_cid=None if settings.quic_lb is None else settings.quic_lb.generate,
         retry_tokens=(
-            RetryTokens(lifetime=settings.retry_token_lifetime)
+            RetryTokens(
+                lifetime=settings.retry_token_lifetime, key=settings.retry_token_key
+            )
             if settings.retry != "never"
             else None
         ),

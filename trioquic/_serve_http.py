@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import tempfile
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -47,6 +49,8 @@ async def serve_http(
     http3_settings: Http3Settings | None = None,
     tcp: bool | TcpSettings = True,
     alt_svc: bool = True,
+    udp_sockets: Sequence[socket.socket] = (),
+    tcp_sockets: Sequence[socket.socket] = (),
     task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve ``handler`` over HTTP/3 (UDP ``port``) and, unless ``tcp`` is
@@ -63,6 +67,11 @@ async def serve_http(
     ``port=0`` binds UDP first, then TCP on the port UDP got (trying other
     ports when TCP's is taken). Use ``await nursery.start(serve_http, ...)``
     to get the :class:`HttpServer`; cancel to stop both doors gracefully.
+
+    ``udp_sockets`` (and ``tcp_sockets``, listening) are sockets bound
+    elsewhere, used instead of binding ``host`` and ``port``, which are then
+    not used: :func:`trioquic.workers.serve_workers` binds them in its parent
+    process. They are closed when the server stops.
     """
     if not isinstance(settings, QuicSettings):
         raise TypeError(
@@ -86,7 +95,10 @@ async def serve_http(
     if not isinstance(alt_svc, bool):
         raise TypeError(f"alt_svc must be a bool, got {type(alt_svc).__name__}")
     tcp_settings = _tcp_settings(tcp, settings)
-    udp, listeners = await _bind(host, port, settings, tcp_settings is not None)
+    if udp_sockets:
+        udp, listeners = _adopt(udp_sockets, tcp_sockets, settings, tcp_settings)
+    else:
+        udp, listeners = await _bind(host, port, settings, tcp_settings is not None)
     try:
         bound = udp[0].local_address[1]
         if alt_svc:
@@ -149,6 +161,39 @@ def _partial(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
     call.__name__ = call.__qualname__ = getattr(fn, "__name__", "call")
     return call
+
+
+def _adopt(
+    udp_sockets: Sequence[socket.socket],
+    tcp_sockets: Sequence[socket.socket],
+    settings: QuicSettings,
+    tcp_settings: TcpSettings | None,
+) -> tuple[list[UdpSocket], list[trio.SocketListener]]:
+    """Sockets bound elsewhere, ready for the two doors."""
+    for sock in [*udp_sockets, *tcp_sockets]:
+        if not isinstance(sock, socket.socket):
+            raise TypeError(
+                "udp_sockets and tcp_sockets must be bound socket.socket "
+                f"objects, got {type(sock).__name__}"
+            )
+    if tcp_settings is not None and not tcp_sockets:
+        raise ValueError(
+            "with udp_sockets and the TCP front door, give tcp_sockets too "
+            "(listening), or tcp=False"
+        )
+    udp = [
+        UdpSocket(sock, settings.udp_buffer_size, offload=settings.udp_offload)
+        for sock in udp_sockets
+    ]
+    listeners = (
+        [
+            trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+            for sock in tcp_sockets
+        ]
+        if tcp_settings is not None
+        else []
+    )
+    return udp, listeners
 
 
 async def _bind(

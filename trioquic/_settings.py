@@ -371,6 +371,14 @@ class QuicSettings:
     )
     #: Server: seconds a Retry token stays valid.
     retry_token_lifetime: float = attrs.field(default=10.0, validator=_positive)
+    #: Server: the key Retry tokens are authenticated with (HMAC-SHA256), at
+    #: least 16 bytes; ``None`` makes a random key per endpoint. Servers that
+    #: share it accept one another's tokens: give the same key to every
+    #: worker or machine behind one address (``serve --workers`` derives it
+    #: from one secret, see :func:`trioquic.workers.shared_keys`).
+    retry_token_key: bytes | None = attrs.field(
+        default=None, validator=_optional_reset_key, repr=False
+    )
     #: The static key stateless reset tokens are derived from (RFC 9000
     #: section 10.3.2: ``HMAC-SHA256(key, connection_id)[:16]``), at least 16
     #: bytes; ``None`` makes a random key per endpoint. With a fixed key, a

@@ -418,29 +418,59 @@ async def bind_udp_sockets(
 async def _bind_addresses(host: str | None, port: int) -> list[_BindAddress]:
     """The addresses to bind for ``host``, without duplicates, IPv4 first."""
     dgram = _stdlib_socket.SOCK_DGRAM
-    infos: list[tuple[int, int, int, Any]]
     if host is None:
-        infos = [(_stdlib_socket.AF_INET, dgram, 0, ("0.0.0.0", port))]
-        if _stdlib_socket.has_ipv6:
-            infos.append((_stdlib_socket.AF_INET6, dgram, 0, ("::", port, 0, 0)))
+        return _wildcards(port)
+    if host == "localhost":
+        resolved = [
+            *await trio.socket.getaddrinfo("127.0.0.1", port, type=dgram),
+            *await _loopback6(port),
+        ]
     else:
-        if host == "localhost":
-            resolved = [
-                *await trio.socket.getaddrinfo("127.0.0.1", port, type=dgram),
-                *await _loopback6(port),
-            ]
-        else:
-            resolved = list(
-                await trio.socket.getaddrinfo(
-                    host, port, type=dgram, flags=_stdlib_socket.AI_PASSIVE
-                )
+        resolved = list(
+            await trio.socket.getaddrinfo(
+                host, port, type=dgram, flags=_stdlib_socket.AI_PASSIVE
             )
-        infos = [(info[0], info[1], info[2], info[4]) for info in resolved]
+        )
+    return _ordered(host, resolved)
+
+
+def bind_addresses_blocking(host: str | None, port: int) -> list[_BindAddress]:
+    """:func:`_bind_addresses` resolving in this thread (for a process that
+    runs no trio loop, such as ``serve_workers``' parent)."""
+    if host is None:
+        return _wildcards(port)
+    names = ["127.0.0.1", "::1"] if host == "localhost" else [host]
+    resolved: list[Any] = []
+    for name in names:
+        try:
+            resolved += _stdlib_socket.getaddrinfo(
+                name,
+                port,
+                type=_stdlib_socket.SOCK_DGRAM,
+                flags=_stdlib_socket.AI_PASSIVE,
+            )
+        except OSError:
+            if name != "::1":  # a machine without IPv6 has no ::1
+                raise
+    return _ordered(host, resolved)
+
+
+def _wildcards(port: int) -> list[_BindAddress]:
+    dgram = _stdlib_socket.SOCK_DGRAM
+    infos: list[_BindAddress] = [(_stdlib_socket.AF_INET, dgram, 0, ("0.0.0.0", port))]
+    if _stdlib_socket.has_ipv6:
+        infos.append((_stdlib_socket.AF_INET6, dgram, 0, ("::", port, 0, 0)))
+    return infos
+
+
+def _ordered(host: str, resolved: list[Any]) -> list[_BindAddress]:
+    """getaddrinfo's answers as bind addresses, without duplicates, IPv4
+    first (its port is the one printed and used for the others)."""
     addresses: list[_BindAddress] = []
-    for entry in infos:
+    for info in resolved:
+        entry = (info[0], info[1], info[2], info[4])
         if entry not in addresses:
             addresses.append(entry)
-    # IPv4 first: its port is the one printed and used for the others.
     addresses.sort(key=lambda entry: entry[0] != _stdlib_socket.AF_INET)
     if not addresses:  # pragma: no cover - getaddrinfo raises instead
         raise OSError(f"cannot resolve {host!r}")

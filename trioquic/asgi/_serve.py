@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Iterator
+import socket
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import trio
@@ -32,6 +33,8 @@ async def serve_asgi(
     lifespan: LifespanMode = "auto",
     disconnect_grace: float | None = 30.0,
     gc_tuning: bool = True,
+    udp_sockets: Sequence[socket.socket] = (),
+    tcp_sockets: Sequence[socket.socket] = (),
     task_status: trio.TaskStatus[HttpServer] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Serve the ASGI 3 application ``app`` over HTTP/3 on ``port`` and,
@@ -55,7 +58,8 @@ async def serve_asgi(
     key; ALPN defaults to ``h3``. With ``alt_svc`` every response, on both
     doors, carries ``alt-svc: h3=":PORT"; ma=86400``, so that browsers
     arriving over TCP move to HTTP/3. ``root_path`` and
-    ``disconnect_grace`` are :class:`ASGIAdapter`'s.
+    ``disconnect_grace`` are :class:`ASGIAdapter`'s. ``udp_sockets`` and
+    ``tcp_sockets``: sockets bound elsewhere, as for :func:`trioquic.serve_http`.
 
     With ``gc_tuning`` (the default), while the server runs, the cyclic
     garbage collector is set for serving, and set back when it stops:
@@ -102,6 +106,8 @@ async def serve_asgi(
                 http3_settings=http3_settings,
                 tcp=tcp,
                 alt_svc=alt_svc,
+                udp_sockets=udp_sockets,
+                tcp_sockets=tcp_sockets,
                 task_status=task_status,
             )
 

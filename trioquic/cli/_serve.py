@@ -33,22 +33,24 @@ import logging
 import os
 import pathlib
 import shlex
+import socket
 import stat as stat_module
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import attrs
 import trio
 
-from .. import QuicSettings, TcpServer
+from .. import QuicLbConfig, QuicSettings, TcpServer
 from .._http import HTTP_DISCONNECTED, HttpHandler, HttpRequest
 from .._serve_http import HttpServer, serve_http
 from ..asgi import ASGIApp, AsyncioApp, LifespanMode, load_app, serve_asgi
 from ..h3 import Http3Settings
 from ..tcp import alt_svc_value
+from ..workers import WorkerContext, serve_workers, shared_keys
 from ._access import AccessLog, log_request
 from ._common import (
     CommandError,
@@ -608,6 +610,12 @@ class ServerConfig:
     app: ASGIApp | None = None
     root_path: str = ""
     lifespan: LifespanMode = "auto"
+    #: Sockets bound elsewhere (``--workers``: by the supervisor).
+    udp_sockets: tuple[socket.socket, ...] = ()
+    tcp_sockets: tuple[socket.socket, ...] = ()
+    #: Headers added to every HTTP/3 response (``--workers``: the worker's
+    #: index, so a client can tell who served it).
+    response_headers: tuple[tuple[bytes, bytes], ...] = ()
 
 
 async def run_server(
@@ -623,6 +631,12 @@ async def run_server(
     finish, then closes every connection. Reports the
     :class:`~trioquic.HttpServer` and what it serves."""
     if config.app is not None:
+        asgi_settings = config.http3_settings
+        if config.response_headers:
+            asgi_settings = _with_headers(
+                asgi_settings or Http3Settings(enable_connect_protocol=True),
+                config.response_headers,
+            )
         async with trio.open_nursery() as nursery:
             asgi_server: HttpServer = await nursery.start(
                 functools.partial(
@@ -631,16 +645,19 @@ async def run_server(
                     config.port,
                     host=config.host,
                     settings=config.settings,
-                    http3_settings=config.http3_settings,
+                    http3_settings=asgi_settings,
                     tcp=config.tcp,
                     root_path=config.root_path,
                     lifespan=config.lifespan,
+                    udp_sockets=config.udp_sockets,
+                    tcp_sockets=config.tcp_sockets,
                 )
             )
             task_status.started((asgi_server, config.app))
         return
-    http3_settings = config.http3_settings or Http3Settings(
-        max_request_body_size=MAX_BYTES
+    http3_settings = _with_headers(
+        config.http3_settings or Http3Settings(max_request_body_size=MAX_BYTES),
+        config.response_headers,
     )
     holder: list[Http3ServerApp] = []
 
@@ -657,6 +674,8 @@ async def run_server(
                 settings=config.settings,
                 http3_settings=http3_settings,
                 tcp=config.tcp,
+                udp_sockets=config.udp_sockets,
+                tcp_sockets=config.tcp_sockets,
             )
         )
         # The built-in page names the port, known only once bound; nothing
@@ -666,6 +685,16 @@ async def run_server(
 
 
 # -- the command -------------------------------------------------------------------
+
+
+def _with_headers(
+    settings: Http3Settings, headers: tuple[tuple[bytes, bytes], ...]
+) -> Http3Settings:
+    if not headers:
+        return settings
+    return attrs.evolve(
+        settings, extra_response_headers=(*settings.extra_response_headers, *headers)
+    )
 
 
 def _url_host(host: str | None) -> str:
@@ -734,9 +763,22 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         root = root.resolve()
     certificate_path, key_path, generated = _server_certificate(args)
     spki = _certificate_spki(certificate_path)
-    congestion = {}
+    fields: dict[str, Any] = {}
     if args.congestion_control is not None:
-        congestion["congestion_control"] = args.congestion_control
+        fields["congestion_control"] = args.congestion_control
+    quic_lb = _quic_lb(args)
+    secret = _secret(args)
+    if args.stats_file is not None and args.workers is None:
+        raise CommandError("--stats-file goes with --workers")
+    if args.workers is None:
+        # One process: the QUIC-LB layout and the shared keys, if asked for
+        # (a machine behind a load balancer); --workers passes them on.
+        if quic_lb is not None:
+            fields["quic_lb"] = quic_lb
+        if secret is not None:
+            keys = shared_keys(secret)
+            fields["stateless_reset_key"] = keys.stateless_reset_key
+            fields["retry_token_key"] = keys.retry_token_key
     settings = _quic_settings(
         args,
         alpn_protocols=["h3"],
@@ -744,7 +786,7 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         private_key=key_path,
         qlog_dir=args.qlog_dir,
         retry="always" if args.retry else "never",
-        **congestion,
+        **fields,
     )
     config = ServerConfig(
         host=args.host or None,
@@ -757,53 +799,190 @@ def _cmd_serve(args: argparse.Namespace, prog: str, out: TextIO) -> int:
         lifespan=args.lifespan,
     )
     _configure_access_log()
+    if app is not None:
+        serving = f"the ASGI application {args.app}"
+    else:
+        serving = str(root) if root is not None else "the built-in page"
+    announce = functools.partial(
+        _announce,
+        args=args,
+        prog=prog,
+        settings=settings,
+        serving=serving,
+        certificate=(certificate_path, key_path, generated, spki),
+        out=out,
+    )
+    if args.workers is not None:
+        return _serve_with_workers(args, config, quic_lb, secret, announce, out)
 
     def on_ready(server: HttpServer) -> None:
         _print_listening(server.http3, "HTTP/3 server", out)
         if server.tcp is not None:
             _print_tcp_listening(server.tcp, out)
-        _print_engine(settings, out)
-        url = f"https://{_url_host(args.host)}:{server.port}/"
-        if app is not None:
-            serving = f"the ASGI application {args.app}"
-        else:
-            serving = str(root) if root is not None else "the built-in page"
-        print(f"serving: {serving}", file=out)
-        print(f"URL: {url}", file=out)
-        print(f"every response carries alt-svc: {alt_svc_value(server.port)}", file=out)
-        _print_certificate(certificate_path, key_path, generated, spki, out)
-        client = [*_self_command(prog), "get", url, "--ca-certs", certificate_path]
-        print(f"try it with: {shlex.join(client)}", file=out)
-        if server.tcp is not None:
-            curl = ["curl", "--cacert", certificate_path, "-i", url]
-            print(f"over TCP: {shlex.join(curl)}", file=out)
-            # Chromium reaches HTTP/3 through the TCP door's Alt-Svc. The
-            # SPKI flag makes it trust the development certificate; for
-            # QUIC, Chromium also wants the host listed in
-            # --origin-to-force-quic-on (it matches the host only), so it
-            # is listed with a port nothing serves: HTTP/3 is still found
-            # through Alt-Svc, not forced.
-            host = _url_host(args.host)
-            print(
-                "in Chromium: chromium "
-                f"--ignore-certificate-errors-spki-list={spki} "
-                f"--origin-to-force-quic-on={host}:1 {url}",
-                file=out,
-            )
-        else:
-            host = _url_host(args.host)
-            print(
-                "in Chromium: chromium "
-                f"--origin-to-force-quic-on={host}:{server.port} "
-                f"--ignore-certificate-errors-spki-list={spki} {url}",
-                file=out,
-            )
-        print("press Ctrl-C to stop", file=out)
-        out.flush()
+        announce(port=server.port, tcp=server.tcp is not None)
 
     trio.run(_run_http_server, config, on_ready, out)
     print("HTTP/3 server stopped", file=out)
     return 0
+
+
+def _quic_lb(args: argparse.Namespace) -> QuicLbConfig | None:
+    """--server-id and its companions, as a QUIC-LB configuration."""
+    if args.server_id is None:
+        for name in ("lb_key", "lb_nonce_length", "lb_config_rotation"):
+            if getattr(args, name) is not None:
+                option = "--" + name.replace("_", "-")
+                raise CommandError(f"{option} goes with --server-id")
+        return None
+    try:
+        server_id = bytes.fromhex(args.server_id)
+        key = bytes.fromhex(args.lb_key) if args.lb_key is not None else None
+    except ValueError:
+        raise CommandError("--server-id and --lb-key are hexadecimal") from None
+    options: dict[str, Any] = {"server_id": server_id, "key": key}
+    if args.lb_nonce_length is not None:
+        options["nonce_length"] = args.lb_nonce_length
+    if args.lb_config_rotation is not None:
+        options["config_rotation"] = args.lb_config_rotation
+    try:
+        return QuicLbConfig(**options)
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+
+
+def _secret(args: argparse.Namespace) -> bytes | None:
+    """The contents of --secret-file."""
+    if args.secret_file is None:
+        return None
+    try:
+        with open(args.secret_file, "rb") as fp:
+            secret = fp.read()
+    except OSError as exc:
+        raise CommandError(f"cannot read --secret-file: {exc}") from None
+    if len(secret) < 16:
+        raise CommandError(
+            f"--secret-file holds {len(secret)} bytes: it needs at least 16 "
+            "(e.g. head -c 32 /dev/urandom > secret)"
+        )
+    return secret
+
+
+def _serve_with_workers(
+    args: argparse.Namespace,
+    config: ServerConfig,
+    quic_lb: QuicLbConfig | None,
+    secret: bytes | None,
+    announce: Callable[..., None],
+    out: TextIO,
+) -> int:
+    """``serve --workers N``: the supervisor in this process."""
+
+    def on_ready(statistics: Mapping[str, Any]) -> None:
+        count = len(statistics["workers"])
+        for family, address in statistics["addresses"]:
+            where = f"[{address[0]}]" if family == "udp6" else str(address[0])
+            print(
+                f"trioquic HTTP/3 server listening on {where}:{address[1]} (UDP, "
+                f"{count} worker{'s' if count != 1 else ''}, SO_REUSEPORT)",
+                file=out,
+            )
+        for address in statistics["tcp_addresses"]:
+            where = f"[{address[0]}]" if ":" in str(address[0]) else str(address[0])
+            print(
+                f"trioquic TCP front door (HTTP/2, HTTP/1.1) listening on "
+                f"{where}:{address[1]} (TCP, shared by the workers)",
+                file=out,
+            )
+        announce(port=statistics["port"], tcp=bool(statistics["tcp_addresses"]))
+        if args.stats_file is not None:
+            print(f"statistics of all workers: {args.stats_file}", file=out)
+        out.flush()
+
+    try:
+        status = serve_workers(
+            functools.partial(_worker, config),
+            workers=args.workers,
+            port=config.port,
+            host=config.host,
+            tcp=config.tcp,
+            quic_lb=quic_lb,
+            secret=secret,
+            udp_buffer_size=config.settings.udp_buffer_size,
+            stats_file=args.stats_file,
+            on_ready=on_ready,
+            log=out,
+        )
+    except (TypeError, ValueError) as exc:
+        raise CommandError(str(exc)) from None
+    print(f"HTTP/3 server stopped (exit status {status})", file=out)
+    return status
+
+
+async def _worker(config: ServerConfig, context: WorkerContext) -> None:
+    """One worker of ``serve --workers``: the same server on the sockets
+    the supervisor bound, with this worker's settings."""
+    config = attrs.evolve(
+        config,
+        settings=context.settings(config.settings),
+        udp_sockets=context.udp_sockets,
+        tcp_sockets=context.tcp_sockets,
+        response_headers=(*config.response_headers, _worker_header(context.index)),
+    )
+    async with trio.open_nursery() as nursery:
+        server, _ = await nursery.start(run_server, config)
+        context.serving(server)
+
+
+def _worker_header(index: int) -> tuple[bytes, bytes]:
+    """The response header that names the worker that served it."""
+    return (b"trioquic-worker", str(index).encode())
+
+
+def _announce(
+    *,
+    port: int,
+    tcp: bool,
+    args: argparse.Namespace,
+    prog: str,
+    settings: QuicSettings,
+    serving: str,
+    certificate: tuple[str, str, bool, str],
+    out: TextIO,
+) -> None:
+    """What a started server prints after where it listens."""
+    certificate_path, key_path, generated, spki = certificate
+    _print_engine(settings, out)
+    url = f"https://{_url_host(args.host)}:{port}/"
+    print(f"serving: {serving}", file=out)
+    print(f"URL: {url}", file=out)
+    print(f"every response carries alt-svc: {alt_svc_value(port)}", file=out)
+    _print_certificate(certificate_path, key_path, generated, spki, out)
+    client = [*_self_command(prog), "get", url, "--ca-certs", certificate_path]
+    print(f"try it with: {shlex.join(client)}", file=out)
+    host = _url_host(args.host)
+    if tcp:
+        curl = ["curl", "--cacert", certificate_path, "-i", url]
+        print(f"over TCP: {shlex.join(curl)}", file=out)
+        # Chromium reaches HTTP/3 through the TCP door's Alt-Svc. The SPKI
+        # flag makes it trust the development certificate; for QUIC,
+        # Chromium also wants the host listed in --origin-to-force-quic-on
+        # (it matches the host only), so it is listed with a port nothing
+        # serves: HTTP/3 is still found through Alt-Svc, not forced.
+        print(
+            "in Chromium: chromium "
+            f"--ignore-certificate-errors-spki-list={spki} "
+            f"--origin-to-force-quic-on={host}:1 {url}",
+            file=out,
+        )
+    else:
+        print(
+            "in Chromium: chromium "
+            f"--origin-to-force-quic-on={host}:{port} "
+            f"--ignore-certificate-errors-spki-list={spki} {url}",
+            file=out,
+        )
+    print("press Ctrl-C to stop", file=out)
+    out.flush()
 
 
 def _print_tcp_listening(server: TcpServer, out: TextIO) -> None:
@@ -897,7 +1076,73 @@ def add_serve_command(commands: Commands) -> None:
         help="congestion controller (default: the engine's; qh3 has cubic only)",
     )
     _add_engine_argument(serve)
+    scaling = serve.add_argument_group(
+        "scaling (see the scaling guide)",
+        "Several processes on one port, and connection IDs a load balancer routes by.",
+    )
+    scaling.add_argument(
+        "--workers",
+        type=_workers,
+        metavar="N",
+        help="serve from N worker processes on the same port (SO_REUSEPORT; "
+        "each connection stays on its worker, whatever its address); 'auto': "
+        "one per CPU. A worker that dies is restarted",
+    )
+    scaling.add_argument(
+        "--server-id",
+        metavar="HEX",
+        help="QUIC-LB server ID (1-15 octets, hexadecimal): every connection ID "
+        "carries it, so a load balancer routes by it. With --workers, worker i "
+        "adds i to its last octet (default with --workers: 00)",
+    )
+    scaling.add_argument(
+        "--lb-nonce-length",
+        type=int,
+        metavar="N",
+        help="QUIC-LB nonce length, 4-18 octets (default: 6)",
+    )
+    scaling.add_argument(
+        "--lb-config-rotation",
+        type=int,
+        metavar="N",
+        help="QUIC-LB config rotation, 0-6 (default: 0)",
+    )
+    scaling.add_argument(
+        "--lb-key",
+        metavar="HEX",
+        help="QUIC-LB AES-128 key: encrypted server IDs (server ID and nonce "
+        "of 16 octets together; not with --workers, whose kernel routing "
+        "reads server IDs as they are)",
+    )
+    scaling.add_argument(
+        "--secret-file",
+        metavar="PATH",
+        help="a file of at least 16 secret bytes the stateless reset and Retry "
+        "keys derive from: the same on every machine behind one balancer "
+        "(--workers shares one among its workers by itself)",
+    )
+    scaling.add_argument(
+        "--stats-file",
+        metavar="PATH",
+        help="with --workers: write every worker's statistics and their "
+        "totals here (JSON, every second)",
+    )
     serve.add_argument(
         "-v", "--verbose", action="store_true", help="log connections and requests"
     )
     serve.set_defaults(handler=_cmd_serve)
+
+
+def _workers(text: str) -> int | str:
+    """--workers: a count, or auto."""
+    if text == "auto":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be a number of workers or 'auto', got {text!r}"
+        ) from None
+    if not 1 <= value <= 256:
+        raise argparse.ArgumentTypeError(f"must be 1 to 256, got {value}")
+    return value
