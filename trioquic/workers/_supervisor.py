@@ -100,6 +100,7 @@ class WorkerContext:
         """Tell the supervisor this worker serves (it is ready) and whose
         statistics to send it."""
         self._served.append(server)
+        _send_statistics(self, ready=True)
 
     def report(self, statistics: Mapping[str, Any]) -> None:
         """Send ``statistics`` (JSON-serializable) to the supervisor now;
