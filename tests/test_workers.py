@@ -315,6 +315,8 @@ class Server:
                 "--no-tcp",
                 "--stats-file",
                 str(self.stats_path),
+                "--engine",
+                "aioquic",  # the client side runs on either
                 *args,
             ),
             stdout=self.log,
@@ -348,8 +350,9 @@ class Server:
                     raise
                 time.sleep(0.05)
 
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.process.poll() is None:
+    def stop(self, sig: int | None = signal.SIGTERM) -> int:
+        """Send ``sig`` (None: it was sent already) and wait for the exit."""
+        if sig is not None and self.process.poll() is None:
             self.process.send_signal(sig)
         try:
             return self.process.wait(timeout=30)
@@ -486,12 +489,13 @@ def test_workers_give_up_on_a_crash_loop(tmp_path: pathlib.Path) -> None:
         ),
         (["--workers", "2", "--server-id", "ff"], "last octet"),
         (["--workers", "0"], "must be 1 to 256"),
+        (["--workers", "2", "--engine", "qh3"], "not available with engine='qh3'"),
         (["--secret-file", "/nonexistent/secret"], "cannot read --secret-file"),
     ],
 )
 def test_serve_refuses_bad_scaling_options(args: list[str], message: str) -> None:
     result = subprocess.run(
-        _cli("serve", "--no-tcp", "--port", "0", *args),
+        _cli("serve", "--no-tcp", "--port", "0", "--engine", "aioquic", *args),
         capture_output=True,
         text=True,
         timeout=60,
@@ -504,3 +508,35 @@ def test_pack_is_struct_sock_filter() -> None:
     assert Instruction(0x30, 1, 2, 0x11223344).pack() == struct.pack(
         "=HBBI", 0x30, 1, 2, 0x11223344
     )
+
+
+@linux_only
+async def test_workers_close_open_connections_gracefully(
+    workers_server: Any,
+) -> None:
+    """SIGTERM to the supervisor: each worker sends GOAWAY, lets the
+    request in flight finish, then closes its connections with
+    H3_NO_ERROR; the supervisor exits 0."""
+    from trioquic import h3
+
+    server = await trio.to_thread.run_sync(workers_server, "--workers", "2")
+    settings = trioquic.QuicSettings(
+        alpn_protocols=["h3"], verify_peer=False, server_name="localhost"
+    )
+    with trio.fail_after(30):
+        async with h3.open_http3_client(
+            "127.0.0.1", server.port, settings=settings
+        ) as client:
+            response = await client.request("GET", "/bytes/10")
+            assert await response.read() == _pattern(10)
+            # A request in flight when the signal comes (its body is read
+            # after the server started shutting down).
+            in_flight = await client.request("GET", "/bytes/3000000")
+            server.process.send_signal(signal.SIGTERM)
+            body = await in_flight.read()
+            assert body == _pattern(3_000_000)
+            closed = await client.wait_closed()
+            assert client.goaway_received
+            assert closed.reason.by_peer
+            assert closed.reason.error_code == h3.H3ErrorCode.NO_ERROR
+    assert await trio.to_thread.run_sync(server.stop, None) == 0

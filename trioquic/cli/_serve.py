@@ -876,6 +876,10 @@ def _serve_with_workers(
     out: TextIO,
 ) -> int:
     """``serve --workers N``: the supervisor in this process."""
+    try:  # what each worker's settings will be, refused here rather than there
+        attrs.evolve(config.settings, quic_lb=quic_lb or QuicLbConfig(server_id=b"\0"))
+    except (TypeError, ValueError) as exc:
+        raise CommandError(f"--workers: {exc}") from None
 
     def on_ready(statistics: Mapping[str, Any]) -> None:
         count = len(statistics["workers"])
