@@ -404,7 +404,16 @@ def _pattern(count: int) -> bytes:
 
 @linux_only
 def test_workers_serve_restart_and_stop_gracefully(workers_server: Any) -> None:
-    server = workers_server("--workers", "3")
+    server = workers_server(
+        "--workers",
+        "3",
+        "--server-id",
+        "0a10",
+        "--lb-nonce-length",
+        "7",
+        "--lb-config-rotation",
+        "2",
+    )
     seen = trio.run(_worker_of_each_connection, server.port, 30)
     assert set(seen) == {0, 1, 2}  # every worker serves (first flights hash)
     stats = server.stats()

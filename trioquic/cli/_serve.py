@@ -51,6 +51,7 @@ from ..asgi import ASGIApp, AsyncioApp, LifespanMode, load_app, serve_asgi
 from ..h3 import Http3Settings
 from ..tcp import alt_svc_value
 from ..workers import WorkerContext, serve_workers, shared_keys
+from ..workers._supervisor import with_quic_lb
 from ._access import AccessLog, log_request
 from ._common import (
     CommandError,
@@ -877,7 +878,7 @@ def _serve_with_workers(
 ) -> int:
     """``serve --workers N``: the supervisor in this process."""
     try:  # what each worker's settings will be, refused here rather than there
-        attrs.evolve(config.settings, quic_lb=quic_lb or QuicLbConfig(server_id=b"\0"))
+        with_quic_lb(config.settings, quic_lb or QuicLbConfig(server_id=b"\0"))
     except (TypeError, ValueError) as exc:
         raise CommandError(f"--workers: {exc}") from None
 

@@ -94,7 +94,7 @@ class WorkerContext:
     def settings(self, settings: QuicSettings) -> QuicSettings:
         """``settings`` for this worker: its connection IDs name it, and it
         shares the stateless reset and Retry token keys."""
-        return self.keys.apply(attrs.evolve(settings, quic_lb=self.quic_lb))
+        return self.keys.apply(with_quic_lb(settings, self.quic_lb))
 
     def serving(self, server: QuicServer | HttpServer) -> None:
         """Tell the supervisor this worker serves (it is ready) and whose
@@ -109,6 +109,14 @@ class WorkerContext:
 
 
 WorkerTarget = Callable[[WorkerContext], Awaitable[object]]
+
+
+def with_quic_lb(settings: QuicSettings, quic_lb: QuicLbConfig) -> QuicSettings:
+    """``settings`` issuing connection IDs in ``quic_lb``'s layout (and
+    length)."""
+    return attrs.evolve(
+        settings, quic_lb=quic_lb, connection_id_length=quic_lb.connection_id_length
+    )
 
 
 def serve_workers(
