@@ -301,7 +301,7 @@ def _cli(*args: str) -> list[str]:
 class Server:
     """``trioquic serve --workers`` in a subprocess."""
 
-    def __init__(self, tmp_path: pathlib.Path, *args: str) -> None:
+    def __init__(self, tmp_path: pathlib.Path, *args: str, tcp: bool = False) -> None:
         self.stats_path = tmp_path / "stats.json"
         self.log_path = tmp_path / "serve.log"
         self.log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop()
@@ -312,7 +312,7 @@ class Server:
                 "127.0.0.1",
                 "--port",
                 "0",
-                "--no-tcp",
+                *([] if tcp else ["--no-tcp"]),
                 "--stats-file",
                 str(self.stats_path),
                 "--engine",
@@ -370,8 +370,8 @@ class Server:
 def workers_server(tmp_path: pathlib.Path) -> Iterator[Any]:
     servers: list[Server] = []
 
-    def start(*args: str) -> Server:
-        server = Server(tmp_path, *args)
+    def start(*args: str, tcp: bool = False) -> Server:
+        server = Server(tmp_path, *args, tcp=tcp)
         servers.append(server)
         return server
 
@@ -549,3 +549,32 @@ async def test_workers_close_open_connections_gracefully(
             assert closed.reason.by_peer
             assert closed.reason.error_code == h3.H3ErrorCode.NO_ERROR
     assert await trio.to_thread.run_sync(server.stop, None) == 0
+
+
+@linux_only
+def test_workers_share_the_tcp_front_door(workers_server: Any) -> None:
+    """The TCP door's listening socket is shared: HTTP/1.1 over TLS reaches
+    a worker, and its answer points at HTTP/3 on the same port."""
+    import http.client
+    import ssl
+
+    server = workers_server("--workers", "2", tcp=True)
+    assert "(TCP, shared by the workers)" in server.output()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    for _ in range(6):
+        connection = http.client.HTTPSConnection(
+            "127.0.0.1", server.port, context=context, timeout=10
+        )
+        try:
+            connection.request("GET", "/bytes/100")
+            response = connection.getresponse()
+            assert response.status == 200
+            assert response.read() == _pattern(100)
+            assert response.getheader("alt-svc") == f'h3=":{server.port}"; ma=86400'
+        finally:
+            connection.close()
+    seen = trio.run(_worker_of_each_connection, server.port, 4)
+    assert len(seen) == 4
+    assert server.stop() == 0
