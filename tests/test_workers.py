@@ -578,3 +578,16 @@ def test_workers_share_the_tcp_front_door(workers_server: Any) -> None:
     seen = trio.run(_worker_of_each_connection, server.port, 4)
     assert len(seen) == 4
     assert server.stop() == 0
+
+
+def test_describe_annotates_every_instruction() -> None:
+    from trioquic.workers._bpf import describe
+
+    program = reuseport_program(
+        workers=2, connection_id_length=8, server_id_length=1, config_rotation=0, base=0
+    )
+    text = describe(program).splitlines()
+    assert len(text) == len(program)
+    assert text[0].startswith(" 0: ldb [0]")
+    assert any("ret a" in line for line in text)
+    assert all(" ; " in line for line in text)

@@ -171,13 +171,26 @@ def attach_reuseport_program(sock: socket.socket, program: list[Instruction]) ->
 
 
 def describe(program: list[Instruction]) -> str:
-    """The program as annotated assembly (what the docs show)."""
+    """The program as annotated assembly, in the notation of the kernel's
+    ``bpf_asm`` (what the scaling guide shows)."""
     lines = []
     for index, ins in enumerate(program):
-        jumps = ""
-        if ins.code & 0x07 == BPF_JMP:
-            jumps = f" jt {index + 1 + ins.jt} jf {index + 1 + ins.jf}"
-        lines.append(
-            f"{index:2}: code 0x{ins.code:02x} k 0x{ins.k:x}{jumps}  ; {ins.comment}"
-        )
+        lines.append(f"{index:2}: {_mnemonic(index, ins):<28} ; {ins.comment}")
     return "\n".join(lines)
+
+
+def _mnemonic(index: int, ins: Instruction) -> str:
+    cls = ins.code & 0x07
+    if cls == BPF_LD:
+        op = {BPF_B: "ldb", BPF_W: "ld"}[ins.code & 0x18]
+        return f"{op} [{ins.k}]"
+    if cls == BPF_ALU:
+        op = {BPF_SUB: "sub", BPF_AND: "and", BPF_MOD: "mod"}[ins.code & 0xF0]
+        return f"{op} #{ins.k:#x}" if op == "and" else f"{op} #{ins.k}"
+    if cls == BPF_JMP:
+        op = {BPF_JEQ: "jeq", BPF_JGE: "jge", BPF_JSET: "jset"}[ins.code & 0xF0]
+        k = f"#{ins.k:#x}" if op != "jge" else f"#{ins.k}"
+        return f"{op} {k}, {index + 1 + ins.jt}, {index + 1 + ins.jf}"
+    if ins.code & 0x18 == BPF_A:
+        return "ret a"
+    return f"ret #{ins.k:#x}"
