@@ -22,6 +22,7 @@ import pytest
 import trio
 
 import trioquic
+import trioquic.workers
 from trioquic import QuicLbConfig
 from trioquic.workers import reuseport_program, shared_keys
 from trioquic.workers._bpf import KERNEL_HASH, Instruction, attach_reuseport_program
@@ -591,3 +592,34 @@ def test_describe_annotates_every_instruction() -> None:
     assert text[0].startswith(" 0: ldb [0]")
     assert any("ret a" in line for line in text)
     assert all(" ; " in line for line in text)
+
+
+@linux_only
+def test_workers_never_outlive_the_supervisor(workers_server: Any) -> None:
+    """The supervisor killed outright (no chance to stop them): its workers
+    are sent SIGTERM by the kernel and stop by themselves."""
+    server = workers_server("--workers", "2")
+    pids = [w["pid"] for w in server.stats()["workers"]]
+    server.process.kill()
+    server.process.wait()
+    deadline = time.monotonic() + 20
+    for pid in pids:
+        while _alive(pid):
+            assert time.monotonic() < deadline, f"worker {pid} outlived its parent"
+            time.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fp:
+            return fp.read().split()[2] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_serve_workers_is_called_outside_trio() -> None:
+    async def target(context: Any) -> None:  # pragma: no cover - never runs
+        pass
+
+    with pytest.raises(RuntimeError, match="outside trio.run"):
+        trioquic.workers.serve_workers(target, workers=2, port=0)

@@ -17,6 +17,7 @@ statistics every worker sends it once a second over a pipe.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
 import json
 import math
@@ -59,6 +60,8 @@ EXIT_UNCLEAN = 1
 EXIT_CRASH_LOOP = 3
 #: A worker that dies this soon after its start counts towards a crash loop.
 _CRASH_WINDOW = 10.0
+#: linux/prctl.h
+_PR_SET_PDEATHSIG = 1
 #: Backlog of the TCP front door's shared listening sockets.
 _TCP_BACKLOG = 1024
 
@@ -162,6 +165,15 @@ def serve_workers(
     ``stats_file`` (JSON, replaced every ``stats_interval`` seconds) and
     passed to ``on_ready`` once every worker serves.
     """
+    try:
+        trio.lowlevel.current_trio_token()
+    except RuntimeError:
+        pass
+    else:
+        raise RuntimeError(
+            "serve_workers forks its workers: call it outside trio.run (it "
+            "runs trio.run in each worker itself)"
+        )
     count = _worker_count(workers)
     if quic_lb is None:
         quic_lb = QuicLbConfig(server_id=b"\x00")
@@ -261,6 +273,7 @@ class _Supervisor:
         self.exit_status = EXIT_OK
         self.announced = False
         self.restart_delays: list[float] = []
+        self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
@@ -425,6 +438,7 @@ class _Supervisor:
         status = 1
         try:
             os.setpgid(0, 0)  # a terminal's Ctrl-C reaches the parent only
+            _stop_with_parent(self.pid)
             signal.set_wakeup_fd(-1)
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGCHLD):
                 signal.signal(sig, signal.SIG_DFL)
@@ -484,7 +498,8 @@ class _Supervisor:
             self._read_report(worker)
             self._forget_report(worker)
         if self.stopping:
-            if code != 0:
+            # (SIGTERM before it served: it had nothing to close.)
+            if code != 0 and not (code == -signal.SIGTERM and not worker.ready):
                 self.exit_status = max(self.exit_status, EXIT_UNCLEAN)
             return
         now = time.monotonic()
@@ -606,6 +621,16 @@ class _Supervisor:
 
     def _note(self, message: str) -> None:
         print(f"trioquic workers: {message}", file=self.log, flush=True)
+
+
+def _stop_with_parent(parent: int) -> None:  # pragma: no cover - in the child
+    """SIGTERM this worker if the supervisor dies (even killed): workers
+    never outlive it. Linux's ``prctl(PR_SET_PDEATHSIG)``."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() != parent:  # it died before the call
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _name(sock: socket.socket) -> list[Any]:
