@@ -621,5 +621,5 @@ async def test_serve_workers_is_called_outside_trio() -> None:
     async def target(context: Any) -> None:  # pragma: no cover - never runs
         pass
 
-    with pytest.raises(RuntimeError, match="outside trio.run"):
+    with pytest.raises(RuntimeError, match=r"outside trio\.run"):
         trioquic.workers.serve_workers(target, workers=2, port=0)
