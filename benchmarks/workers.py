@@ -37,14 +37,17 @@ that sent it (``trioquic-worker: <index>``):
   printed.
 
 * **kill**: ``--workers 4`` under a load of the same connections (each
-  keeps downloading, with a rebind in its first transfer), one worker is
-  sent SIGKILL (its pid from the statistics file). Measured: when the
-  supervisor noticed (its log line), when the statistics file shows a new
-  pid in the slot (written once a second, so up to a second late), and when
-  a new connection is answered by a worker of that index (the restart's
-  figure: probes connect until one lands on the slot; the routing program
-  keeps the slot's socket open meanwhile, so a probe sent there waits for
-  the new worker). The load then runs ``--duration`` seconds more; every
+  keeps downloading, with a rebind in its first transfer), the worker
+  holding most of them is sent SIGKILL (its pid from the statistics file).
+  Measured: when the supervisor noticed (its log line), when the statistics
+  file shows a new pid in the slot (written once a second, so up to a
+  second late), and when a new connection is answered by a worker of that
+  index (the restart's figure). The probe is gtlsclient with a destination
+  connection ID that the routing program sends to the slot, started right
+  after the kill: the supervisor keeps the slot's socket open, so the
+  probe's first flight waits there for the new worker (without gtlsclient,
+  trioquic's clients connect until one lands on the slot). The load then
+  runs ``--duration`` seconds more; every
   connection on the other workers must finish intact, on one worker. The
   killed worker's connections are expected to fail and are counted apart.
 
@@ -405,7 +408,7 @@ def native_load(
             for command, log in zip(commands, logs, strict=True):
                 processes.append(h3.start(command, cpu=None, stdout=log, stderr=log))
             deadline = time.monotonic() + args.timeout
-            codes = []
+            codes: list[int | None] = []
             for process in processes:
                 try:
                     codes.append(
@@ -789,18 +792,40 @@ async def watch_restart(
     answered = trio.Event()
     files_read = trio.Event()
 
+    def answer(worker: bytes | None) -> None:
+        if worker == str(victim).encode() and not answered.is_set():
+            times["answered"] = trio.current_time()
+            answered.set()
+
     async def probe() -> None:
+        """New connections until one is answered from the slot (trioquic's
+        client: its connection IDs are random, a quarter land there)."""
         while not answered.is_set():
             with contextlib.suppress(Exception), trio.move_on_after(5):
                 async with open_http3_client(
                     HOST, server.port, settings=client_settings(args.ca)
                 ) as client:
                     response = await client.request("GET", "/bytes/16")
-                    worker = dict(response.headers).get(b"trioquic-worker")
                     await response.read()
-                    if worker == str(victim).encode() and not answered.is_set():
-                        times["answered"] = trio.current_time()
-                        answered.set()
+                    answer(dict(response.headers).get(b"trioquic-worker"))
+
+    async def probe_native() -> None:
+        """gtlsclient, its first flight sent to the slot (``--dcid``): it
+        waits in the slot's socket for the new worker."""
+        rng = random.Random(victim)
+        while not answered.is_set():
+            command = [
+                *(args.native_path, "--exit-on-all-streams-close", "--timeout=3s"),
+                f"--dcid={dcid_for(victim, MANY_WORKERS, rng)}",
+                *(HOST, str(server.port), f"https://{HOST}:{server.port}/bytes/16"),
+            ]
+            with contextlib.suppress(OSError), trio.move_on_after(5):
+                done = await trio.run_process(
+                    command, capture_stdout=True, capture_stderr=True, check=False
+                )
+                output = (done.stdout + done.stderr).decode(errors="replace")
+                found = re.search(r"\[trioquic-worker: (\d+)\]", output)
+                answer(found[1].encode() if found else None)
 
     async def watch_files() -> None:
         while times["noticed"] is None or times["stats"] is None:
@@ -823,8 +848,11 @@ async def watch_restart(
     with trio.move_on_after(15):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(watch_files)
-            for _ in range(4):
-                nursery.start_soon(probe)
+            if args.native_path is not None:
+                nursery.start_soon(probe_native)
+            else:
+                for _ in range(4):
+                    nursery.start_soon(probe)
             await answered.wait()
             with trio.move_on_after(3):
                 await files_read.wait()
@@ -1167,7 +1195,7 @@ def profiled_serve(directory: str, argv: list[str]) -> int:
             name = f"worker-{context.index}-{os.getpid()}.prof"
             profile.dump_stats(os.path.join(directory, name))
 
-    _supervisor._run_worker = profiled  # type: ignore[assignment]
+    _supervisor._run_worker = profiled
     return int(cli_main(argv) or 0)
 
 
