@@ -623,3 +623,58 @@ async def test_serve_workers_is_called_outside_trio() -> None:
 
     with pytest.raises(RuntimeError, match=r"outside trio\.run"):
         trioquic.workers.serve_workers(target, workers=2, port=0)
+
+
+@linux_only
+def test_workers_serve_an_asgi_application(
+    workers_server: Any, tmp_path: pathlib.Path
+) -> None:
+    """Each worker imports the application and runs its lifespan."""
+    (tmp_path / "hello_app.py").write_text(
+        textwrap.dedent(
+            """
+            import os
+
+            async def app(scope, receive, send):
+                if scope["type"] == "lifespan":
+                    while True:
+                        message = await receive()
+                        if message["type"] == "lifespan.startup":
+                            scope["state"]["pid"] = os.getpid()
+                            await send({"type": "lifespan.startup.complete"})
+                        elif message["type"] == "lifespan.shutdown":
+                            await send({"type": "lifespan.shutdown.complete"})
+                            return
+                body = str(scope["state"]["pid"]).encode()
+                await send({"type": "http.response.start", "status": 200,
+                            "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": body})
+            """
+        )
+    )
+    server = workers_server(
+        "hello_app:app", "--app-dir", str(tmp_path), "--workers", "2"
+    )
+    pids = {w["index"]: w["pid"] for w in server.stats()["workers"]}
+
+    async def fetch() -> list[tuple[int, int]]:
+        from trioquic import h3
+
+        settings = trioquic.QuicSettings(
+            alpn_protocols=["h3"], verify_peer=False, server_name="localhost"
+        )
+        answers = []
+        for _ in range(16):
+            async with h3.open_http3_client(
+                "127.0.0.1", server.port, settings=settings
+            ) as client:
+                response = await client.request("GET", "/")
+                worker = int(dict(response.headers)[b"trioquic-worker"])
+                answers.append((worker, int(await response.read())))
+        return answers
+
+    answers = trio.run(fetch)
+    assert {worker for worker, _ in answers} == {0, 1}
+    for worker, pid in answers:
+        assert pid == pids[worker]  # its own process, its own lifespan state
+    assert server.stop() == 0
