@@ -956,6 +956,19 @@ def summarize_scaling(results: dict[int, list[LoadRun]]) -> dict[int, dict[str, 
             f"{_fmt(m['machine_busy'], '.0%'):>5} "
             f"{_fmt(m['machine_softirq'], '.1%'):>7}  {rates}"
         )
+    cpus = len(os.sched_getaffinity(0))
+    for workers, m in medians.items():
+        # What the machine's CPUs allow at the measured CPU per request,
+        # server and clients together, were all of them busy with it.
+        spent = (m["server_us"] or 0) + (m["client_us"] or 0)
+        m["cpu_bound"] = cpus / spent * 1e6 if spent and workers > 1 else None
+        if m["cpu_bound"] is not None:
+            print(
+                f"--workers {workers}: {cpus} CPUs at {spent:.0f} us per request "
+                f"(server + clients) allow at most {m['cpu_bound']:.0f} req/s "
+                f"({_fmt(ratio(m['cpu_bound'], base.get('requests_per_s')), '.2f')}x "
+                f"--workers 1); measured {_fmt(m['requests_per_s'], '.0f')}"
+            )
     return medians
 
 
