@@ -457,10 +457,14 @@ def test_balancer_routes_by_server_id_through_rebinding(
     for role, stats in statistics.items():
         assert stats["total"].get("stateless_resets_sent", 0) == 0, (role, stats)
         assert stats["restarts"] == 0, (role, stats)
-    # The balancer: each first flight was a new flow routed by the hash,
-    # each rebind a new flow routed by the server ID alone.
-    assert counters["first flight: hash"] == CONNECTIONS, counters
+    # The balancer: each rebind was a new flow, routed by the server ID
+    # alone. Each first flight was a new flow, routed by the hash, or, when
+    # the client's own random 8-octet ID happens to look like one of ours
+    # (config rotation bits 0, a machine's octet: about 1 in 1000), by that.
     assert counters["short header: server ID"] >= CONNECTIONS, counters
+    assert counters["first flight: hash"] <= CONNECTIONS, counters
+    first_flights = counters["first flight: hash"] + counters["long header: server ID"]
+    assert first_flights >= CONNECTIONS, counters
     summary = {
         "seconds": round(time.monotonic() - started, 1),
         "accepted": accepted,
