@@ -16,7 +16,9 @@ that sent it (``trioquic-worker: <index>``):
   system time of the ``gtlsclient`` processes, per request), with the
   machine's: the share of its CPUs that were busy, and in softirq (the
   loopback network stack). No process is pinned: the workers and the
-  clients share the machine's CPUs as the kernel sees fit.
+  clients share the machine's CPUs as the kernel sees fit. A run during
+  which other processes took more than a quarter of a CPU is measured again
+  (``--attempts``, 3), the quietest attempt kept; their share is printed.
 
   New connections reach a worker by the first four octets of the
   destination connection ID the client chose (the routing program's hash).
@@ -131,6 +133,7 @@ DEFAULTS: dict[str, tuple[Any, Any]] = {
     "duration": (0.5, 2.0),
     "transfers": (40, 200),
     "kill_connections": (12, 40),
+    "attempts": (1, 3),
 }
 
 
@@ -483,6 +486,13 @@ def probe_native(server: WorkersServer, args: argparse.Namespace) -> None:
     raise BenchError(f"gtlsclient got no answer\n{server.diagnostics()}")
 
 
+def noise(run: LoadRun) -> float:
+    """CPUs' worth of other processes' work during the run."""
+    if run.other_cpu is None or not run.seconds:
+        return 0.0
+    return run.other_cpu / run.seconds
+
+
 def print_load(run: LoadRun) -> None:
     rate = "failed" if run.failed else f"{run.requests_per_s:.0f} req/s"
     shares = "/".join(_fmt(s, ".0%") for s in run.process_shares)
@@ -522,9 +532,21 @@ def run_scaling(args: argparse.Namespace) -> dict[int, list[LoadRun]]:
                 continue
             try:
                 probe_native(server, args)
-                run = native_load(server, args, repeat)
-                if run.failed:
-                    run.note += "\n" + server.diagnostics()[-1500:]
+                # As h3_requests.py does: measured again while other
+                # processes take a large share of the machine, the quietest
+                # attempt kept, whatever its figure.
+                attempts: list[LoadRun] = []
+                while True:
+                    run = native_load(server, args, repeat)
+                    attempts.append(run)
+                    if run.failed:
+                        run.note += "\n" + server.diagnostics()[-1500:]
+                        break
+                    if noise(run) <= h3.NOISY_SHARE or len(attempts) >= args.attempts:
+                        run = min(attempts, key=noise)
+                        break
+                    print_load(run)
+                    print("    (noisy: measuring again)", flush=True)
             except BenchError as exc:
                 run = LoadRun(workers, repeat, 0, failed=True, note=str(exc)[-1500:])
             finally:
@@ -1182,6 +1204,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="scaling: seconds per run"
+    )
+    parser.add_argument(
+        "--attempts",
+        type=int,
+        help="scaling: attempts per run while other processes take more than "
+        f"{h3.NOISY_SHARE:.0%} of a CPU, the quietest kept (3; --quick: 1)",
     )
     parser.add_argument(
         "--native-idle-timeout",
