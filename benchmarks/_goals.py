@@ -80,15 +80,22 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+#: What the columns of the engine benchmarks are.
+ENGINE_LEGEND = (
+    "same run; trioquic = its aioquic engine, the default; "
+    "trioquic+qh3 = its qh3 engine; qh3-asyncio = qh3's own asyncio layer"
+)
+
+
 def print_goals(
-    goals: Sequence[Goal], title: str = "goals of the qh3 engine"
+    goals: Sequence[Goal],
+    title: str = "goals of the qh3 engine",
+    legend: str = ENGINE_LEGEND,
 ) -> list[dict[str, Any]]:
-    """Print one line per goal under ``title``; return them for JSON."""
+    """Print one line per goal under ``title`` (``legend`` in parentheses);
+    return them for JSON."""
     print()
-    print(
-        f"{title} (same run; trioquic = its aioquic engine, the default; "
-        "trioquic+qh3 = its qh3 engine; qh3-asyncio = qh3's own asyncio layer):"
-    )
+    print(f"{title} ({legend}):")
     for goal in goals:
         print("  " + goal.line())
     return [{**asdict(goal), "verdict": goal.verdict} for goal in goals]

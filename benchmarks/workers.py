@@ -1141,7 +1141,9 @@ def run(args: argparse.Namespace) -> int:
     payload["correctness"] = correct
     payload["kill"] = kill
     payload["goals"] = print_goals(
-        goals(args, medians, correct, kill), title="goals of serve --workers"
+        goals(args, medians, correct, kill),
+        title="goals of serve --workers",
+        legend="same run; trioquic serve --workers N, driven by gtlsclient",
     )
     if scaling is not None:
         print(
