@@ -101,7 +101,7 @@ BENCHMARKS = [
     "benchmarks/asgi_servers.py",  # one Starlette app: trioquic, hypercorn, anycorn
     "benchmarks/httpx_client.py",  # httpx over HTTP3Transport, Http3Client, niquests
     "benchmarks/static_files.py",  # built-in file server vs Starlette's StaticFiles
-    "benchmarks/workers.py",  # serve --workers 1, 2, 4: scaling, rebinds, a killed worker
+    "benchmarks/workers.py",  # serve --workers 1, 2, 4: scaling, rebinds, a kill
 ]
 
 
