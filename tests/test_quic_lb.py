@@ -127,9 +127,10 @@ def test_bad_configurations(
 
 def test_settings_take_the_length_from_the_configuration() -> None:
     config = QuicLbConfig(server_id=b"\x01\x02", nonce_length=9)
-    assert trioquic.QuicSettings(quic_lb=config).connection_id_length == 12
+    aioquic = trioquic.QuicSettings(engine="aioquic", quic_lb=config)
+    assert aioquic.connection_id_length == 12
     with pytest.raises(ValueError, match="leave it out"):
-        trioquic.QuicSettings(quic_lb=config, connection_id_length=8)
+        trioquic.QuicSettings(engine="aioquic", quic_lb=config, connection_id_length=8)
     with pytest.raises(TypeError):
         trioquic.QuicSettings(quic_lb=b"\x01")  # type: ignore[arg-type]
 
