@@ -352,6 +352,7 @@ class _Supervisor:
             signal.set_wakeup_fd(old_wakeup)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            self.stopping = True  # (an error got here: restart nothing)
             self._kill_all(signal.SIGKILL)
             self._reap(block=True)
 
@@ -472,23 +473,18 @@ class _Supervisor:
                 os._exit(status)
 
     def _reap(self, *, block: bool) -> None:
-        while True:
-            alive = [w for w in self.workers if w.pid is not None]
-            if not alive:
-                return
-            try:
-                pid, status = os.waitpid(-1, 0 if block else os.WNOHANG)
-            except ChildProcessError:
-                for worker in alive:
-                    worker.pid = None
-                return
-            except InterruptedError:  # pragma: no cover - PEP 475 retries
+        """Collect the workers that ended (only ours: a process that runs
+        serve_workers may have other children)."""
+        for worker in self.workers:
+            pid = worker.pid
+            if pid is None:
                 continue
-            if pid == 0:
-                return
-            ended = next((w for w in alive if w.pid == pid), None)
-            if ended is not None:
-                self._ended(ended, status)
+            try:
+                ended, status = os.waitpid(pid, 0 if block else os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost
+                ended, status = pid, 0
+            if ended == pid:
+                self._ended(worker, status)
 
     def _ended(self, worker: _Worker, status: int) -> None:
         pid, worker.pid = worker.pid, None
