@@ -35,12 +35,16 @@ sockets; :class:`LinkConditions` describes what each link does to datagrams
 
 from .._util import fixup_module_metadata as _fixup
 from ._network import EPHEMERAL_PORT_START as EPHEMERAL_PORT_START
+from ._network import Blackout as Blackout
 from ._network import LinkConditions as LinkConditions
 from ._network import LinkStatistics as LinkStatistics
+from ._network import LossBursts as LossBursts
+from ._network import LossRamp as LossRamp
 from ._network import LossSchedule as LossSchedule
 from ._network import MemoryNetwork as MemoryNetwork
 from ._network import MemorySocket as MemorySocket
 from ._network import NetworkStatistics as NetworkStatistics
+from ._network import PeriodicLoss as PeriodicLoss
 from ._server import TEST_ALPN as TEST_ALPN
 from ._server import TEST_SERVER_NAME as TEST_SERVER_NAME
 from ._server import MemoryServer as MemoryServer

@@ -17,7 +17,7 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
 import attrs
@@ -106,6 +106,175 @@ def _loss(value: Any) -> LossSchedule:
         previous = until
         phases.append((float(until), _check_rate("a loss phase's rate", rate)))
     return tuple(phases)
+
+
+def _finite(name: str, value: Any, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number of seconds, got {value!r}")
+    if not (0.0 < value < math.inf if positive else 0.0 <= value < math.inf):
+        bound = "greater than 0" if positive else "at least 0"
+        raise ValueError(f"{name} must be finite and {bound}, got {value!r}")
+    return float(value)
+
+
+def _field_seconds(
+    *, positive: bool = False
+) -> Callable[[object, attrs.Attribute[Any], Any], None]:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+        _finite(f"{type(instance).__name__}.{attribute.name}", value, positive=positive)
+
+    return check
+
+
+def _field_rate(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
+    _check_rate(f"{type(instance).__name__}.{attribute.name}", value)
+
+
+def _windows(value: Any) -> tuple[tuple[float, float], ...]:
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(
+            "LossBursts.windows must be a sequence of (start, duration) pairs, "
+            f"got {type(value).__name__}"
+        )
+    windows = []
+    for window in value:
+        if not (isinstance(window, tuple | list) and len(window) == 2):
+            raise TypeError(
+                "a loss burst is a (start, duration) pair of seconds, such as "
+                f"(1.0, 0.5); got {window!r}"
+            )
+        start, duration = window
+        windows.append(
+            (
+                _finite("a loss burst's start", start),
+                _finite("a loss burst's duration", duration),
+            )
+        )
+    return tuple(sorted(windows))
+
+
+class _LossFunction:
+    """A loss schedule that is a function of time and prints as the Python
+    expression that rebuilds it (so :meth:`MemoryNetwork.replay_code` can
+    print it)."""
+
+    __slots__ = ()
+
+    def __call__(self, elapsed: float) -> float:
+        raise NotImplementedError
+
+
+@attrs.frozen(kw_only=True)
+class Blackout(_LossFunction):
+    """A loss schedule that loses everything for ``duration`` seconds from
+    ``start`` (seconds since the network's clock started), and nothing
+    otherwise: a link that goes down and comes back. Pass it as
+    :attr:`LinkConditions.loss`::
+
+        LinkConditions(loss=Blackout(start=1.0, duration=3.0))
+    """
+
+    #: When the link goes down.
+    start: float = attrs.field(validator=_field_seconds())
+    #: How long it stays down.
+    duration: float = attrs.field(validator=_field_seconds())
+
+    def __call__(self, elapsed: float) -> float:
+        """The loss rate ``elapsed`` seconds after the network started."""
+        return 1.0 if self.start <= elapsed < self.start + self.duration else 0.0
+
+
+@attrs.frozen(kw_only=True)
+class LossBursts(_LossFunction):
+    """A loss schedule with bursts of loss: ``rate`` within each window
+    ``(start, duration)`` (seconds since the network's clock started),
+    ``base`` outside them::
+
+        LinkConditions(loss=LossBursts(windows=[(0.5, 0.2), (2.0, 0.1)], rate=0.8))
+    """
+
+    #: The bursts, ``(start, duration)`` pairs of seconds (kept sorted).
+    windows: tuple[tuple[float, float], ...] = attrs.field(converter=_windows)
+    #: The loss rate within a burst.
+    rate: float = attrs.field(default=1.0, validator=_field_rate)
+    #: The loss rate outside the bursts.
+    base: float = attrs.field(default=0.0, validator=_field_rate)
+
+    def __call__(self, elapsed: float) -> float:
+        """The loss rate ``elapsed`` seconds after the network started."""
+        for start, duration in self.windows:
+            if start <= elapsed < start + duration:
+                return self.rate
+        return self.base
+
+
+@attrs.frozen(kw_only=True)
+class LossRamp(_LossFunction):
+    """A loss schedule that changes linearly from ``start_rate`` at
+    ``start`` to ``end_rate`` at ``start + duration`` (seconds since the
+    network's clock started), keeping ``start_rate`` before and ``end_rate``
+    after: a link that degrades (or recovers)::
+
+        LinkConditions(loss=LossRamp(start=1.0, duration=4.0, end_rate=0.5))
+    """
+
+    #: When the rate starts to change.
+    start: float = attrs.field(default=0.0, validator=_field_seconds())
+    #: How long it takes to reach ``end_rate`` (0: a step).
+    duration: float = attrs.field(default=0.0, validator=_field_seconds())
+    #: The rate until ``start``.
+    start_rate: float = attrs.field(default=0.0, validator=_field_rate)
+    #: The rate from ``start + duration`` on.
+    end_rate: float = attrs.field(default=0.0, validator=_field_rate)
+
+    def __call__(self, elapsed: float) -> float:
+        """The loss rate ``elapsed`` seconds after the network started."""
+        if elapsed < self.start:
+            return self.start_rate
+        if elapsed >= self.start + self.duration:
+            return self.end_rate
+        fraction = (elapsed - self.start) / self.duration
+        rate = self.start_rate + (self.end_rate - self.start_rate) * fraction
+        return min(1.0, max(0.0, rate))
+
+
+@attrs.frozen(kw_only=True)
+class PeriodicLoss(_LossFunction):
+    """A loss schedule that repeats every ``period`` seconds: ``rate`` for
+    the first ``duration`` seconds of each period (counted from ``offset``
+    seconds after the network's clock started), ``base`` for the rest, like
+    interference that comes and goes::
+
+        LinkConditions(loss=PeriodicLoss(period=1.0, duration=0.1, rate=1.0))
+    """
+
+    #: The length of a cycle.
+    period: float = attrs.field(validator=_field_seconds(positive=True))
+    #: How long the loss lasts in each cycle (at most ``period``).
+    duration: float = attrs.field(validator=_field_seconds())
+    #: The loss rate during that part of a cycle.
+    rate: float = attrs.field(default=1.0, validator=_field_rate)
+    #: The loss rate for the rest of the cycle.
+    base: float = attrs.field(default=0.0, validator=_field_rate)
+    #: When the first cycle starts (the rate is ``base`` before).
+    offset: float = attrs.field(default=0.0, validator=_field_seconds())
+
+    def __attrs_post_init__(self) -> None:
+        if self.duration > self.period:
+            raise ValueError(
+                f"PeriodicLoss.duration ({self.duration!r}) must be at most its "
+                f"period ({self.period!r})"
+            )
+
+    def __call__(self, elapsed: float) -> float:
+        """The loss rate ``elapsed`` seconds after the network started."""
+        if elapsed < self.offset:
+            return self.base
+        return (
+            self.rate
+            if (elapsed - self.offset) % self.period < self.duration
+            else self.base
+        )
 
 
 @attrs.frozen(kw_only=True)
@@ -271,14 +440,35 @@ class MemoryNetwork:
     ``autojump_threshold=0`` a lossy, slow network is simulated as fast as the
     CPU goes.
 
+    ``links`` sets per-direction conditions at once, as :meth:`set_link`
+    would: ``links={("10.0.0.2", "10.0.0.1"): LinkConditions(loss=0.1)}``.
+
+    ``rebinds`` schedules NAT rebindings: ``rebinds=[(2.0, "10.0.0.2")]``
+    means the NAT in front of host ``10.0.0.2`` changes its mapping 2 seconds
+    after the network's clock started, so the first datagram each socket of
+    that host (bound before then) sends at or after that time goes out from a
+    new port, as :meth:`rebind` does (datagrams still on their way to the old
+    port are dropped). A rebinding is applied when the socket next sends, like
+    a real NAT that makes a new mapping for the next outgoing datagram: no
+    task runs, and the same workload sees the same rebinding. Name client
+    hosts only: a server whose port moves is unreachable.
+
     The network starts no tasks: datagrams wait in their destination socket
     until its ``receive_batch`` takes them. It must be used within a single
-    trio run; its clock (for loss schedules) starts when it is created inside
-    the run, or at the first send otherwise.
+    trio run; its clock (for loss schedules and rebindings) starts when it is
+    created inside the run, or at the first send otherwise.
+
+    :meth:`replay_code` prints a line of Python that rebuilds the network
+    (seed, conditions, links, rebindings), to reproduce a failure.
     """
 
     def __init__(
-        self, *, seed: int | str = 0, conditions: LinkConditions | None = None
+        self,
+        *,
+        seed: int | str = 0,
+        conditions: LinkConditions | None = None,
+        links: Mapping[tuple[str, str], LinkConditions] | None = None,
+        rebinds: Iterable[tuple[float, str]] = (),
     ) -> None:
         if conditions is None:
             conditions = LinkConditions()
@@ -289,6 +479,11 @@ class MemoryNetwork:
         self.seed = seed
         self._default = conditions
         self._overrides: dict[tuple[str, str], LinkConditions] = {}
+        self._rebinds = _check_rebinds(rebinds)
+        #: Per host, the times of its rebinding events, in increasing order.
+        self._rebind_times: dict[str, list[float]] = {}
+        for when, host in self._rebinds:
+            self._rebind_times.setdefault(host, []).append(when)
         self._links: dict[tuple[str, str], _Link] = {}
         self._sockets: dict[tuple[str, int], MemorySocket] = {}
         self._next_port: dict[str, int] = {}
@@ -305,6 +500,19 @@ class MemoryNetwork:
         self._overflowed = 0
         self._unroutable = 0
         self._in_transit = 0
+        if links is not None:
+            if not isinstance(links, Mapping):
+                raise TypeError(
+                    "links must be a mapping {(source, destination): "
+                    f"LinkConditions}}, got {type(links).__name__}"
+                )
+            for key, link_conditions in links.items():
+                if not (isinstance(key, tuple) and len(key) == 2):
+                    raise TypeError(
+                        "links must be keyed by (source host, destination host) "
+                        f"pairs, got {key!r}"
+                    )
+                self.set_link(key[0], key[1], link_conditions)
 
     # -- configuration --------------------------------------------------------
 
@@ -350,6 +558,64 @@ class MemoryNetwork:
         return self._overrides.get((source, destination), self._default)
 
     @property
+    def rebinds(self) -> tuple[tuple[float, str], ...]:
+        """The scheduled NAT rebindings, ``(seconds, host)`` in increasing
+        order of time (see the class's ``rebinds`` argument)."""
+        return self._rebinds
+
+    def replay_code(self) -> str:
+        """One line of Python that rebuilds this network: its seed, its
+        default conditions, the conditions set per link and its scheduled
+        rebindings, for example::
+
+            MemoryNetwork(seed=7, conditions=LinkConditions(delay=0.05, loss=0.1))
+
+        It evaluates with the names of ``from trioquic.testing import *`` in
+        scope, and the network it makes treats the same workload (the same
+        datagrams sent at the same trio times, relative to the network's
+        clock) the same way: the same datagrams lost, duplicated, corrupted
+        and delivered at the same times. Print it when a test fails to
+        reproduce the failure with a fixed network.
+
+        It describes the configuration in force now: conditions changed with
+        :meth:`set_link` or :attr:`default_conditions` in the middle of a run
+        appear with their latest value (the test that changed them replays
+        that change itself), and so do :meth:`rebind` calls (they are part of
+        the workload). A loss schedule given as an arbitrary function cannot
+        be printed: it appears as ``<loss function module.name>``, which does
+        not evaluate, followed by a comment saying to pass that function in
+        its place. The loss schedules of this module (:class:`Blackout`,
+        :class:`LossBursts`, :class:`LossRamp`, :class:`PeriodicLoss`) print
+        as themselves.
+        """
+        unprintable: list[str] = []
+        arguments = [f"seed={self.seed!r}"]
+        if self._default != LinkConditions():
+            arguments.append(
+                f"conditions={_conditions_code(self._default, unprintable)}"
+            )
+        if self._overrides:
+            links = ", ".join(
+                f"{key!r}: {_conditions_code(conditions, unprintable)}"
+                for key, conditions in self._overrides.items()
+            )
+            arguments.append(f"links={{{links}}}")
+        if self._rebinds:
+            arguments.append(f"rebinds={list(self._rebinds)!r}")
+        code = f"MemoryNetwork({', '.join(arguments)})"
+        if unprintable:
+            names = ", ".join(dict.fromkeys(unprintable))
+            code += (
+                f"  # replace {names} with the same loss function: a function "
+                "cannot be printed"
+            )
+        return code
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        # Hypothesis (and IPython) print a drawn network as its replay code.
+        printer.text(self.replay_code())
+
+    @property
     def elapsed(self) -> float:
         """Seconds (trio time) since the network's clock started: the time
         loss schedules are given in."""
@@ -369,6 +635,11 @@ class MemoryNetwork:
         if address in self._sockets:
             raise OSError(errno.EADDRINUSE, f"address {address!r} is already in use")
         sock = MemorySocket(self, address)
+        times = self._rebind_times.get(host)
+        if times:
+            # Rebindings scheduled before the socket existed do not move it.
+            bound = 0.0 if self._epoch is None else trio.current_time() - self._epoch
+            sock._rebinds_seen = bisect.bisect_right(times, bound)
         self._sockets[address] = sock
         return sock
 
@@ -471,6 +742,12 @@ class MemoryNetwork:
         if target is None:
             self._unroutable += 1
             return
+        times = self._rebind_times.get(sender._address[0])
+        if times:
+            due = bisect.bisect_right(times, now - self._epoch)
+            if due > sender._rebinds_seen:
+                sender._rebinds_seen = due
+                self.rebind(sender)
         source = sender._address
         link = self._link(source[0], dst_host)
         link.sent += 1
@@ -519,6 +796,60 @@ class MemoryNetwork:
         )
 
 
+def _check_rebinds(
+    rebinds: Iterable[tuple[float, str]],
+) -> tuple[tuple[float, str], ...]:
+    if isinstance(rebinds, str | bytes) or not isinstance(rebinds, Iterable):
+        raise TypeError(
+            "rebinds must be a list of (seconds, host) pairs, "
+            f"got {type(rebinds).__name__}"
+        )
+    events: list[tuple[float, str]] = []
+    for event in rebinds:
+        if not (isinstance(event, tuple | list) and len(event) == 2):
+            raise TypeError(
+                f"a rebinding is a (seconds, host) pair, such as (2.0, '10.0.0.2'); "
+                f"got {event!r}"
+            )
+        when, host = event
+        if isinstance(when, bool) or not isinstance(when, int | float):
+            raise TypeError(f"a rebinding's time must be a number, got {when!r}")
+        if not 0.0 < when < math.inf:
+            raise ValueError(
+                "a rebinding's time must be a finite number of seconds greater "
+                f"than 0 (since the network's clock started), got {when!r}"
+            )
+        events.append((float(when), _host(host)))
+    events.sort(key=lambda event: event[0])
+    return tuple(events)
+
+
+def _conditions_code(conditions: LinkConditions, unprintable: list[str]) -> str:
+    """``LinkConditions(...)`` with the fields that differ from the defaults;
+    a loss function that cannot be printed is named in ``unprintable``."""
+    fields = []
+    for field in attrs.fields(LinkConditions):
+        value = getattr(conditions, field.name)
+        if value == field.default:
+            continue
+        if field.name == "loss" and callable(value):
+            if isinstance(value, _LossFunction):
+                text = repr(value)
+            else:
+                name = getattr(value, "__qualname__", None) or type(value).__qualname__
+                module = getattr(value, "__module__", None)
+                text = (
+                    f"<loss function {module}.{name}>"
+                    if module
+                    else f"<loss function {name}>"
+                )
+                unprintable.append(text)
+        else:
+            text = repr(value)
+        fields.append(f"{field.name}={text}")
+    return f"LinkConditions({', '.join(fields)})"
+
+
 def _check_port(port: int) -> int:
     if isinstance(port, bool) or not isinstance(port, int):
         raise TypeError(f"port must be an int or None, got {type(port).__name__}")
@@ -552,6 +883,8 @@ class MemorySocket:
         self._queue: list[tuple[float, int, bytes, Address, tuple[str, int]]] = []
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
+        #: How many of its host's scheduled rebindings have moved it.
+        self._rebinds_seen = 0
 
     @property
     def network(self) -> MemoryNetwork:
