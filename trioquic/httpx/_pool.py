@@ -23,7 +23,7 @@ import trio
 
 from .._errors import ConnectionClosed
 from .._settings import QuicSettings
-from .._udp import UdpSocket
+from .._udp import DatagramSocket, UdpSocket
 from ..h3 import (
     ConnectionGoingAway,
     Http3Client,
@@ -100,6 +100,7 @@ class Pool:
         keepalive_expiry: float | None,
         zero_rtt: bool,
         local_address: str | None,
+        socket_factory: Callable[[str, int], DatagramSocket] | None = None,
     ) -> None:
         self._nursery = nursery
         self._settings = settings
@@ -108,6 +109,7 @@ class Pool:
         self._keepalive_expiry = keepalive_expiry
         self._zero_rtt = zero_rtt
         self._local_address = local_address
+        self._socket_factory = socket_factory
         self.connections: dict[Origin, list[Connection]] = {}
         #: The newest unused session ticket per origin (each is used once).
         self.tickets: dict[Origin, bytes] = {}
@@ -332,8 +334,11 @@ class Pool:
             with trio.CancelScope() as guard:
                 async with AsyncExitStack() as stack:
                     connect_host = host
-                    sock = None
-                    if self._local_address is not None:
+                    sock: DatagramSocket | None = None
+                    if self._socket_factory is not None:
+                        sock = self._socket_factory(host, port)
+                        stack.callback(sock.close)
+                    elif self._local_address is not None:
                         sock, connect_host = await self._open_socket(host, port)
                         stack.callback(sock.close)
                         if settings.server_name is None:

@@ -22,6 +22,7 @@ from .._errors import (
     PeerUnreachable,
 )
 from .._settings import QuicSettings
+from .._udp import DatagramSocket
 from ..h3 import (
     ConnectionGoingAway,
     H3Error,
@@ -100,6 +101,16 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
     :param zero_rtt: send GET, HEAD and OPTIONS requests as 0-RTT early data
         on a connection resumed with a session ticket from the same origin.
     :param local_address: the local IP address to send from.
+    :param socket_factory: makes the datagram socket of each new connection:
+        called as ``socket_factory(host, port)`` with the request URL's
+        origin, it returns a :class:`~trioquic.lowlevel.DatagramSocket` (a
+        :class:`trioquic.lowlevel.UdpSocket`, a
+        :class:`trioquic.testing.MemorySocket`, ...). The connection is sent
+        to ``(host, port)`` through it as it is, without name resolution
+        (so, for a UDP socket, give URLs with IP addresses), and the
+        transport closes the socket when the connection ends. The server's
+        certificate is checked against ``host`` unless ``settings`` has a
+        ``server_name``. Not with ``local_address``.
     """
 
     def __init__(
@@ -113,6 +124,7 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
         keepalive_expiry: float | None = 5.0,
         zero_rtt: bool = False,
         local_address: str | None = None,
+        socket_factory: Callable[[str, int], DatagramSocket] | None = None,
     ) -> None:
         if settings is None:
             settings = QuicSettings()
@@ -155,12 +167,25 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
                 "local_address must be an IP address as a str (e.g. '0.0.0.0'), "
                 f"got {type(local_address).__name__}"
             )
+        if socket_factory is not None:
+            if not callable(socket_factory):
+                raise TypeError(
+                    "socket_factory must be a callable taking (host, port) and "
+                    "returning a datagram socket, "
+                    f"got {type(socket_factory).__name__}"
+                )
+            if local_address is not None:
+                raise ValueError(
+                    "give local_address or socket_factory, not both (bind the "
+                    "socket socket_factory returns to the local address)"
+                )
         self._ca_file: str | None = None  # a temporary file we own
         self._settings = self._apply_verify(settings, verify)
         self._http3_settings = http3_settings
         self._max_connections = max_connections_per_origin
         self._zero_rtt = zero_rtt
         self._local_address = local_address
+        self._socket_factory = socket_factory
         self._pool: Pool | None = None
         #: httpx's raw header fields -> (authority, HTTP/3 fields).
         self._fields: dict[tuple[tuple[bytes, bytes], ...], tuple[str, Headers]] = {}
@@ -219,6 +244,7 @@ class HTTP3Transport(httpx.AsyncBaseTransport):
             keepalive_expiry=self._keepalive_expiry,
             zero_rtt=self._zero_rtt,
             local_address=self._local_address,
+            socket_factory=self._socket_factory,
         )
         return self
 
