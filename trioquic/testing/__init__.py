@@ -34,6 +34,8 @@ sockets; :class:`LinkConditions` describes what each link does to datagrams
 """
 
 from .._util import fixup_module_metadata as _fixup
+from ._http3 import open_memory_http3 as open_memory_http3
+from ._http3 import open_memory_httpx as open_memory_httpx
 from ._network import EPHEMERAL_PORT_START as EPHEMERAL_PORT_START
 from ._network import Blackout as Blackout
 from ._network import LinkConditions as LinkConditions
