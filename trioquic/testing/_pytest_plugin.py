@@ -278,22 +278,12 @@ def quic_certificate() -> DevelopmentCertificate:
 def replay_section(origin: _NetworkOrigin, nodeid: str) -> str:
     """The text of the ``trioquic network`` report section."""
     network = origin.network
-    replay = getattr(network, "replay_code", None)
-    if callable(replay):
-        code = str(replay())
-    else:
-        code = (
-            f"MemoryNetwork(seed={network.seed!r}, "
-            f"conditions={network.default_conditions!r})"
-        )
-    if not code.lstrip().startswith("network ="):
-        code = f"network = {code}"
     rerun = ["pytest", nodeid, f"--quic-seed={network.seed}"]
     if origin.option:
         rerun.append(origin.option)
     return (
         f"seed {network.seed} ({origin.seed_source}); conditions: {origin.source}\n"
-        f"replay with: {code}\n"
+        f"replay with: network = {network.replay_code()}\n"
         f"rerun with: {shlex.join(rerun)}\n"
     )
 
