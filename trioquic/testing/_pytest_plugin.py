@@ -61,6 +61,7 @@ import shlex
 from collections.abc import Generator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import pytest
 
 if TYPE_CHECKING:
@@ -89,21 +90,17 @@ DEFAULT_LOSSY_PRESET = "mild"
 _MARKER = "quic_lossy"
 
 
+@attrs.frozen(kw_only=True)
 class _NetworkOrigin:
     """What the failure report needs to know about a test's network."""
 
-    __slots__ = ("network", "option", "seed_source", "source")
-
-    def __init__(
-        self, network: MemoryNetwork, *, seed_source: str, source: str, option: str
-    ) -> None:
-        self.network = network
-        #: Where the seed came from ("the test's id", "--quic-seed").
-        self.seed_source = seed_source
-        #: Where the conditions came from, for the report.
-        self.source = source
-        #: The ``--quic-lossy`` argument a rerun needs ("" if none).
-        self.option = option
+    network: MemoryNetwork
+    #: Where the seed came from ("from the test's id", "from --quic-seed").
+    seed_source: str
+    #: Where the conditions came from, for the report.
+    source: str
+    #: The ``--quic-lossy`` argument a rerun needs ("" if none).
+    option: str
 
 
 _ORIGIN = pytest.StashKey[_NetworkOrigin]()
@@ -136,8 +133,6 @@ def _preset(name: object, where: str) -> dict[str, Any]:
 def _marker_conditions(marker: pytest.Mark) -> tuple[LinkConditions, str]:
     """The conditions ``@pytest.mark.quic_lossy(...)`` asks for, and how to
     describe them."""
-    import attrs
-
     from ._network import LinkConditions
 
     where = "@pytest.mark.quic_lossy"
@@ -256,7 +251,7 @@ def quic_network(request: pytest.FixtureRequest) -> Iterator[MemoryNetwork]:
         source = "perfect (the default)"
     network = MemoryNetwork(seed=seed, conditions=conditions)
     request.node.stash[_ORIGIN] = _NetworkOrigin(
-        network, seed_source=seed_source, source=source, option=option
+        network=network, seed_source=seed_source, source=source, option=option
     )
     yield network
 
