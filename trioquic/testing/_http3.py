@@ -229,6 +229,9 @@ async def open_memory_http3(
       builtin). Anything else raises :exc:`TypeError`.
     - ``network``: a :class:`MemoryNetwork` (e.g. lossy, seeded, or pytest's
       ``quic_network`` fixture); a new lossless one by default.
+    - ``host``, ``port``: the server's address on it; ``client_host``: the
+      client's host (a free port is picked). Give IP address literals: the
+      qh3 engine takes nothing else.
     - ``http3_settings`` (the server's) defaults to
       :class:`~trioquic.h3.Http3Settings`, with extended CONNECT enabled for
       an ASGI application (WebSockets); ``client_http3_settings`` is the
@@ -250,9 +253,13 @@ async def open_memory_http3(
     Under ``trio.testing.MockClock(autojump_threshold=0)`` (pytest-trio's
     ``autojump_clock``) delays, losses and timeouts take no real time; the
     ASGI adapter and lifespan use trio's clock only. What an application
-    runs in worker threads (a Starlette or FastAPI ``def`` endpoint, a
-    synchronous iterator streamed) takes real time, during which the
-    mock clock may jump ahead: prefer ``async def`` endpoints in such tests.
+    runs in a worker thread (a Starlette or FastAPI ``def`` endpoint, a
+    synchronous iterator streamed) is not: while it runs, every trio task
+    waits, so the autojump clock jumps to the next deadline and the next
+    (retransmissions, then the client's read timeout fire) before the thread
+    is done. Use ``async def`` endpoints in such tests, or a clock that
+    jumps only after more real time than a thread takes
+    (``MockClock(autojump_threshold=0.02)``: slower).
     With hypothesis ``@given`` on a pytest-trio test, each example is a
     ``trio.run`` of its own sharing the test's clock, which goes on from
     where the previous example left it (only differences of time matter):
@@ -321,9 +328,9 @@ async def open_memory_httpx(
     Every connection the transport opens gets a new socket on
     ``client_host``. ``client_options`` (``timeout``, ``headers``,
     ``follow_redirects``, ...) go to ``httpx.AsyncClient``; ``timeout``
-    defaults to :data:`DEFAULT_HTTPX_TIMEOUT` seconds (httpx's own 5 s is
-    short for a lossy link); the other arguments are
-    :func:`open_memory_http3`'s. Needs httpx (``trioquic[httpx]``).
+    defaults to 30 seconds (httpx's own 5 s is short for a lossy link); the
+    other arguments are :func:`open_memory_http3`'s. Needs httpx
+    (``trioquic[httpx]``).
     """
     for reserved in ("transport", "base_url"):
         if reserved in client_options:
