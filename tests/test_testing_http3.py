@@ -20,7 +20,7 @@ import pytest
 import trio
 import trio.testing
 from fastapi import FastAPI, HTTPException
-from helpers import all_tasks, current_engine
+from helpers import all_tasks
 from hypothesis import strategies as st
 from pydantic import BaseModel
 from starlette.applications import Starlette
@@ -506,16 +506,21 @@ json_documents = st.recursive(
 )
 
 #: Lossy, slow, reordering, duplicating, corrupting links, and the client's
-#: address rebound (NAT) while it talks. Not rebound on the qh3 engine: there
-#: a rebinding as the handshake completes (LinkConditions(delay=0.0625),
-#: rebinds=[(0.125, "10.0.0.2")]) ends the connection in an idle timeout,
-#: raw QUIC streams alike.
+#: address rebound (NAT) while it talks.
 lossy_networks = networks(
-    conditions=link_conditions(delay=(0.0, 0.1), loss=(0.0, 0.25)),
-    rebinding=current_engine() != "qh3",
+    conditions=link_conditions(delay=(0.0, 0.1), loss=(0.0, 0.25)), rebinding=True
 )
 
 
+@pytest.mark.aioquic_only(
+    "the qh3 engine loses a few handshakes in a hundred at 25% loss (the "
+    "server closes with 'packet contains no CRYPTO frame' on "
+    "MemoryNetwork(seed=21, conditions=LinkConditions(jitter=0.03125, "
+    "loss=0.25)); a handshake timeout on MemoryNetwork(seed=44, "
+    "conditions=LinkConditions(loss=0.25))), and a client rebound as the "
+    "handshake completes (LinkConditions(delay=0.0625), rebinds=[(0.125, "
+    "'10.0.0.2')]) ends in an idle timeout"
+)
 @hypothesis.settings(
     property_settings,
     max_examples=examples(8),
