@@ -575,7 +575,10 @@ class MemoryNetwork:
         datagrams sent at the same trio times, relative to the network's
         clock) the same way: the same datagrams lost, duplicated, corrupted
         and delivered at the same times. Print it when a test fails to
-        reproduce the failure with a fixed network.
+        reproduce the failure with a fixed network. (The network is
+        deterministic; a QUIC connection over it is not quite: its keys and
+        connection IDs are random, so a failure may take a few runs to come
+        back.)
 
         It describes the configuration in force now: conditions changed with
         :meth:`set_link` or :attr:`default_conditions` in the middle of a run

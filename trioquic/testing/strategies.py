@@ -44,6 +44,14 @@ wall-clock time of an example depends on how much virtual time it
 simulates. The network is drawn before the example's trio run starts; each
 example gets a new one (a network must not be shared between trio runs).
 
+pytest-trio makes trio's scheduler deterministic under hypothesis, and the
+network is deterministic for a given workload, but a QUIC connection has
+randomness of its own (keys, connection IDs, hence packet contents and
+timing), so a failure over a real connection may come back only some of the
+times its network is replayed: hypothesis then reports it as flaky, still
+printing the network. Replay it a few times (or with more examples) to see
+how often it fails.
+
 Ranges are given the same way to every strategy here: a keyword takes
 
 * a ``(low, high)`` tuple: a value drawn from that range, shrinking towards
