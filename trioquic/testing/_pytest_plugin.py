@@ -43,12 +43,12 @@ A failure's replay line
 
 The presets (:data:`LOSSY_PRESETS`):
 
-========== =========================================================
+=========== =========================================================
 ``perfect`` no delay, no loss (the default)
 ``mild``    10 ms delay, 5 ms jitter, 2 % loss
 ``harsh``   50 ms delay, 30 ms jitter (reordering), 10 % loss, 2 %
             duplication, 1 % corruption
-========== =========================================================
+=========== =========================================================
 
 At pytest's start the plugin costs the import of the ``trioquic.testing``
 package (its parent) and nothing more: the fixtures import what they use.
