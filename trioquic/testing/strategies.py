@@ -74,7 +74,8 @@ try:
     from hypothesis import strategies as st
 except ImportError as exc:  # pragma: no cover - hypothesis is a test dependency
     raise ImportError(
-        "trioquic.testing.strategies needs hypothesis: pip install 'trioquic[testing]' (or hypothesis)"
+        "trioquic.testing.strategies needs hypothesis: "
+        "pip install 'trioquic[testing]' (or hypothesis)"
     ) from exc
 
 from ._network import (
