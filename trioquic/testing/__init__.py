@@ -29,8 +29,20 @@ A test of a protocol over trioquic::
 :func:`trioquic.serve_quic` (``sockets=[...]``) and
 :func:`trioquic.open_quic_connection` (``socket=...``) accept in place of UDP
 sockets; :class:`LinkConditions` describes what each link does to datagrams
-(delay, jitter, loss, duplication, corruption, queue bound, bandwidth), and
-:meth:`MemoryNetwork.rebind` simulates a NAT rebinding.
+(delay, jitter, loss, duplication, corruption, queue bound, bandwidth; loss
+that changes with time: :class:`Blackout`, :class:`LossBursts`,
+:class:`LossRamp`, :class:`PeriodicLoss`), and :meth:`MemoryNetwork.rebind`
+(or ``MemoryNetwork(rebinds=[...])``) simulates a NAT rebinding.
+:meth:`MemoryNetwork.replay_code` is the line of Python that rebuilds a
+network.
+
+For property tests, :mod:`trioquic.testing.strategies` draws networks that
+misbehave (they shrink towards a perfect one); :func:`open_memory_http3` and
+:func:`open_memory_httpx` serve an HTTP/3 handler or an ASGI application on
+the network with a client connected; and a pytest plugin (loaded when
+trioquic is installed) gives the ``quic_network`` and ``quic_certificate``
+fixtures, the ``quic_lossy`` marker and a replay line for the network of a
+failing test. See the testing tutorial.
 """
 
 from .._util import fixup_module_metadata as _fixup
