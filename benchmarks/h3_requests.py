@@ -103,6 +103,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -461,6 +462,40 @@ def native_cc(args: argparse.Namespace) -> list[str]:
     return [] if cc is None else [f"--cc={cc}"]
 
 
+def run_clients(
+    commands: Sequence[Sequence[str]], *, timeout: float, cpu: int | None
+) -> tuple[list[int | None], float, list[str]]:
+    """Start every client command at once (on CPU ``cpu``, output to a
+    temporary file), wait for them all within ``timeout`` seconds and stop
+    any left: their exit codes (None: still running at the deadline), the
+    seconds taken and what each printed."""
+    processes: list[subprocess.Popen[bytes]] = []
+    outputs = []
+    with contextlib.ExitStack() as stack:
+        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands]
+        try:
+            started = time.perf_counter()
+            for command, log in zip(commands, logs, strict=True):
+                processes.append(start(list(command), cpu=cpu, stdout=log, stderr=log))
+            deadline = time.monotonic() + timeout
+            codes: list[int | None] = []
+            for process in processes:
+                try:
+                    codes.append(
+                        process.wait(timeout=max(0.1, deadline - time.monotonic()))
+                    )
+                except subprocess.TimeoutExpired:
+                    codes.append(None)
+            elapsed = time.perf_counter() - started
+        finally:
+            for process in processes:
+                stop(process, grace=0.5)
+        for log in logs:
+            log.seek(0)
+            outputs.append(log.read().decode(errors="replace"))
+    return codes, elapsed, outputs
+
+
 def native_load(
     server: Server, args: argparse.Namespace, connections: int, cpu: int | None
 ) -> Measurement:
@@ -479,32 +514,9 @@ def native_load(
         f"https://{HOST}:{server.port}{PATH}",
     ]
     sampler = Sampler(server.process.pid)
-    processes: list[subprocess.Popen[bytes]] = []
-    outputs = []
-    with contextlib.ExitStack() as stack:
-        logs = [
-            stack.enter_context(tempfile.TemporaryFile()) for _ in range(connections)
-        ]
-        try:
-            started = time.perf_counter()
-            for log in logs:
-                processes.append(start(command, cpu=cpu, stdout=log, stderr=log))
-            deadline = time.monotonic() + args.timeout
-            codes = []
-            for process in processes:
-                try:
-                    codes.append(
-                        process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                    )
-                except subprocess.TimeoutExpired:
-                    codes.append(None)
-            elapsed = time.perf_counter() - started
-        finally:
-            for process in processes:
-                stop(process, grace=0.5)
-        for log in logs:
-            log.seek(0)
-            outputs.append(log.read().decode(errors="replace"))
+    codes, elapsed, outputs = run_clients(
+        [command] * connections, timeout=args.timeout, cpu=cpu
+    )
     counters = sampler.finish()
     if any(code != 0 for code in codes):
         reasons = {out.strip().splitlines()[-1] for out in outputs if out.strip()}

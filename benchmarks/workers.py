@@ -405,30 +405,7 @@ def native_load(
         )
     pids = [server.process.pid, *server.worker_pids()]
     sampler = CpuSampler(pids)
-    processes: list[subprocess.Popen[bytes]] = []
-    with contextlib.ExitStack() as stack:
-        logs = [stack.enter_context(tempfile.TemporaryFile()) for _ in commands]
-        try:
-            started = time.perf_counter()
-            for command, log in zip(commands, logs, strict=True):
-                processes.append(h3.start(command, cpu=None, stdout=log, stderr=log))
-            deadline = time.monotonic() + args.timeout
-            codes: list[int | None] = []
-            for process in processes:
-                try:
-                    codes.append(
-                        process.wait(timeout=max(0.1, deadline - time.monotonic()))
-                    )
-                except subprocess.TimeoutExpired:
-                    codes.append(None)
-            elapsed = time.perf_counter() - started
-        finally:
-            for process in processes:
-                h3.stop(process, grace=0.5)
-        outputs = []
-        for log in logs:
-            log.seek(0)
-            outputs.append(log.read().decode(errors="replace"))
+    codes, elapsed, outputs = h3.run_clients(commands, timeout=args.timeout, cpu=None)
     cpu = sampler.finish()
     run.seconds = elapsed
     run.kernel_drops = cpu["kernel_drops"]
