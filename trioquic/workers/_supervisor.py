@@ -60,6 +60,8 @@ EXIT_UNCLEAN = 1
 EXIT_CRASH_LOOP = 3
 #: A worker that dies this soon after its start counts towards a crash loop.
 _CRASH_WINDOW = 10.0
+#: A worker's statistics line is far shorter; a longer one is dropped.
+_MAX_REPORT = 1 << 20
 #: linux/prctl.h
 _PR_SET_PDEATHSIG = 1
 #: Backlog of the TCP front door's shared listening sockets.
@@ -235,7 +237,6 @@ class _Worker:
     ready: bool = False
     restarts: int = 0
     recent_crashes: list[float] = attrs.Factory(list)
-    exit_status: int | None = None
     statistics: dict[str, Any] = attrs.Factory(dict)
 
 
@@ -269,10 +270,8 @@ class _Supervisor:
         self.port = 0
         self.selector = selectors.DefaultSelector()
         self.stopping = False
-        self.interrupts = 0
         self.exit_status = EXIT_OK
         self.announced = False
-        self.restart_delays: list[float] = []
         self.pid = os.getpid()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -397,7 +396,6 @@ class _Supervisor:
             signum = self._signals.pop(0)
             if signum == signal.SIGCHLD:
                 continue  # reaped below
-            self.interrupts += 1
             if not self.stopping:
                 self._note(
                     f"{signal.Signals(signum).name}: stopping the workers gracefully"
@@ -431,7 +429,6 @@ class _Supervisor:
         worker.report_fd = read_fd
         worker.buffer = b""
         worker.ready = False
-        worker.exit_status = None
         self.selector.register(read_fd, selectors.EVENT_READ, worker)
 
     def _child(self, worker: _Worker, report_fd: int) -> None:  # pragma: no cover
@@ -459,7 +456,7 @@ class _Supervisor:
                 tcp_sockets=tuple(self.tcp_sockets),
                 quic_lb=self.quic_lb.for_worker(worker.index),
                 keys=self.keys,
-                report=_Reporter(report_fd, worker.index),
+                report=_Reporter(report_fd),
             )
             trio.run(_run_worker, self.target, context, self.stats_interval)
             status = 0
@@ -489,7 +486,6 @@ class _Supervisor:
     def _ended(self, worker: _Worker, status: int) -> None:
         pid, worker.pid = worker.pid, None
         code = os.waitstatus_to_exitcode(status)
-        worker.exit_status = code
         if worker.report_fd is not None:
             self._read_report(worker)
             self._forget_report(worker)
@@ -518,7 +514,6 @@ class _Supervisor:
                 return
         worker.restarts += 1
         self._start(worker)
-        self.restart_delays.append(time.monotonic() - now)
 
     def _kill_all(self, sig: int) -> None:
         for worker in self.workers:
@@ -546,6 +541,8 @@ class _Supervisor:
                 break
             worker.buffer += chunk
         *lines, worker.buffer = worker.buffer.split(b"\n")
+        if len(worker.buffer) > _MAX_REPORT:
+            worker.buffer = b""  # not a report of ours: bounded, dropped
         for line in lines:
             try:
                 message = json.loads(line)
@@ -655,9 +652,8 @@ class _Reporter:
     """Writes JSON lines to the supervisor's pipe (never blocks: a report
     that does not fit is dropped, the next one replaces it anyway)."""
 
-    def __init__(self, fd: int, index: int) -> None:
+    def __init__(self, fd: int) -> None:
         self.fd = fd
-        self.index = index
         os.set_blocking(fd, False)
 
     def __call__(self, statistics: Mapping[str, Any]) -> None:
