@@ -13,7 +13,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import trio
 
 from .._settings import QuicSettings
 from ..asgi._adapter import ASGIAdapter
@@ -26,6 +25,7 @@ from ..h3._settings import Http3Settings
 from ._network import MemoryNetwork, MemorySocket
 from ._server import client_settings as _default_client_settings
 from ._server import server_settings as _default_server_settings
+from ._server import serving_on
 
 if TYPE_CHECKING:
     import httpx
@@ -158,33 +158,19 @@ async def _serving(
                 "HTTP/3 request handler (leave them out, or pass asgi=True)"
             )
         handler = handler_or_app  # type: ignore[assignment]
-    sock = network.socket(host, port)
-    user_exc: BaseException | None = None
-    try:
-        async with running, trio.open_nursery() as nursery:
-            await nursery.start(
-                functools.partial(
-                    serve_http3,
-                    handler,
-                    port,
-                    settings=server_settings,
-                    http3_settings=http3_settings,
-                    sockets=[sock],
-                )
-            )
-            try:
-                yield _Served(network, (host, port), client_settings)
-            except BaseException as exc:
-                user_exc = exc
-            finally:
-                nursery.cancel_scope.cancel()
-    finally:
-        sock.close()
-    if user_exc is not None:
-        try:
-            raise user_exc
-        finally:
-            user_exc = None
+
+    def start(sock: MemorySocket) -> Callable[..., Awaitable[object]]:
+        return functools.partial(
+            serve_http3,
+            handler,
+            port,
+            settings=server_settings,
+            http3_settings=http3_settings,
+            sockets=[sock],
+        )
+
+    async with serving_on(network, host, port, start, around=running):
+        yield _Served(network, (host, port), client_settings)
 
 
 @asynccontextmanager

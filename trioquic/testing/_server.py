@@ -3,9 +3,10 @@ a protocol over trioquic takes a few lines."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import attrs
@@ -143,28 +144,43 @@ async def open_memory_server(
         server_settings = _default_server_settings()
     if client_settings is None:
         client_settings = _default_client_settings()
+
+    def start(sock: MemorySocket) -> Callable[..., Awaitable[object]]:
+        return functools.partial(
+            serve_quic, handler, port, settings=server_settings, sockets=[sock]
+        )
+
+    async with serving_on(network, host, port, start) as (sock, server):
+        yield MemoryServer(
+            network=network,
+            address=(host, port),
+            socket=sock,
+            server=server,
+            server_settings=server_settings,
+            client_settings=client_settings,
+        )
+
+
+@asynccontextmanager
+async def serving_on(
+    network: MemoryNetwork,
+    host: str,
+    port: int,
+    start: Callable[[MemorySocket], Callable[..., Awaitable[object]]],
+    around: AbstractAsyncContextManager[object] | None = None,
+) -> AsyncIterator[tuple[MemorySocket, Any]]:
+    """Run the server ``start(sock)`` makes (a function for
+    ``nursery.start``) on ``(host, port)`` of ``network`` for the block,
+    inside ``around`` if given; yield the socket and what the server
+    reported. On exit it is cancelled (gracefully) and its socket closed; an
+    exception raised in the block comes out as itself, not in a group."""
     sock = network.socket(host, port)
     user_exc: BaseException | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            server = await nursery.start(
-                functools.partial(
-                    serve_quic,
-                    handler,
-                    port,
-                    settings=server_settings,
-                    sockets=[sock],
-                )
-            )
+        async with around or contextlib.nullcontext(), trio.open_nursery() as nursery:
+            started = await nursery.start(start(sock))
             try:
-                yield MemoryServer(
-                    network=network,
-                    address=(host, port),
-                    socket=sock,
-                    server=server,
-                    server_settings=server_settings,
-                    client_settings=client_settings,
-                )
+                yield sock, started
             except BaseException as exc:
                 user_exc = exc
             finally:
