@@ -912,7 +912,6 @@ def _serve_with_workers(
             tcp=config.tcp,
             quic_lb=quic_lb,
             secret=secret,
-            udp_buffer_size=config.settings.udp_buffer_size,
             stats_file=args.stats_file,
             on_ready=on_ready,
             log=out,

@@ -133,7 +133,6 @@ def serve_workers(
     tcp: bool = False,
     quic_lb: QuicLbConfig | None = None,
     secret: bytes | None = None,
-    udp_buffer_size: int = 4 << 20,
     shutdown_timeout: float = 15.0,
     crash_limit: int = 5,
     stats_interval: float = 1.0,
@@ -204,7 +203,7 @@ def serve_workers(
         on_ready=on_ready,
         log=log if log is not None else sys.stderr,
     )
-    supervisor.bind(host, port, tcp=tcp, buffer_size=udp_buffer_size)
+    supervisor.bind(host, port, tcp=tcp)
     try:
         return supervisor.run()
     finally:
@@ -280,7 +279,7 @@ class _Supervisor:
 
     # -- sockets ---------------------------------------------------------------
 
-    def bind(self, host: str | None, port: int, *, tcp: bool, buffer_size: int) -> None:
+    def bind(self, host: str | None, port: int, *, tcp: bool) -> None:
         addresses = bind_addresses_blocking(host, port)
         self.workers = [_Worker(i, []) for i in range(self.count)]
         program = reuseport_program(
@@ -299,9 +298,8 @@ class _Supervisor:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
                     if family == socket.AF_INET6:
                         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-                    for option in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-                        if buffer_size:
-                            sock.setsockopt(socket.SOL_SOCKET, option, buffer_size)
+                    # (buffer sizes: the worker's server sets them, from its
+                    # QuicSettings.udp_buffer_size, as for any socket)
                     sock.bind((sockaddr[0], chosen, *sockaddr[2:]))
                     if chosen == 0:
                         chosen = sock.getsockname()[1]
